@@ -1,0 +1,77 @@
+/// Splits and normalises raw header values: line folding, comma-separated lists.
+package enum HeaderValueSplitter {
+    /// Replaces each folded line break (optional whitespace, CRLF, whitespace) by one space and trims
+    /// the ends, as RFC 3261 §7.3.1 says a folded value means the same as an unfolded one.
+    package static func unfold(_ bytes: UnsafeRawBufferPointer) -> String {
+        var hasBreak = false
+        for byte in bytes where byte == 0x0D || byte == 0x0A {
+            hasBreak = true
+            break
+        }
+        if !hasBreak { return String(decoding: bytes, as: UTF8.self) }
+        var out: [UInt8] = []
+        out.reserveCapacity(bytes.count)
+        var index = 0
+        while index < bytes.count {
+            let byte = bytes[index]
+            if byte == 0x0D || byte == 0x0A {
+                while let last = out.last, last == 0x20 || last == 0x09 { out.removeLast() }
+                while index < bytes.count, isFoldingByte(bytes[index]) { index += 1 }
+                out.append(0x20)
+                continue
+            }
+            out.append(byte)
+            index += 1
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    @inline(__always)
+    private static func isFoldingByte(_ byte: UInt8) -> Bool {
+        byte == 0x0D || byte == 0x0A || byte == 0x20 || byte == 0x09
+    }
+
+    /// Splits a list header value at commas that are outside quoted strings and `<...>`
+    /// (RFC 3261 §7.3.1), trimming whitespace around each element and dropping empty ones.
+    package static func splitList(_ value: String) -> [String] {
+        var elements: [String] = []
+        var current: [UInt8] = []
+        var inQuotes = false
+        var inAngle = false
+        var escaped = false
+        for byte in value.utf8 {
+            if inQuotes {
+                current.append(byte)
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inQuotes = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inQuotes = true
+            case UInt8(ascii: "<"): inAngle = true
+            case UInt8(ascii: ">"): inAngle = false
+            case UInt8(ascii: ",") where !inAngle:
+                appendTrimmed(current, to: &elements)
+                current.removeAll(keepingCapacity: true)
+                continue
+            default: break
+            }
+            current.append(byte)
+        }
+        appendTrimmed(current, to: &elements)
+        return elements
+    }
+
+    private static func appendTrimmed(_ bytes: [UInt8], to elements: inout [String]) {
+        var start = 0
+        var end = bytes.count
+        while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
+        while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
+        if start < end { elements.append(String(decoding: bytes[start..<end], as: UTF8.self)) }
+    }
+}
