@@ -1,0 +1,104 @@
+/// A name-addr or addr-spec with header parameters: the value of From, To, Contact, Route,
+/// Record-Route, Path, Service-Route, P-Asserted-Identity and friends (RFC 3261 §20.10, §25.1).
+public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
+    public var displayName: String?
+    public var uri: SIPURI
+    public var parameters: SIPParameters
+
+    public init(displayName: String? = nil, uri: SIPURI, parameters: SIPParameters = SIPParameters()) {
+        self.displayName = displayName
+        self.uri = uri
+        self.parameters = parameters
+    }
+
+    /// The `tag` parameter of From/To (RFC 3261 §19.3).
+    public var tag: String? {
+        get { parameters.unquoted("tag") }
+        set {
+            if let newValue { parameters.set("tag", newValue) } else { parameters.remove("tag") }
+        }
+    }
+
+    /// Always rendered in name-addr form, which is unambiguous whatever the URI holds.
+    public var description: String {
+        var out = ""
+        if let displayName { out += "\"" + escapeQuoted(displayName) + "\" " }
+        out += "<" + uri.description + ">" + parameters.description
+        return out
+    }
+
+    /// Parses one name-addr or addr-spec, followed by parameters.
+    public init(parsing text: some StringProtocol) throws(ValueError) {
+        var scanner = ValueScanner(text)
+        try self.init(scanner: &scanner)
+        scanner.skipWhitespace()
+        guard scanner.isAtEnd else { throw ValueError("unexpected text after address: \(scanner.remainder)") }
+    }
+
+    package init(scanner: inout ValueScanner) throws(ValueError) {
+        scanner.skipWhitespace()
+        var displayName: String?
+        if scanner.peek == UInt8(ascii: "\"") {
+            guard let quoted = scanner.readQuotedString() else { throw ValueError("unterminated quoted display name") }
+            displayName = quoted
+            scanner.skipWhitespace()
+            guard scanner.peek == UInt8(ascii: "<") else { throw ValueError("display name without <URI>") }
+        }
+        if displayName == nil, let angle = scanner.bytes[scanner.index...].firstIndex(of: UInt8(ascii: "<")) {
+            // display-name = *(token LWS): anything but tokens and whitespace is a fault (RFC 4475 §3.1.2.16).
+            let nameBytes = scanner.bytes[scanner.index..<angle]
+            guard nameBytes.allSatisfy({ isTokenByte($0) || isWhitespace($0) }) else {
+                throw ValueError("display name is neither a token nor quoted")
+            }
+            let trimmed = String(decoding: nameBytes, as: UTF8.self).trimmingWhitespace
+            displayName = trimmed.isEmpty ? nil : trimmed
+            scanner.index = angle
+        }
+        if scanner.peek == UInt8(ascii: "<") {
+            scanner.index += 1
+            guard let close = scanner.bytes[scanner.index...].firstIndex(of: UInt8(ascii: ">")) else {
+                throw ValueError("missing >")
+            }
+            let uriText = String(decoding: scanner.bytes[scanner.index..<close], as: UTF8.self)
+            self.uri = try SIPURI(parsing: uriText)
+            scanner.index = close + 1
+        } else {
+            // addr-spec: the URI ends at the first ';' or ',' or whitespace; what follows are header
+            // parameters (RFC 3261 §20.10).
+            let start = scanner.index
+            while let byte = scanner.peek, byte != UInt8(ascii: ";"), byte != UInt8(ascii: ","), !isWhitespace(byte) {
+                scanner.index += 1
+            }
+            guard scanner.index > start else { throw ValueError("empty address") }
+            let uriText = String(decoding: scanner.bytes[start..<scanner.index], as: UTF8.self)
+            let uri = try SIPURI(parsing: uriText)
+            if uri.headers.count > 0 { throw ValueError("URI with headers must be in <>") }
+            self.uri = uri
+        }
+        self.displayName = displayName
+        self.parameters = try scanner.readParameters()
+    }
+
+    /// Parses a comma-separated list of addresses (Contact, Route, Path...).
+    public static func parseList(_ text: some StringProtocol) throws(ValueError) -> [SIPAddress] {
+        var scanner = ValueScanner(text)
+        var result: [SIPAddress] = []
+        repeat {
+            result.append(try SIPAddress(scanner: &scanner))
+            scanner.skipWhitespace()
+        } while scanner.consume(UInt8(ascii: ","))
+        guard scanner.isAtEnd else { throw ValueError("unexpected text in address list: \(scanner.remainder)") }
+        return result
+    }
+}
+
+extension StringProtocol {
+    package var trimmingWhitespace: String {
+        let bytes = Array(utf8)
+        var start = 0
+        var end = bytes.count
+        while start < end, isWhitespace(bytes[start]) { start += 1 }
+        while end > start, isWhitespace(bytes[end - 1]) { end -= 1 }
+        return String(decoding: bytes[start..<end], as: UTF8.self)
+    }
+}

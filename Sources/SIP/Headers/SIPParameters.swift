@@ -1,0 +1,101 @@
+/// An ordered list of `name[=value]` parameters with case-insensitive names (RFC 3261 §7.3.1).
+public struct SIPParameters: Sendable, Hashable, Sequence, CustomStringConvertible {
+    public struct Parameter: Sendable, Hashable {
+        public var name: String
+        /// The value as written (quoted values keep their quotes), or nil for a flag.
+        public var value: String?
+    }
+
+    public private(set) var items: [Parameter] = []
+
+    public init() {}
+
+    public var isEmpty: Bool { items.isEmpty }
+    public var count: Int { items.count }
+
+    public func makeIterator() -> IndexingIterator<[Parameter]> { items.makeIterator() }
+
+    public mutating func append(_ name: String, _ value: String?) {
+        items.append(Parameter(name: name, value: value))
+    }
+
+    /// Whether a parameter with this name is present (with or without a value).
+    public func contains(_ name: String) -> Bool {
+        items.contains { $0.name.caseInsensitiveEquals(name) }
+    }
+
+    /// The value of the first parameter with this name; `.some(nil)` for a flag without value.
+    public subscript(name: String) -> String?? {
+        get {
+            guard let item = items.first(where: { $0.name.caseInsensitiveEquals(name) }) else { return nil }
+            return .some(item.value)
+        }
+    }
+
+    /// The value with surrounding quotes removed, or nil when absent or a flag.
+    public func unquoted(_ name: String) -> String? {
+        guard case .some(.some(let value)) = self[name] else { return nil }
+        if value.count >= 2, value.hasPrefix("\""), value.hasSuffix("\"") {
+            return String(value.dropFirst().dropLast())
+                .replacingOccurrences(of: "\\\"", with: "\"")
+        }
+        return value
+    }
+
+    /// Sets (replacing every earlier one) or appends a parameter.
+    public mutating func set(_ name: String, _ value: String?) {
+        var found = false
+        items = items.compactMap { item in
+            guard item.name.caseInsensitiveEquals(name) else { return item }
+            if found { return nil }
+            found = true
+            return Parameter(name: item.name, value: value)
+        }
+        if !found { append(name, value) }
+    }
+
+    public mutating func remove(_ name: String) {
+        items.removeAll { $0.name.caseInsensitiveEquals(name) }
+    }
+
+    /// `;a=b;c` as it appears on the wire.
+    public var description: String {
+        var out = ""
+        for item in items {
+            out += ";" + item.name
+            if let value = item.value { out += "=" + value }
+        }
+        return out
+    }
+}
+
+extension StringProtocol {
+    /// ASCII case-insensitive equality, for protocol names and tokens.
+    package func caseInsensitiveEquals(_ other: some StringProtocol) -> Bool {
+        let a = utf8
+        let b = other.utf8
+        guard a.count == b.count else { return false }
+        for (x, y) in zip(a, b) where x != y {
+            let lx = (x >= 0x41 && x <= 0x5A) ? x | 0x20 : x
+            let ly = (y >= 0x41 && y <= 0x5A) ? y | 0x20 : y
+            if lx != ly { return false }
+        }
+        return true
+    }
+}
+
+extension String {
+    /// Replaces every occurrence of `target`; a small stand-in so SIP does not need Foundation.
+    package func replacingOccurrences(of target: String, with replacement: String) -> String {
+        guard !target.isEmpty, contains(target) else { return self }
+        var result = ""
+        var rest = self[...]
+        while let range = rest.firstRange(of: target) {
+            result += rest[..<range.lowerBound]
+            result += replacement
+            rest = rest[range.upperBound...]
+        }
+        result += rest
+        return result
+    }
+}

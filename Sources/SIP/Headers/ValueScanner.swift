@@ -1,0 +1,123 @@
+/// A cursor over the bytes of one header value, with the small vocabulary of RFC 3261 §25.1:
+/// linear whitespace, tokens, quoted strings, separators.
+package struct ValueScanner {
+    package let bytes: [UInt8]
+    package var index: Int
+
+    package init(_ text: some StringProtocol) {
+        self.bytes = Array(text.utf8)
+        self.index = 0
+    }
+
+    package var isAtEnd: Bool { index >= bytes.count }
+
+    package var peek: UInt8? { index < bytes.count ? bytes[index] : nil }
+
+    package var remainder: String {
+        index < bytes.count ? String(decoding: bytes[index...], as: UTF8.self) : ""
+    }
+
+    package mutating func skipWhitespace() {
+        while index < bytes.count, isWhitespace(bytes[index]) { index += 1 }
+    }
+
+    /// Consumes `byte` (after optional whitespace) if it is next.
+    package mutating func consume(_ byte: UInt8) -> Bool {
+        let saved = index
+        skipWhitespace()
+        if index < bytes.count, bytes[index] == byte {
+            index += 1
+            return true
+        }
+        index = saved
+        return false
+    }
+
+    package mutating func readToken() -> String? {
+        skipWhitespace()
+        let start = index
+        while index < bytes.count, isTokenByte(bytes[index]) { index += 1 }
+        guard index > start else { return nil }
+        return String(decoding: bytes[start..<index], as: UTF8.self)
+    }
+
+    /// Reads `"..."` with backslash escapes (RFC 3261 §25.1 quoted-pair), returning the content
+    /// without quotes and with escapes resolved; nil if the quotes do not balance.
+    package mutating func readQuotedString() -> String? {
+        skipWhitespace()
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+        var out: [UInt8] = []
+        var cursor = index + 1
+        while cursor < bytes.count {
+            let byte = bytes[cursor]
+            if byte == UInt8(ascii: "\\") {
+                guard cursor + 1 < bytes.count else { return nil }
+                out.append(bytes[cursor + 1])
+                cursor += 2
+                continue
+            }
+            if byte == UInt8(ascii: "\"") {
+                index = cursor + 1
+                return String(decoding: out, as: UTF8.self)
+            }
+            out.append(byte)
+            cursor += 1
+        }
+        return nil
+    }
+
+    /// Reads bytes up to (not including) any byte in `stops`, or to the end.
+    package mutating func readUntil(_ stops: Set<UInt8>) -> String {
+        let start = index
+        while index < bytes.count, !stops.contains(bytes[index]) { index += 1 }
+        return String(decoding: bytes[start..<index], as: UTF8.self)
+    }
+
+    /// Reads `;name[=value]` pairs until something else comes (RFC 3261 generic-param). Values are
+    /// tokens, IPv6 references or quoted strings; quoted values keep their quotes so they round-trip.
+    package mutating func readParameters() throws(ValueError) -> SIPParameters {
+        var parameters = SIPParameters()
+        while consume(UInt8(ascii: ";")) {
+            guard let name = readToken() else { throw ValueError("parameter without a name") }
+            if consume(UInt8(ascii: "=")) {
+                skipWhitespace()
+                if peek == UInt8(ascii: "\"") {
+                    guard let quoted = readQuotedString() else { throw ValueError("unterminated quoted string") }
+                    parameters.append(name, "\"" + escapeQuoted(quoted) + "\"")
+                } else {
+                    let start = index
+                    while index < bytes.count, isParameterValueByte(bytes[index]) { index += 1 }
+                    guard index > start else { throw ValueError("empty value for parameter \(name)") }
+                    parameters.append(name, String(decoding: bytes[start..<index], as: UTF8.self))
+                }
+            } else {
+                parameters.append(name, nil)
+            }
+        }
+        return parameters
+    }
+
+    @inline(__always)
+    private func isParameterValueByte(_ byte: UInt8) -> Bool {
+        isTokenByte(byte) || byte == UInt8(ascii: "[") || byte == UInt8(ascii: "]") || byte == UInt8(ascii: ":")
+            || byte == UInt8(ascii: "/") || byte == UInt8(ascii: "@") || byte == UInt8(ascii: "&")
+            || byte == UInt8(ascii: "$") || byte == UInt8(ascii: "=")
+    }
+}
+
+/// Escapes `"` and `\` for a quoted-string.
+package func escapeQuoted(_ text: String) -> String {
+    guard text.utf8.contains(where: { $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return text }
+    var out = ""
+    for character in text {
+        if character == "\"" || character == "\\" { out.append("\\") }
+        out.append(character)
+    }
+    return out
+}
+
+/// A header value that does not follow its grammar; `reason` names the fault for a 400.
+public struct ValueError: Error, Sendable, Hashable {
+    public var reason: String
+    public init(_ reason: String) { self.reason = reason }
+}

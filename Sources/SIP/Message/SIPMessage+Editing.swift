@@ -1,0 +1,118 @@
+public import NIOCore
+
+/// Edits that a proxy or server makes. Each touches only the lines it changes; the rest keep their
+/// original bytes.
+extension SIPMessage {
+    /// Appends a header line at the end of the header section.
+    public mutating func appendHeader(_ name: SIPHeaderName, _ value: String) {
+        fields.append(SIPHeaderField(name: name, value: value))
+    }
+
+    /// Inserts a header line before every other line of that name (or at the top if none), as a
+    /// proxy prepends Via and Record-Route.
+    public mutating func prependHeader(_ name: SIPHeaderName, _ value: String) {
+        let index = firstFieldIndex(name) ?? 0
+        fields.insert(SIPHeaderField(name: name, value: value), at: index)
+    }
+
+    /// Removes every line of this header.
+    public mutating func removeHeaders(_ name: SIPHeaderName) {
+        var kept: [SIPHeaderField] = []
+        kept.reserveCapacity(fields.count)
+        for index in fields.indices where !matches(index, name) { kept.append(fields[index]) }
+        fields = kept
+    }
+
+    /// Replaces every line of this header by one line with `value` (in the place of the first).
+    public mutating func setHeader(_ name: SIPHeaderName, _ value: String) {
+        guard let first = firstFieldIndex(name) else {
+            appendHeader(name, value)
+            return
+        }
+        let replacement = SIPHeaderField(name: name, value: value)
+        var kept: [SIPHeaderField] = []
+        for index in fields.indices {
+            if index == first {
+                kept.append(replacement)
+            } else if !matches(index, name) {
+                kept.append(fields[index])
+            }
+        }
+        fields = kept
+    }
+
+    /// Removes the first value of a list header: the whole line if it holds one value, otherwise the
+    /// first comma-separated element (a proxy removing its own Via or Route). Returns the removed value.
+    @discardableResult
+    public mutating func removeFirstValue(_ name: SIPHeaderName) -> String? {
+        guard let index = firstFieldIndex(name) else { return nil }
+        let elements = HeaderValueSplitter.splitList(fieldValue(index))
+        guard elements.count > 1, let first = elements.first else {
+            let value = fieldValue(index)
+            fields.remove(at: index)
+            return value
+        }
+        var replacement = SIPHeaderField(name: name, value: elements.dropFirst().joined(separator: ", "))
+        if replacement.addedName == nil { replacement.addedName = name }
+        fields[index] = replacement
+        return first
+    }
+
+    /// Changes the Request-URI; the rest of the request line is kept.
+    public mutating func setRequestURI(_ uri: SIPURI) {
+        guard case .request(let method, _, let version) = startLine else { return }
+        startLine = .request(method: method, uri: .text(uri.description), version: version)
+    }
+
+    /// Replaces the body; Content-Type is set when given and removed for an empty body.
+    public mutating func setBody(_ newBody: ByteBuffer, contentType: SIPMediaType? = nil) {
+        body = newBody
+        if let contentType {
+            setHeader(.contentType, contentType.description)
+        } else if newBody.readableBytes == 0 {
+            removeHeaders(.contentType)
+            removeHeaders(.contentEncoding)
+        }
+    }
+}
+
+// MARK: - Building messages
+
+extension SIPMessage {
+    /// A new request with the given header lines, in order. Content-Length is added on serialization.
+    public static func request(method: SIPMethod, uri: SIPURI, headers: [(SIPHeaderName, String)],
+                               body: ByteBuffer = ByteBuffer()) -> SIPMessage {
+        SIPMessage(
+            buffer: ByteBuffer(),
+            startLine: .request(method: method, uri: .text(uri.description), version: .text("SIP/2.0")),
+            fields: headers.map { SIPHeaderField(name: $0.0, value: $0.1) },
+            body: body
+        )
+    }
+
+    /// A response to `request` (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and CSeq copied (Record-Route
+    /// too for 18x/2xx when asked), a To tag added when `toTag` is given and the To has none.
+    public static func response(to request: SIPMessage, status: SIPStatus, toTag: String? = nil,
+                                copyRecordRoute: Bool = false) -> SIPMessage {
+        var fields: [SIPHeaderField] = []
+        fields.reserveCapacity(8)
+        let copied: [SIPHeaderName] = copyRecordRoute
+            ? [.via, .recordRoute, .from, .to, .callID, .cseq]
+            : [.via, .from, .to, .callID, .cseq]
+        for name in copied {
+            for index in request.fields.indices where request.matches(index, name) {
+                var value = request.fieldValue(index)
+                if name == .to, let toTag, !value.lowercased().contains(";tag=") {
+                    value += ";tag=" + toTag
+                }
+                fields.append(SIPHeaderField(name: name, value: value))
+            }
+        }
+        return SIPMessage(
+            buffer: ByteBuffer(),
+            startLine: .response(code: status.code, reason: .text(status.reason), version: .text("SIP/2.0")),
+            fields: fields,
+            body: ByteBuffer()
+        )
+    }
+}

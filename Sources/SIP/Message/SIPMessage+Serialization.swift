@@ -1,0 +1,120 @@
+public import NIOCore
+
+extension SIPMessage {
+    /// How headers are written.
+    public struct SerializationOptions: Sendable, Hashable {
+        /// Render edited and added headers in compact form where one exists (RFC 3261 §7.3.3).
+        /// Unchanged headers are copied as they came, whatever this says.
+        public var compactHeaders: Bool
+
+        public init(compactHeaders: Bool = false) {
+            self.compactHeaders = compactHeaders
+        }
+    }
+
+    /// Writes the message: unchanged header lines are copied byte for byte, edited ones are rendered,
+    /// and Content-Length always equals the body (added when missing).
+    public func write(into out: inout ByteBuffer, options: SerializationOptions = SerializationOptions()) {
+        out.reserveCapacity(minimumWritableBytes: buffer.readableBytes + body.readableBytes + 64)
+        writeStartLine(into: &out)
+        let bodyLength = body.readableBytes
+        var wroteContentLength = false
+        let contentLengthIndex = SIPHeaderName.contentLength.knownIndex
+        for field in fields {
+            if field.knownIndex == contentLengthIndex, field.knownIndex != nil {
+                if wroteContentLength { continue }
+                wroteContentLength = true
+                if let line = field.lineRange, originalContentLength(field) == bodyLength {
+                    copy(line, into: &out)
+                } else {
+                    writeContentLength(bodyLength, compact: options.compactHeaders, into: &out)
+                }
+                continue
+            }
+            if let line = field.lineRange {
+                copy(line, into: &out)
+                continue
+            }
+            if let name = field.addedName {
+                if options.compactHeaders, let compact = name.compactForm {
+                    out.writeString(String(compact))
+                } else {
+                    out.writeString(name.canonical)
+                }
+            } else {
+                copy(field.nameRange, into: &out)
+            }
+            out.writeStaticString(": ")
+            if let value = field.addedValue {
+                out.writeString(value)
+            } else {
+                copy(field.valueRange, into: &out)
+            }
+            out.writeStaticString("\r\n")
+        }
+        if !wroteContentLength {
+            writeContentLength(bodyLength, compact: options.compactHeaders, into: &out)
+        }
+        out.writeStaticString("\r\n")
+        var bodyCopy = body
+        out.writeBuffer(&bodyCopy)
+    }
+
+    /// The serialized message as a new buffer.
+    public func serialized(options: SerializationOptions = SerializationOptions()) -> ByteBuffer {
+        var out = ByteBuffer()
+        write(into: &out, options: options)
+        return out
+    }
+
+    /// The serialized message as text (tests, logs).
+    public var serializedString: String {
+        String(buffer: serialized())
+    }
+
+    private func writeStartLine(into out: inout ByteBuffer) {
+        switch startLine {
+        case .request(let method, let uri, let version):
+            out.writeString(method.rawValue)
+            out.writeStaticString(" ")
+            write(uri, into: &out)
+            out.writeStaticString(" ")
+            write(version, into: &out)
+        case .response(let code, let reason, let version):
+            write(version, into: &out)
+            out.writeStaticString(" ")
+            out.writeString(String(code))
+            out.writeStaticString(" ")
+            write(reason, into: &out)
+        }
+        out.writeStaticString("\r\n")
+    }
+
+    private func write(_ source: TextSource, into out: inout ByteBuffer) {
+        switch source {
+        case .original(let range): copy(range, into: &out)
+        case .text(let text): out.writeString(text)
+        }
+    }
+
+    private func copy(_ range: Range<Int>, into out: inout ByteBuffer) {
+        guard let slice = buffer.viewBytes(at: buffer.readerIndex + range.lowerBound, length: range.count) else { return }
+        out.writeBytes(slice)
+    }
+
+    private func writeContentLength(_ length: Int, compact: Bool, into out: inout ByteBuffer) {
+        if compact {
+            out.writeStaticString("l: ")
+        } else {
+            out.writeStaticString("Content-Length: ")
+        }
+        out.writeString(String(length))
+        out.writeStaticString("\r\n")
+    }
+
+    private func originalContentLength(_ field: SIPHeaderField) -> Int? {
+        guard field.addedValue == nil else { return Int(field.addedValue ?? "") }
+        return buffer.getString(at: buffer.readerIndex + field.valueRange.lowerBound, length: field.valueRange.count)
+            .flatMap { Int($0) }
+    }
+}

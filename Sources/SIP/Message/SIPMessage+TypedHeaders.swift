@@ -1,0 +1,176 @@
+/// Typed views of header values, parsed on each call: callers keep what they need.
+/// A malformed value is a ``SIPParseError/malformedHeader(_:_:)`` naming the header, never "absent".
+extension SIPMessage {
+    private func parse<T>(_ name: SIPHeaderName, _ body: (String) throws(ValueError) -> T) throws(SIPParseError) -> T? {
+        guard let value = firstValue(name) else { return nil }
+        do {
+            return try body(value)
+        } catch {
+            throw .malformedHeader(name, error.reason)
+        }
+    }
+
+    private func parseAll<T>(_ name: SIPHeaderName, _ body: (String) throws(ValueError) -> [T]) throws(SIPParseError) -> [T] {
+        var result: [T] = []
+        for index in fields.indices where matches(index, name) {
+            do {
+                result.append(contentsOf: try body(fieldValue(index)))
+            } catch {
+                throw .malformedHeader(name, error.reason)
+            }
+        }
+        return result
+    }
+
+    /// Every Via, top first.
+    public func vias() throws(SIPParseError) -> [SIPVia] {
+        try parseAll(.via) { text throws(ValueError) in try SIPVia.parseList(text) }
+    }
+
+    /// The topmost Via.
+    public func topVia() throws(SIPParseError) -> SIPVia? {
+        guard let index = firstFieldIndex(.via) else { return nil }
+        do {
+            return try SIPVia.parseList(fieldValue(index)).first
+        } catch {
+            throw .malformedHeader(.via, error.reason)
+        }
+    }
+
+    public func from() throws(SIPParseError) -> SIPAddress? {
+        try parse(.from) { text throws(ValueError) in try SIPAddress(parsing: text) }
+    }
+
+    public func to() throws(SIPParseError) -> SIPAddress? {
+        try parse(.to) { text throws(ValueError) in try SIPAddress(parsing: text) }
+    }
+
+    public var callID: String? { firstValue(.callID) }
+
+    public func cseq() throws(SIPParseError) -> SIPCSeq? {
+        try parse(.cseq) { text throws(ValueError) in try SIPCSeq(parsing: text) }
+    }
+
+    /// Max-Forwards (RFC 3261 §20.22): 0–255.
+    public func maxForwards() throws(SIPParseError) -> Int? {
+        try parse(.maxForwards) { text throws(ValueError) in
+            // Leading zeros are allowed (RFC 4475 §3.1.1.1 sends 0068).
+            guard !text.isEmpty, text.utf8.allSatisfy(isDigit),
+                  let value = Int(text.drop { $0 == "0" }.isEmpty ? "0" : String(text.drop { $0 == "0" })),
+                  value <= 255
+            else {
+                throw ValueError("not a number from 0 to 255")
+            }
+            return value
+        }
+    }
+
+    /// Expires (RFC 3261 §20.19): delta-seconds, at most 2^32-1.
+    public func expires() throws(SIPParseError) -> UInt32? {
+        try parse(.expires) { text throws(ValueError) in try parseDeltaSeconds(text) }
+    }
+
+    public func minExpires() throws(SIPParseError) -> UInt32? {
+        try parse(.minExpires) { text throws(ValueError) in try parseDeltaSeconds(text) }
+    }
+
+    /// Contact: `*` or every address of every Contact line.
+    public func contacts() throws(SIPParseError) -> SIPContactValue? {
+        guard contains(.contact) else { return nil }
+        let lines = fields.indices.filter { matches($0, .contact) }.map { fieldValue($0) }
+        if lines.contains(where: { $0.trimmingWhitespace == "*" }) {
+            guard lines.count == 1 else { throw .malformedHeader(.contact, "* mixed with other contacts") }
+            return .wildcard
+        }
+        return .addresses(try parseAll(.contact) { text throws(ValueError) in try SIPAddress.parseList(text) })
+    }
+
+    public func routes() throws(SIPParseError) -> [SIPAddress] {
+        try parseAll(.route) { text throws(ValueError) in try SIPAddress.parseList(text) }
+    }
+
+    public func recordRoutes() throws(SIPParseError) -> [SIPAddress] {
+        try parseAll(.recordRoute) { text throws(ValueError) in try SIPAddress.parseList(text) }
+    }
+
+    public func paths() throws(SIPParseError) -> [SIPAddress] {
+        try parseAll(.path) { text throws(ValueError) in try SIPAddress.parseList(text) }
+    }
+
+    public func serviceRoutes() throws(SIPParseError) -> [SIPAddress] {
+        try parseAll(.serviceRoute) { text throws(ValueError) in try SIPAddress.parseList(text) }
+    }
+
+    public func pAssertedIdentities() throws(SIPParseError) -> [SIPAddress] {
+        try parseAll(.pAssertedIdentity) { text throws(ValueError) in try SIPAddress.parseList(text) }
+    }
+
+    public func contentType() throws(SIPParseError) -> SIPMediaType? {
+        try parse(.contentType) { text throws(ValueError) in try SIPMediaType(parsing: text) }
+    }
+
+    public func contentDisposition() throws(SIPParseError) -> SIPContentDisposition? {
+        try parse(.contentDisposition) { text throws(ValueError) in try SIPContentDisposition(parsing: text) }
+    }
+
+    /// Content-Encoding tokens, lower-cased, in the order applied.
+    public var contentEncodings: [String] { values(.contentEncoding).map { $0.lowercased() } }
+
+    public func accept() throws(SIPParseError) -> [SIPMediaType] {
+        try parseAll(.accept) { text throws(ValueError) in
+            try HeaderValueSplitter.splitList(text).map { item throws(ValueError) in try SIPMediaType(parsing: item) }
+        }
+    }
+
+    /// Accept-Encoding codings, lower-cased, parameters (q) dropped.
+    public var acceptEncodings: [String] {
+        values(.acceptEncoding).map { String($0.split(separator: ";").first ?? "").trimmingWhitespace.lowercased() }
+    }
+
+    public func event() throws(SIPParseError) -> SIPEvent? {
+        try parse(.event) { text throws(ValueError) in try SIPEvent(parsing: text) }
+    }
+
+    public func allowEvents() throws(SIPParseError) -> [SIPEvent] {
+        try parseAll(.allowEvents) { text throws(ValueError) in
+            try HeaderValueSplitter.splitList(text).map { item throws(ValueError) in try SIPEvent(parsing: item) }
+        }
+    }
+
+    public func subscriptionState() throws(SIPParseError) -> SIPSubscriptionState? {
+        try parse(.subscriptionState) { text throws(ValueError) in try SIPSubscriptionState(parsing: text) }
+    }
+
+    public var sipETag: String? { firstValue(.sipETag) }
+    public var sipIfMatch: String? { firstValue(.sipIfMatch) }
+
+    /// Option tags of Supported / Require / Proxy-Require / Unsupported (RFC 3261 §20.37 etc.).
+    public func optionTags(_ name: SIPHeaderName) -> [String] { values(name) }
+
+    public var supported: [String] { values(.supported) }
+    public var require: [String] { values(.require) }
+    public var proxyRequire: [String] { values(.proxyRequire) }
+    public var unsupported: [String] { values(.unsupported) }
+    public var allow: [String] { values(.allow) }
+
+    /// Every credential in Authorization (or Proxy-Authorization) headers.
+    public func credentials(_ name: SIPHeaderName = .authorization) throws(SIPParseError) -> [SIPAuthValue] {
+        try parseAll(name) { text throws(ValueError) in [try SIPAuthValue(parsing: text)] }
+    }
+
+    /// Every challenge in WWW-Authenticate (or Proxy-Authenticate) headers.
+    public func challenges(_ name: SIPHeaderName = .wwwAuthenticate) throws(SIPParseError) -> [SIPAuthValue] {
+        try parseAll(name) { text throws(ValueError) in [try SIPAuthValue(parsing: text)] }
+    }
+
+    /// Privacy (RFC 3323 §4.2): priv-values separated by ';'.
+    public var privacy: [String] {
+        values(.privacy).flatMap { $0.split(separator: ";").map { String($0).trimmingWhitespace.lowercased() } }
+    }
+}
+
+private func parseDeltaSeconds(_ text: String) throws(ValueError) -> UInt32 {
+    guard !text.isEmpty, text.utf8.allSatisfy(isDigit) else { throw ValueError("not a number of seconds") }
+    guard let value = UInt32(text) else { throw ValueError("number of seconds out of range") }
+    return value
+}

@@ -1,0 +1,57 @@
+/// The sanity checks a server runs on every request before it is handled (RFC 3261 §8.2, §16.3,
+/// and the cases of RFC 4475 §3.1.2). Each failure names its fault for the 400's reason phrase.
+extension SIPMessage {
+    /// Headers that may appear at most once in a request (RFC 3261 §7.3, §20).
+    private static let singleInstance: [SIPHeaderName] = [
+        .from, .to, .callID, .cseq, .maxForwards, .contentType, .expires, .minExpires,
+        .contentDisposition, .event, .subscriptionState,
+    ]
+
+    /// Checks what a server needs before it may process a request: required headers present and
+    /// single, readable and consistent; scalar values in range.
+    ///
+    /// - Throws: the first fault found, in a fixed order so the same message always gets the same answer.
+    public func validateRequest() throws(SIPParseError) {
+        guard let method else { throw .malformedStartLine("not a request") }
+        for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
+            throw .missingHeader(name)
+        }
+        for name in Self.singleInstance where lineCount(name) > 1 {
+            throw .duplicateHeader(name)
+        }
+        _ = try vias()
+        guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
+        if cseq.method != method { throw .cseqMethodMismatch }
+        if let callID, callID.isEmpty { throw .malformedHeader(.callID, "empty") }
+        _ = try from()
+        _ = try to()
+        _ = try maxForwards()
+        _ = try expires()
+        _ = try contentType()
+        if contains(.contact) {
+            _ = try contacts()
+        }
+        _ = try requestURI()
+    }
+
+    /// Checks what a proxy needs to pass a response upstream: one Via at least, CSeq and Call-ID readable.
+    public func validateResponse() throws(SIPParseError) {
+        guard statusCode != nil else { throw .invalidStatusCode }
+        for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
+            throw .missingHeader(name)
+        }
+        for name in [SIPHeaderName.from, .to, .callID, .cseq] where lineCount(name) > 1 {
+            throw .duplicateHeader(name)
+        }
+        _ = try topVia()
+        _ = try cseq()
+    }
+
+    /// Whether Via, CSeq and Call-ID can be read, so that a 400 can be addressed and matched
+    /// (STYLE: reply when possible, otherwise drop and count).
+    public var canBeAnswered: Bool {
+        guard isRequest, method != .ack, let callID, !callID.isEmpty, contains(.cseq) else { return false }
+        guard let via = try? topVia() else { return false }
+        return !via.host.isEmpty
+    }
+}
