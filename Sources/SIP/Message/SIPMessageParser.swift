@@ -60,6 +60,18 @@ public struct SIPMessageParser: Sendable {
         return SIPMessage(buffer: own, startLine: head.startLine, fields: head.fields, body: body)
     }
 
+    /// Reads what it can of bytes that ``parse(_:framing:)`` refused, so that a 400 can still be
+    /// addressed: a broken request line, a bad or missing Content-Length and a truncated body are
+    /// overlooked. Returns nil for responses (never answered) and for anything without headers.
+    public func salvage(_ bytes: ByteBuffer) -> SIPMessage? {
+        let head = try? bytes.withUnsafeReadableBytes { raw throws(SIPParseError) -> ParsedHead in
+            try Self.parseHead(raw, maxHeaderLines: limits.maxHeaderLines, lenient: true)
+        }
+        guard let head, case .request = head.startLine else { return nil }
+        let own = bytes.getSlice(at: bytes.readerIndex, length: min(head.bodyStart, bytes.readableBytes)) ?? bytes
+        return SIPMessage(buffer: own, startLine: head.startLine, fields: head.fields, body: ByteBuffer())
+    }
+
     /// Convenience for tests and tools.
     public func parse(_ string: String) throws(SIPParseError) -> SIPMessage {
         try parse(ByteBuffer(string: string))
@@ -74,7 +86,8 @@ public struct SIPMessageParser: Sendable {
         var contentLength: Int?
     }
 
-    package static func parseHead(_ raw: UnsafeRawBufferPointer, maxHeaderLines: Int) throws(SIPParseError) -> ParsedHead {
+    package static func parseHead(_ raw: UnsafeRawBufferPointer, maxHeaderLines: Int,
+                                  lenient: Bool = false) throws(SIPParseError) -> ParsedHead {
         let count = raw.count
         var position = 0
         // RFC 3261 §7.5: CRLFs before the start line are ignored.
@@ -83,7 +96,19 @@ public struct SIPMessageParser: Sendable {
 
         let startLineEnd = lineEnd(raw, from: position)
         guard startLineEnd.contentEnd > position else { throw .emptyMessage }
-        let startLine = try parseStartLine(raw, position..<startLineEnd.contentEnd)
+        let startLine: SIPMessage.StartLine
+        do {
+            startLine = try parseStartLine(raw, position..<startLineEnd.contentEnd)
+        } catch {
+            guard lenient else { throw error }
+            if raw[position] == UInt8(ascii: "S"), case .invalidStatusCode = error { throw error }
+            var methodEnd = position
+            while methodEnd < startLineEnd.contentEnd, isTokenByte(raw[methodEnd]) { methodEnd += 1 }
+            let method = methodEnd > position
+                ? SIPMethod.intern(UnsafeRawBufferPointer(rebasing: raw[position..<methodEnd]))
+                : SIPMethod("UNKNOWN")
+            startLine = .request(method: method, uri: .text("sip:invalid"), version: .text("SIP/2.0"))
+        }
         position = startLineEnd.next
 
         var fields: [SIPHeaderField] = []
@@ -107,17 +132,27 @@ public struct SIPMessageParser: Sendable {
             }
             if byte == 0x20 || byte == 0x09 {
                 // A continuation line with no header before it.
-                throw .malformedHeaderLine
+                guard lenient else { throw .malformedHeaderLine }
+                position = lineEnd(raw, from: position).next
+                continue
             }
             guard fields.count < maxHeaderLines else { throw .messageTooLarge(limit: maxHeaderLines) }
             let lineStart = position
             // Header name: a token, then optional whitespace, then a colon.
             var nameEnd = position
             while nameEnd < count, isTokenByte(raw[nameEnd]) { nameEnd += 1 }
-            guard nameEnd > position else { throw .malformedHeaderLine }
+            guard nameEnd > position else {
+                guard lenient else { throw .malformedHeaderLine }
+                position = lineEnd(raw, from: position).next
+                continue
+            }
             var colon = nameEnd
             while colon < count, raw[colon] == 0x20 || raw[colon] == 0x09 { colon += 1 }
-            guard colon < count, raw[colon] == UInt8(ascii: ":") else { throw .malformedHeaderLine }
+            guard colon < count, raw[colon] == UInt8(ascii: ":") else {
+                guard lenient else { throw .malformedHeaderLine }
+                position = lineEnd(raw, from: position).next
+                continue
+            }
             // The value runs to the end of the line and every continuation line after it.
             var valueStart = colon + 1
             var end = lineEnd(raw, from: valueStart)
@@ -131,9 +166,10 @@ public struct SIPMessageParser: Sendable {
             let name = UnsafeRawBufferPointer(rebasing: raw[position..<nameEnd])
             let known = SIPHeaderName.lookup(name)
             if known == SIPHeaderName.contentLength.knownIndex {
-                if sawContentLength { throw .multipleContentLength }
+                if sawContentLength, !lenient { throw .multipleContentLength }
                 sawContentLength = true
-                contentLength = try parseContentLength(UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd]))
+                contentLength = try? parseContentLength(UnsafeRawBufferPointer(rebasing: raw[valueStart..<valueEnd]))
+                if contentLength == nil, !lenient { throw .invalidContentLength }
             }
             fields.append(SIPHeaderField(
                 knownIndex: known,

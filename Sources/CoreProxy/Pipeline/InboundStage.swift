@@ -1,0 +1,109 @@
+public import NIOCore
+public import SIP
+public import Logging
+import Metrics
+
+/// The first stages of every message, in order (DESIGN: "a request's way through"):
+/// parse → sanity checks → NAT fix-ups → the transaction layer.
+///
+/// Bad input gets a precise stateless error response when Via, Call-ID and CSeq can be read;
+/// otherwise it is dropped and counted. Responses are never answered.
+public final class InboundStage: TransportReceiver {
+    public let parser: SIPMessageParser
+    private let transactions: TransactionLayer
+    private let sender: any SIPMessageSender
+    private let logger: Logger
+    private let metrics = InboundMetrics()
+    /// URI schemes this server can route (RFC 3261 §8.2.2.1: others get 416).
+    private let supportedSchemes: Set<String> = ["sip", "sips", "tel"]
+
+    public init(parser: SIPMessageParser, transactions: TransactionLayer, sender: any SIPMessageSender, logger: Logger) {
+        self.parser = parser
+        self.transactions = transactions
+        self.sender = sender
+        self.logger = logger
+    }
+
+    public func received(_ bytes: ByteBuffer, from meta: InboundMeta) {
+        let framing: SIPMessageParser.Framing = meta.transport.isStream ? .exact : .datagram
+        var message: SIPMessage
+        do {
+            message = try parser.parse(bytes, framing: framing)
+        } catch {
+            rejectUnparsable(bytes, error: error, meta: meta)
+            return
+        }
+        if message.isRequest {
+            metrics.requests.increment()
+            do {
+                try message.validateRequest()
+                try checkRequestURIScheme(message)
+            } catch {
+                reject(message, error: error, meta: meta)
+                return
+            }
+            NATFixups.stampReceived(&message, source: meta.source)
+        } else {
+            metrics.responses.increment()
+            do {
+                try message.validateResponse()
+            } catch {
+                drop("bad response", error: error, meta: meta)
+                return
+            }
+        }
+        let inbound = InboundMessage(message: message, transport: meta.transport, source: meta.source,
+                                     local: meta.local, flow: meta.flow, listener: meta.listener)
+        transactions.receive(inbound, on: meta.eventLoop)
+    }
+
+    private func checkRequestURIScheme(_ message: SIPMessage) throws(SIPParseError) {
+        let uri = try message.requestURI()
+        if case .other(let scheme) = uri.scheme, !supportedSchemes.contains(scheme) {
+            throw .unsupportedURIScheme(scheme)
+        }
+        if !uri.headers.isEmpty {
+            // RFC 3261 §19.1.5: headers belong in a URI that becomes a request, never in a Request-URI.
+            throw .malformedRequestURI("headers are not allowed in a Request-URI")
+        }
+    }
+
+    private func rejectUnparsable(_ bytes: ByteBuffer, error: SIPParseError, meta: InboundMeta) {
+        guard let salvaged = parser.salvage(bytes) else {
+            drop("unparsable", error: error, meta: meta)
+            return
+        }
+        reject(salvaged, error: error, meta: meta)
+    }
+
+    /// Answers a request that cannot be processed, statelessly, or drops it when no answer can be addressed.
+    private func reject(_ request: SIPMessage, error: SIPParseError, meta: InboundMeta) {
+        guard request.canBeAnswered else {
+            drop("unanswerable request", error: error, meta: meta)
+            return
+        }
+        metrics.rejected.increment()
+        var response = SIPMessage.response(to: request, status: SIPStatus(error), toTag: SIPIdentifiers.tag())
+        if case .unsupportedVersion = error {
+            response.appendHeader(SIPHeaderName("Supported-Versions"), "SIP/2.0")
+        }
+        logger.debug("rejected request", metadata: [
+            "sip.call_id": "\(request.callID ?? "")", "status": "\(SIPStatus(error))", "source": "\(meta.source)",
+        ])
+        let inbound = InboundMessage(message: request, transport: meta.transport, source: meta.source,
+                                     local: meta.local, flow: meta.flow, listener: meta.listener)
+        sender.send(response.serialized(), over: ResponseRouting.flow(for: inbound)).whenFailure { _ in }
+    }
+
+    private func drop(_ what: String, error: SIPParseError, meta: InboundMeta) {
+        metrics.dropped.increment()
+        logger.debug("dropped \(what)", metadata: ["error": "\(error)", "source": "\(meta.source)"])
+    }
+}
+
+struct InboundMetrics: Sendable {
+    let requests = Counter(label: "tern.sip.requests_received")
+    let responses = Counter(label: "tern.sip.responses_received")
+    let rejected = Counter(label: "tern.sip.requests_rejected")
+    let dropped = Counter(label: "tern.sip.messages_dropped")
+}

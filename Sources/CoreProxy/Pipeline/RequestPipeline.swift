@@ -1,0 +1,149 @@
+import NIOCore
+public import SIP
+public import Logging
+import NIOConcurrencyHelpers
+
+/// A feature that owns some methods (the registrar owns REGISTER, presence owns PUBLISH and
+/// SUBSCRIBE, ...). The core never switches on a feature; it looks the method up here.
+public protocol SIPRequestHandler: Sendable {
+    /// The methods this handler answers.
+    var methods: [SIPMethod] { get }
+    /// Handles a new request; it must answer through the transaction.
+    func handle(_ transaction: ServerTransaction)
+}
+
+/// The transaction user: the named stages every new request passes, in order, before the handler
+/// that owns its method (RFC 3261 §8.2 for requests to the server, §16.3 for those it routes).
+///
+/// 1. Max-Forwards: 0 gets 483 (RFC 3261 §16.3 step 3).
+/// 2. Extensions: Proxy-Require and Require with unknown option tags get 420 with Unsupported
+///    (§16.3 step 5, §8.2.2.3).
+/// 3. Dispatch: the handler registered for the method; OPTIONS is answered by the server itself;
+///    a known method nobody handles gets 405 with Allow, an unknown one 501 (§8.2.1, §21.5.2).
+public final class RequestPipeline: TransactionUser {
+    public struct Configuration: Sendable {
+        /// Option tags this server supports (Supported header; anything else in Require gets 420).
+        public var supportedExtensions: [String]
+        /// The Server header value, or nil to send none.
+        public var serverHeader: String?
+        /// Body types this server accepts (Accept in OPTIONS answers).
+        public var acceptedBodyTypes: [String]
+
+        public init(supportedExtensions: [String] = [], serverHeader: String? = "Tern",
+                    acceptedBodyTypes: [String] = ["application/sdp"]) {
+            self.supportedExtensions = supportedExtensions
+            self.serverHeader = serverHeader
+            self.acceptedBodyTypes = acceptedBodyTypes
+        }
+    }
+
+    /// Methods RFC 3261 and its extensions define; anything else is "not recognised" (501).
+    private static let knownMethods: Set<SIPMethod> = [
+        .invite, .ack, .bye, .cancel, .options, .register, .prack, .subscribe, .notify, .publish,
+        .info, .refer, .message, .update,
+    ]
+
+    public let configuration: Configuration
+    private let logger: Logger
+    private let handlers = NIOLockedValueBox<[SIPMethod: any SIPRequestHandler]>([:])
+
+    public init(configuration: Configuration = Configuration(), logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+    }
+
+    /// Registers a feature for its methods; a later registration for the same method replaces it.
+    public func register(_ handler: any SIPRequestHandler) {
+        handlers.withLockedValue { table in
+            for method in handler.methods { table[method] = handler }
+        }
+    }
+
+    /// The methods this server answers, for Allow (RFC 3261 §20.5).
+    public var allowedMethods: [SIPMethod] {
+        let registered = handlers.withLockedValue { Array($0.keys) }
+        let all = Set(registered).union([.options, .ack, .cancel])
+        return all.sorted { $0.rawValue < $1.rawValue }
+    }
+
+    private var allowValue: String { allowedMethods.map(\.rawValue).joined(separator: ", ") }
+
+    // MARK: - Stages
+
+    public func handleRequest(_ transaction: ServerTransaction) {
+        let request = transaction.request
+        if let maxForwards = try? request.maxForwards(), maxForwards == 0 {
+            transaction.respond(SIPStatus(483))
+            return
+        }
+        let unsupported = unsupportedExtensions(request)
+        if !unsupported.isEmpty {
+            transaction.respond(SIPStatus(420), headers: [(.unsupported, unsupported.joined(separator: ", "))])
+            return
+        }
+        guard let method = request.method else { return }
+        if let handler = handlers.withLockedValue({ $0[method] }) {
+            handler.handle(transaction)
+            return
+        }
+        if method == .options {
+            answerOptions(transaction)
+        } else if Self.knownMethods.contains(method) {
+            transaction.respond(SIPStatus(405), headers: [(.allow, allowValue)])
+        } else {
+            transaction.respond(SIPStatus(501), headers: [(.allow, allowValue)])
+        }
+    }
+
+    private func unsupportedExtensions(_ request: SIPMessage) -> [String] {
+        let supported = Set(configuration.supportedExtensions.map { $0.lowercased() })
+        var tags = request.proxyRequire
+        if request.method != .cancel { tags += request.require }
+        var seen = Set<String>()
+        return tags.filter { tag in
+            let lower = tag.lowercased()
+            return !supported.contains(lower) && seen.insert(lower).inserted
+        }
+    }
+
+    /// RFC 3261 §11.2: an OPTIONS answer says what the server can do.
+    private func answerOptions(_ transaction: ServerTransaction) {
+        var headers: [(SIPHeaderName, String)] = [(.allow, allowValue)]
+        headers.append((.accept, configuration.acceptedBodyTypes.joined(separator: ", ")))
+        headers.append((.acceptEncoding, "gzip, deflate, identity"))
+        if !configuration.supportedExtensions.isEmpty {
+            headers.append((.supported, configuration.supportedExtensions.joined(separator: ", ")))
+        }
+        if let server = configuration.serverHeader { headers.append((.server, server)) }
+        transaction.respond(SIPStatus(200), headers: headers)
+    }
+
+    public func handleCancel(_ transaction: ServerTransaction, invite: ServerTransaction?) {
+        // RFC 3261 §9.2: no matching transaction → 481; otherwise 200 for the CANCEL, and an INVITE
+        // still without a final response ends with 487.
+        guard let invite else {
+            transaction.respond(SIPStatus(481))
+            return
+        }
+        transaction.respond(SIPStatus(200))
+        if !invite.isAnsweredFinally {
+            invite.respond(SIPStatus(487))
+        }
+    }
+
+    public func handleACK(_ ack: InboundMessage, transaction: ServerTransaction?) {
+        // ACK for a 2xx of ours ends here; the proxy routes others (a later stage).
+    }
+
+    public func handleStrayResponse(_ response: InboundMessage) {
+        logger.debug("stray response", metadata: ["sip.call_id": "\(response.message.callID ?? "")"])
+    }
+
+    public func serverTransactionTimedOut(_ transaction: ServerTransaction) {
+        logger.debug("no ACK for final response", metadata: ["sip.call_id": "\(transaction.request.callID ?? "")"])
+    }
+
+    public func serverTransactionTransportFailed(_ transaction: ServerTransaction) {
+        logger.debug("response could not be sent", metadata: ["sip.call_id": "\(transaction.request.callID ?? "")"])
+    }
+}

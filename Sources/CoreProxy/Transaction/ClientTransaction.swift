@@ -1,0 +1,141 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+public import SIP
+
+/// What a client transaction tells its user.
+public enum ClientTransactionEvent: Sendable {
+    case response(SIPMessage)
+    /// Timer B or F fired with no final response (RFC 3261 §17.1.1.2, §17.1.2.2).
+    case timeout
+    /// The request could not be sent (RFC 3261 §17.1.4): for a proxy, the target is unreachable.
+    case transportError(TransportError)
+}
+
+/// One client transaction: sends a request, retransmits it over UDP, matches responses, ACKs
+/// non-2xx final responses to INVITE, and reports a timeout.
+public final class ClientTransaction: Sendable {
+    public let key: TransactionKey
+    public let request: SIPMessage
+    public let eventLoop: any EventLoop
+    private let requestBytes: ByteBuffer
+    private let layer: TransactionLayer
+    private let handler: @Sendable (ClientTransactionEvent) -> Void
+    private let state: NIOLockedValueBox<Inner>
+
+    struct Inner {
+        var machine: ClientTransactionStateMachine
+        var target: Target
+        var timers: [ClientTransactionStateMachine.Timer: Scheduled<Void>] = [:]
+        var lastResponse: SIPMessage?
+    }
+
+    enum Target {
+        case destination(SIPDestination)
+        case flow(SIPFlow)
+    }
+
+    init(key: TransactionKey, request: SIPMessage, target: Target, reliable: Bool, layer: TransactionLayer,
+         eventLoop: any EventLoop, handler: @escaping @Sendable (ClientTransactionEvent) -> Void) {
+        self.key = key
+        self.request = request
+        self.requestBytes = request.serialized()
+        self.layer = layer
+        self.eventLoop = eventLoop
+        self.handler = handler
+        let machine = ClientTransactionStateMachine(isInvite: request.method == .invite, reliable: reliable,
+                                                    timers: layer.timers)
+        self.state = NIOLockedValueBox(Inner(machine: machine, target: target))
+    }
+
+    public var machineState: ClientTransactionStateMachine.State {
+        state.withLockedValue { $0.machine.state }
+    }
+
+    /// The flow the request went out on, once sent.
+    public var flow: SIPFlow? {
+        if case .flow(let flow) = state.withLockedValue({ $0.target }) { return flow }
+        return nil
+    }
+
+    func handle(_ event: ClientTransactionStateMachine.Event, response: SIPMessage? = nil) {
+        let actions = state.withLockedValue { inner -> [ClientTransactionStateMachine.Action] in
+            if let response { inner.lastResponse = response }
+            return inner.machine.handle(event)
+        }
+        perform(actions, response: response)
+    }
+
+    private func perform(_ actions: [ClientTransactionStateMachine.Action], response: SIPMessage?) {
+        for action in actions {
+            switch action {
+            case .sendRequest:
+                send(requestBytes)
+            case .sendACK:
+                if let response { send(SIPMessage.ackForNon2xx(request: request, response: response).serialized()) }
+            case .passResponseToUser:
+                if let response { handler(.response(response)) }
+            case .startTimer(let timer, let delay):
+                let scheduled = eventLoop.scheduleTask(in: delay) { [self] in handle(.timerFired(timer)) }
+                state.withLockedValue { $0.timers[timer] = scheduled }
+            case .cancelTimer(let timer):
+                state.withLockedValue { $0.timers.removeValue(forKey: timer) }?.cancel()
+            case .reportTimeout:
+                handler(.timeout)
+            case .reportTransportError:
+                break // reported with the error itself in send(_:)
+            case .terminate:
+                let timers = state.withLockedValue { inner -> [Scheduled<Void>] in
+                    defer { inner.timers.removeAll() }
+                    return Array(inner.timers.values)
+                }
+                for timer in timers { timer.cancel() }
+                layer.remove(self)
+            }
+        }
+    }
+
+    private func send(_ bytes: ByteBuffer) {
+        let target = state.withLockedValue { $0.target }
+        switch target {
+        case .flow(let flow):
+            layer.sender.send(bytes, over: flow).whenFailure { [self] error in
+                failed(error as? TransportError ?? .flowClosed(flow))
+            }
+        case .destination(let destination):
+            layer.sender.send(bytes, to: destination).whenComplete { [self] result in
+                switch result {
+                case .success(let flow):
+                    state.withLockedValue { $0.target = .flow(flow) }
+                case .failure(let error):
+                    failed(error as? TransportError ?? .unresolvable(destination.host))
+                }
+            }
+        }
+    }
+
+    private func failed(_ error: TransportError) {
+        let wasLive = state.withLockedValue { $0.machine.state != .terminated }
+        guard wasLive else { return }
+        handle(.transportError)
+        handler(.transportError(error))
+    }
+}
+
+extension SIPMessage {
+    /// The ACK a client transaction sends for a non-2xx final response (RFC 3261 §17.1.1.3): same
+    /// Request-URI, Call-ID, From, CSeq number and top Via as the INVITE, To from the response, and the
+    /// INVITE's Route headers.
+    public static func ackForNon2xx(request: SIPMessage, response: SIPMessage) -> SIPMessage {
+        var headers: [(SIPHeaderName, String)] = []
+        if let via = request.values(.via).first { headers.append((.via, via)) }
+        headers.append((.maxForwards, "70"))
+        for name in [SIPHeaderName.from] { if let value = request.firstValue(name) { headers.append((name, value)) } }
+        if let to = response.firstValue(.to) { headers.append((.to, to)) }
+        if let callID = request.callID { headers.append((.callID, callID)) }
+        let sequence = (try? request.cseq())??.sequence ?? 1
+        headers.append((.cseq, String(sequence) + " ACK"))
+        for route in request.values(.route) { headers.append((.route, route)) }
+        let uri = (try? request.requestURI()) ?? SIPURI(host: "invalid")
+        return SIPMessage.request(method: .ack, uri: uri, headers: headers)
+    }
+}

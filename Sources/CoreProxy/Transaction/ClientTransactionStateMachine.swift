@@ -1,0 +1,176 @@
+public import NIOCore
+
+/// The client transaction state machines of RFC 3261 §17.1 (with RFC 6026's Accepted state):
+/// INVITE (Figure 5, amended) and non-INVITE (Figure 6). Pure: events in, actions out.
+public struct ClientTransactionStateMachine: Sendable, Hashable {
+    public enum State: Sendable, Hashable {
+        /// INVITE before any response.
+        case calling
+        /// non-INVITE before any response.
+        case trying
+        case proceeding
+        case completed
+        /// RFC 6026: INVITE after a 2xx, absorbing its retransmissions.
+        case accepted
+        case terminated
+    }
+
+    public enum Timer: Sendable, Hashable, CaseIterable {
+        /// INVITE retransmission (UDP).
+        case a
+        /// INVITE transaction timeout.
+        case b
+        /// Wait for response retransmissions after a non-2xx final (INVITE).
+        case d
+        /// non-INVITE retransmission (UDP).
+        case e
+        /// non-INVITE transaction timeout.
+        case f
+        /// Wait for response retransmissions (non-INVITE).
+        case k
+        /// RFC 6026: wait for 2xx retransmissions.
+        case m
+    }
+
+    public enum Event: Sendable, Hashable {
+        /// The TU hands over the request: send it and start the timers.
+        case start
+        case response(statusCode: Int)
+        case timerFired(Timer)
+        case transportError
+    }
+
+    public enum Action: Sendable, Hashable {
+        /// Send (or retransmit) the request.
+        case sendRequest
+        /// Send the ACK for a non-2xx final response (RFC 3261 §17.1.1.3).
+        case sendACK
+        /// Hand the response to the TU.
+        case passResponseToUser
+        case startTimer(Timer, TimeAmount)
+        case cancelTimer(Timer)
+        /// Timer B or F fired: the TU sees a timeout (a 408 for a proxy, RFC 3261 §16.8).
+        case reportTimeout
+        case reportTransportError
+        case terminate
+    }
+
+    public let isInvite: Bool
+    public let reliable: Bool
+    public let timers: TransactionTimers
+    public private(set) var state: State
+    private var retransmitInterval: TimeAmount
+
+    public init(isInvite: Bool, reliable: Bool, timers: TransactionTimers) {
+        self.isInvite = isInvite
+        self.reliable = reliable
+        self.timers = timers
+        self.state = isInvite ? .calling : .trying
+        self.retransmitInterval = timers.t1
+    }
+
+    public mutating func handle(_ event: Event) -> [Action] {
+        isInvite ? handleInvite(event) : handleNonInvite(event)
+    }
+
+    // MARK: - INVITE (RFC 3261 §17.1.1, RFC 6026 §7.2)
+
+    private mutating func handleInvite(_ event: Event) -> [Action] {
+        switch (state, event) {
+        case (.calling, .start):
+            var actions: [Action] = [.sendRequest]
+            if !reliable { actions.append(.startTimer(.a, retransmitInterval)) }
+            actions.append(.startTimer(.b, timers.transactionTimeout))
+            return actions
+        case (.calling, .timerFired(.a)):
+            retransmitInterval = retransmitInterval * 2
+            return [.sendRequest, .startTimer(.a, retransmitInterval)]
+        case (.calling, .timerFired(.b)):
+            state = .terminated
+            return [.cancelTimer(.a), .reportTimeout, .terminate]
+        case (.calling, .response(let code)) where code < 200:
+            state = .proceeding
+            return [.cancelTimer(.a), .passResponseToUser]
+        case (.proceeding, .response(let code)) where code < 200:
+            return [.passResponseToUser]
+        case (.calling, .response(let code)) where code < 300, (.proceeding, .response(let code)) where code < 300:
+            state = .accepted
+            return [.cancelTimer(.a), .cancelTimer(.b), .passResponseToUser, .startTimer(.m, timers.transactionTimeout)]
+        case (.calling, .response), (.proceeding, .response):
+            let timerD = timers.timerD(reliable: reliable)
+            var actions: [Action] = [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser]
+            if timerD == .zero {
+                state = .terminated
+                actions.append(.terminate)
+            } else {
+                state = .completed
+                actions.append(.startTimer(.d, timerD))
+            }
+            return actions
+        case (.calling, .transportError), (.proceeding, .transportError):
+            state = .terminated
+            return [.cancelTimer(.a), .cancelTimer(.b), .reportTransportError, .terminate]
+
+        case (.completed, .response(let code)) where code >= 300:
+            return [.sendACK]
+        case (.completed, .timerFired(.d)):
+            state = .terminated
+            return [.terminate]
+        case (.completed, .transportError):
+            state = .terminated
+            return [.cancelTimer(.d), .reportTransportError, .terminate]
+
+        case (.accepted, .response(let code)) where (200..<300).contains(code):
+            // RFC 6026 §8.4: 2xx retransmissions (and forked 2xx) go to the TU.
+            return [.passResponseToUser]
+        case (.accepted, .timerFired(.m)):
+            state = .terminated
+            return [.terminate]
+
+        default:
+            return []
+        }
+    }
+
+    // MARK: - non-INVITE (RFC 3261 §17.1.2)
+
+    private mutating func handleNonInvite(_ event: Event) -> [Action] {
+        switch (state, event) {
+        case (.trying, .start):
+            var actions: [Action] = [.sendRequest]
+            if !reliable { actions.append(.startTimer(.e, retransmitInterval)) }
+            actions.append(.startTimer(.f, timers.transactionTimeout))
+            return actions
+        case (.trying, .timerFired(.e)):
+            retransmitInterval = min(retransmitInterval * 2, timers.t2)
+            return [.sendRequest, .startTimer(.e, retransmitInterval)]
+        case (.proceeding, .timerFired(.e)):
+            return [.sendRequest, .startTimer(.e, timers.t2)]
+        case (.trying, .timerFired(.f)), (.proceeding, .timerFired(.f)):
+            state = .terminated
+            return [.cancelTimer(.e), .reportTimeout, .terminate]
+        case (.trying, .response(let code)) where code < 200, (.proceeding, .response(let code)) where code < 200:
+            state = .proceeding
+            return [.passResponseToUser]
+        case (.trying, .response), (.proceeding, .response):
+            let timerK = timers.timerIK(reliable: reliable)
+            var actions: [Action] = [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser]
+            if timerK == .zero {
+                state = .terminated
+                actions.append(.terminate)
+            } else {
+                state = .completed
+                actions.append(.startTimer(.k, timerK))
+            }
+            return actions
+        case (.trying, .transportError), (.proceeding, .transportError):
+            state = .terminated
+            return [.cancelTimer(.e), .cancelTimer(.f), .reportTransportError, .terminate]
+        case (.completed, .timerFired(.k)):
+            state = .terminated
+            return [.terminate]
+        default:
+            return []
+        }
+    }
+}

@@ -1,0 +1,40 @@
+import NIOCore
+import SIP
+
+/// Where a response to a request goes (RFC 3261 §18.2.2, RFC 3581 §4).
+enum ResponseRouting {
+    static func flow(for inbound: InboundMessage) -> SIPFlow {
+        // Reliable transports: back over the connection the request came on.
+        guard case .datagram(let listener, let source) = inbound.flow else { return inbound.flow }
+        guard let via = try? inbound.message.topVia() else { return inbound.flow }
+        // rport asks for the source port; Tern also answers there when the peer is behind NAT
+        // (received differs from sent-by), as every deployed proxy does.
+        if via.rport != nil { return inbound.flow }
+        let port = via.port ?? 5060
+        if let received = via.received, let address = try? SocketAddress(ipAddress: received, port: port) {
+            return .datagram(listener: listener, remote: address)
+        }
+        if let address = try? SocketAddress(ipAddress: via.host.trimmingCharacters(in: "[]"), port: port) {
+            return .datagram(listener: listener, remote: address)
+        }
+        var fallback = source
+        try? fallback.setPort(port)
+        return .datagram(listener: listener, remote: fallback)
+    }
+}
+
+extension SocketAddress {
+    mutating func setPort(_ port: Int) throws {
+        guard let ip = ipAddress else { return }
+        self = try SocketAddress(ipAddress: ip, port: port)
+    }
+}
+
+extension String {
+    func trimmingCharacters(in set: String) -> String {
+        var result = Substring(self)
+        while let first = result.first, set.contains(first) { result = result.dropFirst() }
+        while let last = result.last, set.contains(last) { result = result.dropLast() }
+        return String(result)
+    }
+}

@@ -1,0 +1,120 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+public import SIP
+import Metrics
+
+/// One server transaction: the request, the responses sent for it, and its timers.
+///
+/// The transaction user answers through ``respond(_:)``; retransmitted requests are answered here
+/// from the last response and never reach the user again.
+public final class ServerTransaction: Sendable {
+    public let key: TransactionKey
+    public let inbound: InboundMessage
+    public let eventLoop: any EventLoop
+    /// The To tag for responses this server generates itself (RFC 3261 §8.2.6.2).
+    public let localTag: String
+    private let layer: TransactionLayer
+    private let responseFlow: SIPFlow
+    private let state: NIOLockedValueBox<Inner>
+
+    struct Inner {
+        var machine: ServerTransactionStateMachine
+        var lastResponse: ByteBuffer?
+        var lastStatus: Int?
+        var timers: [ServerTransactionStateMachine.Timer: Scheduled<Void>] = [:]
+    }
+
+    init(key: TransactionKey, inbound: InboundMessage, layer: TransactionLayer, eventLoop: any EventLoop) {
+        self.key = key
+        self.inbound = inbound
+        self.layer = layer
+        self.eventLoop = eventLoop
+        self.localTag = SIPIdentifiers.tag()
+        self.responseFlow = ResponseRouting.flow(for: inbound)
+        let machine = ServerTransactionStateMachine(
+            isInvite: inbound.message.method == .invite,
+            reliable: inbound.transport.isReliable,
+            timers: layer.timers
+        )
+        self.state = NIOLockedValueBox(Inner(machine: machine))
+    }
+
+    public var request: SIPMessage { inbound.message }
+
+    public var machineState: ServerTransactionStateMachine.State {
+        state.withLockedValue { $0.machine.state }
+    }
+
+    /// The status of the last response sent, nil before any.
+    public var lastStatusCode: Int? { state.withLockedValue { $0.lastStatus } }
+
+    /// Whether a final response has been sent.
+    public var isAnsweredFinally: Bool { (lastStatusCode ?? 0) >= 200 }
+
+    /// Sends a response through the transaction.
+    public func respond(_ response: SIPMessage) {
+        guard let code = response.statusCode else { return }
+        let bytes = response.serialized()
+        let actions = state.withLockedValue { inner -> [ServerTransactionStateMachine.Action] in
+            let actions = inner.machine.handle(.send(statusCode: code))
+            if actions.contains(.sendResponse) {
+                inner.lastResponse = bytes
+                inner.lastStatus = code
+            }
+            return actions
+        }
+        perform(actions, response: bytes)
+    }
+
+    /// Builds and sends a response with this status, with our To tag for anything but 100.
+    public func respond(_ status: SIPStatus, headers: [(SIPHeaderName, String)] = [], body: ByteBuffer? = nil,
+                        contentType: SIPMediaType? = nil) {
+        var response = SIPMessage.response(to: request, status: status, toTag: status.code == 100 ? nil : localTag)
+        for (name, value) in headers { response.appendHeader(name, value) }
+        if let body { response.setBody(body, contentType: contentType) }
+        respond(response)
+    }
+
+    func handle(_ event: ServerTransactionStateMachine.Event) {
+        let actions = state.withLockedValue { $0.machine.handle(event) }
+        perform(actions, response: nil)
+    }
+
+    private func perform(_ actions: [ServerTransactionStateMachine.Action], response: ByteBuffer?) {
+        for action in actions {
+            switch action {
+            case .sendResponse:
+                if let response { send(response) }
+            case .resendLastResponse:
+                layer.metrics.retransmissionsAbsorbed.increment()
+                if let last = state.withLockedValue({ $0.lastResponse }) { send(last) }
+            case .startTimer(let timer, let delay):
+                let scheduled = eventLoop.scheduleTask(in: delay) { [self] in
+                    handle(.timerFired(timer))
+                }
+                state.withLockedValue { $0.timers[timer] = scheduled }
+            case .cancelTimer(let timer):
+                state.withLockedValue { $0.timers.removeValue(forKey: timer) }?.cancel()
+            case .passACKToUser:
+                break
+            case .reportTimeout:
+                layer.user?.serverTransactionTimedOut(self)
+            case .reportTransportError:
+                layer.user?.serverTransactionTransportFailed(self)
+            case .terminate:
+                let timers = state.withLockedValue { inner -> [Scheduled<Void>] in
+                    defer { inner.timers.removeAll() }
+                    return Array(inner.timers.values)
+                }
+                for timer in timers { timer.cancel() }
+                layer.remove(self)
+            }
+        }
+    }
+
+    private func send(_ bytes: ByteBuffer) {
+        layer.sender.send(bytes, over: responseFlow).whenFailure { [self] _ in
+            handle(.transportError)
+        }
+    }
+}

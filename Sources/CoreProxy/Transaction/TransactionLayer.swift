@@ -1,0 +1,205 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+public import SIP
+import Metrics
+
+/// Sends bytes over flows or to destinations; ``TransportLayer`` in production.
+public protocol SIPMessageSender: Sendable {
+    func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void>
+    func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow>
+}
+
+extension TransportLayer: SIPMessageSender {}
+
+/// The layer above the transaction layer (RFC 3261 §17): the core that routes requests.
+public protocol TransactionUser: AnyObject, Sendable {
+    /// A new request (not a retransmission, not an ACK, not a CANCEL).
+    func handleRequest(_ transaction: ServerTransaction)
+    /// A CANCEL, in its own transaction, with the INVITE transaction it cancels if one matches.
+    func handleCancel(_ transaction: ServerTransaction, invite: ServerTransaction?)
+    /// An ACK that no transaction absorbs: for a 2xx, or for nothing we know (RFC 3261 §17.2.3).
+    func handleACK(_ ack: InboundMessage, transaction: ServerTransaction?)
+    /// A response that matches no client transaction (a 2xx retransmission, for instance).
+    func handleStrayResponse(_ response: InboundMessage)
+    /// Timer H fired: the ACK for our final response never came.
+    func serverTransactionTimedOut(_ transaction: ServerTransaction)
+    /// A response could not be sent.
+    func serverTransactionTransportFailed(_ transaction: ServerTransaction)
+}
+
+/// Holds the live transactions, matches every message to one, and creates new ones.
+///
+/// The tables are sharded, each shard behind its own lock, so two event loops rarely contend.
+public final class TransactionLayer: Sendable {
+    public let timers: TransactionTimers
+    let sender: any SIPMessageSender
+    let metrics = TransactionMetrics()
+    private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)
+    private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerTransaction]>]
+    private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientTransaction]>]
+
+    public init(sender: any SIPMessageSender, timers: TransactionTimers = TransactionTimers(), shardCount: Int = 16) {
+        self.sender = sender
+        self.timers = timers
+        self.serverShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
+        self.clientShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
+    }
+
+    public func setUser(_ user: any TransactionUser) {
+        userBox.withLockedValue { $0 = user }
+    }
+
+    var user: (any TransactionUser)? { userBox.withLockedValue { $0 } }
+
+    public var serverTransactionCount: Int { serverShards.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+    public var clientTransactionCount: Int { clientShards.reduce(0) { $0 + $1.withLockedValue(\.count) } }
+
+    /// Transactions still waiting for a final response: what graceful shutdown lets finish.
+    public var pendingTransactionCount: Int {
+        let server = serverShards.reduce(0) { total, shard in
+            total + shard.withLockedValue { $0.values.filter { !$0.isAnsweredFinally }.count }
+        }
+        let client = clientShards.reduce(0) { total, shard in
+            total + shard.withLockedValue { table in
+                table.values.filter { [.calling, .trying, .proceeding].contains($0.machineState) }.count
+            }
+        }
+        return server + client
+    }
+
+    private func serverShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ServerTransaction]> {
+        serverShards[Int(UInt(bitPattern: key.hashValue) % UInt(serverShards.count))]
+    }
+
+    private func clientShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ClientTransaction]> {
+        clientShards[Int(UInt(bitPattern: key.hashValue) % UInt(clientShards.count))]
+    }
+
+    // MARK: - Inbound
+
+    /// Matches a validated message to its transaction, or starts one (RFC 3261 §17.2.3, §17.1.3).
+    public func receive(_ inbound: InboundMessage, on eventLoop: any EventLoop) {
+        if inbound.message.isRequest {
+            receiveRequest(inbound, on: eventLoop)
+        } else {
+            receiveResponse(inbound)
+        }
+    }
+
+    private func receiveRequest(_ inbound: InboundMessage, on eventLoop: any EventLoop) {
+        let message = inbound.message
+        guard let key = try? TransactionKey.server(for: message) else {
+            metrics.unmatchable.increment()
+            return
+        }
+        if message.method == .ack {
+            let invite = serverShard(key).withLockedValue { $0[key] }
+            if let invite {
+                if invite.machineState == .completed || invite.machineState == .confirmed {
+                    // The ACK for our non-2xx final response: absorbed here (RFC 3261 §17.2.1).
+                    invite.handle(.ack)
+                    metrics.acksAbsorbed.increment()
+                    return
+                }
+                invite.handle(.ack)
+            }
+            user?.handleACK(inbound, transaction: invite)
+            return
+        }
+        // Insert-if-absent: a retransmission finds the live transaction and never reaches the user.
+        let (transaction, isNew) = serverShard(key).withLockedValue { table -> (ServerTransaction, Bool) in
+            if let existing = table[key] { return (existing, false) }
+            let created = ServerTransaction(key: key, inbound: inbound, layer: self, eventLoop: eventLoop)
+            table[key] = created
+            return (created, true)
+        }
+        guard isNew else {
+            transaction.handle(.requestRetransmission)
+            return
+        }
+        metrics.serverTransactionsCreated.increment()
+        if message.method == .cancel {
+            let inviteKey = try? TransactionKey.inviteCancelled(by: message)
+            let invite = inviteKey.flatMap { key in serverShard(key).withLockedValue { $0[key] } }
+            user?.handleCancel(transaction, invite: invite)
+            return
+        }
+        if message.method == .invite {
+            // RFC 3261 §17.2.1 / §16.2: stop INVITE retransmissions at once.
+            transaction.respond(SIPStatus(100))
+        }
+        user?.handleRequest(transaction)
+    }
+
+    private func receiveResponse(_ inbound: InboundMessage) {
+        guard let key = try? TransactionKey.client(for: inbound.message),
+              let transaction = clientShard(key).withLockedValue({ $0[key] }),
+              let code = inbound.message.statusCode
+        else {
+            user?.handleStrayResponse(inbound)
+            return
+        }
+        transaction.handle(.response(statusCode: code), response: inbound.message)
+    }
+
+    /// The live INVITE server transaction with this key, if any.
+    public func serverTransaction(_ key: TransactionKey) -> ServerTransaction? {
+        serverShard(key).withLockedValue { $0[key] }
+    }
+
+    // MARK: - Outbound
+
+    /// Starts a client transaction for `request`, whose top Via must carry a fresh branch.
+    ///
+    /// - Parameters:
+    ///   - destination: where to send it when there is no flow yet.
+    ///   - handler: receives responses, a timeout, or a transport error; called on any event loop.
+    @discardableResult
+    public func sendRequest(_ request: SIPMessage, to destination: SIPDestination, on eventLoop: any EventLoop,
+                            handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
+        try start(request, target: .destination(destination), reliable: destination.transport.isReliable,
+                  on: eventLoop, handler: handler)
+    }
+
+    /// Starts a client transaction over an existing flow (a registered device's connection, RFC 5626).
+    @discardableResult
+    public func sendRequest(_ request: SIPMessage, over flow: SIPFlow, reliable: Bool, on eventLoop: any EventLoop,
+                            handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
+        try start(request, target: .flow(flow), reliable: reliable, on: eventLoop, handler: handler)
+    }
+
+    private func start(_ request: SIPMessage, target: ClientTransaction.Target, reliable: Bool, on eventLoop: any EventLoop,
+                       handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
+        guard let method = request.method else { throw .malformedStartLine("not a request") }
+        guard let branch = try request.topVia()?.branch else { throw .missingHeader(.via) }
+        let key = TransactionKey.client(branch: branch, method: method)
+        let transaction = ClientTransaction(key: key, request: request, target: target, reliable: reliable,
+                                            layer: self, eventLoop: eventLoop, handler: handler)
+        clientShard(key).withLockedValue { $0[key] = transaction }
+        metrics.clientTransactionsCreated.increment()
+        transaction.handle(.start)
+        return transaction
+    }
+
+    // MARK: - Removal
+
+    func remove(_ transaction: ServerTransaction) {
+        serverShard(transaction.key).withLockedValue { table in
+            if table[transaction.key] === transaction { table[transaction.key] = nil }
+        }
+    }
+
+    func remove(_ transaction: ClientTransaction) {
+        clientShard(transaction.key).withLockedValue { table in
+            if table[transaction.key] === transaction { table[transaction.key] = nil }
+        }
+    }
+}
+
+struct TransactionMetrics: Sendable {
+    let serverTransactionsCreated = Counter(label: "tern.sip.server_transactions")
+    let clientTransactionsCreated = Counter(label: "tern.sip.client_transactions")
+    let retransmissionsAbsorbed = Counter(label: "tern.sip.retransmissions_absorbed")
+    let acksAbsorbed = Counter(label: "tern.sip.acks_absorbed")
+    let unmatchable = Counter(label: "tern.sip.unmatchable")
+}

@@ -1,0 +1,201 @@
+import NIOCore
+import NIOWebSocket
+import SIP
+import Logging
+import Metrics
+
+/// One UDP listener: each datagram is one message (RFC 3261 §18.1.1).
+final class SIPDatagramHandler: ChannelInboundHandler {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+
+    private let transportLayer: TransportLayer
+    private let listener: ListenerID
+    private var localAddress: SocketAddress?
+
+    init(transportLayer: TransportLayer, listener: ListenerID) {
+        self.transportLayer = transportLayer
+        self.listener = listener
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        localAddress = context.channel.localAddress
+        context.fireChannelActive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        let bytes = envelope.data
+        transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
+        // RFC 5626 §4.4.1 keep-alives over UDP are STUN; some phones send bare CRLFs instead. Neither is SIP.
+        if bytes.readableBytes <= 4, bytes.readableBytesView.allSatisfy({ $0 == 0x0D || $0 == 0x0A || $0 == 0 }) {
+            transportLayer.metrics.keepAlives.increment()
+            return
+        }
+        guard let local = localAddress ?? context.channel.localAddress else { return }
+        let meta = InboundMeta(transport: .udp, source: envelope.remoteAddress, local: local,
+                               flow: .datagram(listener: listener, remote: envelope.remoteAddress), listener: listener, eventLoop: context.eventLoop)
+        transportLayer.deliver(bytes, meta: meta)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // ICMP errors surface here for connected sends; a UDP listener keeps serving.
+        transportLayer.metrics.socketErrors.increment()
+        transportLayer.logger.debug("udp error", metadata: ["error": "\(error)"])
+    }
+}
+
+@available(*, unavailable)
+extension SIPDatagramHandler: Sendable {}
+
+/// One TCP or TLS connection after framing: delivers messages, answers keep-alive pings, and closes
+/// the connection on framing errors or idleness.
+final class SIPStreamConnectionHandler: ChannelInboundHandler {
+    typealias InboundIn = SIPStreamFramer.Frame
+    typealias OutboundOut = ByteBuffer
+
+    private let transportLayer: TransportLayer
+    private let connection: ConnectionID
+    private let transport: SIPTransportProtocol
+    private let listener: ListenerID
+
+    init(transportLayer: TransportLayer, connection: ConnectionID, transport: SIPTransportProtocol, listener: ListenerID) {
+        self.transportLayer = transportLayer
+        self.connection = connection
+        self.transport = transport
+        self.listener = listener
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch unwrapInboundIn(data) {
+        case .keepAlivePing:
+            // RFC 5626 §3.5.1: answer a double-CRLF ping with a single-CRLF pong.
+            transportLayer.metrics.keepAlives.increment()
+            var pong = context.channel.allocator.buffer(capacity: 2)
+            pong.writeStaticString("\r\n")
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .message(let bytes):
+            transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
+            guard let remote = context.channel.remoteAddress, let local = context.channel.localAddress else { return }
+            let meta = InboundMeta(transport: transport, source: remote, local: local,
+                                   flow: .connection(connection), listener: listener, eventLoop: context.eventLoop)
+            transportLayer.deliver(bytes, meta: meta)
+        }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            transportLayer.metrics.idleClosed.increment()
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        // A framing error means the message boundary is lost: nothing later on this stream can be
+        // trusted, so the connection closes. Other clients are untouched.
+        transportLayer.metrics.streamErrors.increment()
+        transportLayer.logger.debug("closing connection after error", metadata: [
+            "connection": "\(connection)", "error": "\(error)",
+        ])
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension SIPStreamConnectionHandler: Sendable {}
+
+/// SIP over WebSocket (RFC 7118): each text or binary message carries exactly one SIP message.
+final class SIPWebSocketHandler: ChannelInboundHandler {
+    typealias InboundIn = WebSocketFrame
+    typealias OutboundOut = WebSocketFrame
+
+    private let transportLayer: TransportLayer
+    private let connection: ConnectionID
+    private let transport: SIPTransportProtocol
+    private let listener: ListenerID
+    private let maxMessageSize: Int
+    private var fragments: ByteBuffer?
+    private var closeSent = false
+
+    init(transportLayer: TransportLayer, connection: ConnectionID, transport: SIPTransportProtocol,
+         listener: ListenerID, maxMessageSize: Int) {
+        self.transportLayer = transportLayer
+        self.connection = connection
+        self.transport = transport
+        self.listener = listener
+        self.maxMessageSize = maxMessageSize
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let frame = unwrapInboundIn(data)
+        switch frame.opcode {
+        case .text, .binary:
+            if frame.fin {
+                deliver(frame.unmaskedData, context: context)
+            } else {
+                fragments = frame.unmaskedData
+            }
+        case .continuation:
+            guard var buffer = fragments else { return }
+            var data = frame.unmaskedData
+            guard buffer.readableBytes + data.readableBytes <= maxMessageSize else {
+                fragments = nil
+                close(context: context, code: .messageTooLarge)
+                return
+            }
+            buffer.writeBuffer(&data)
+            if frame.fin {
+                fragments = nil
+                deliver(buffer, context: context)
+            } else {
+                fragments = buffer
+            }
+        case .ping:
+            let pong = WebSocketFrame(fin: true, opcode: .pong, data: frame.unmaskedData)
+            context.writeAndFlush(wrapOutboundOut(pong), promise: nil)
+        case .connectionClose:
+            close(context: context, code: .normalClosure)
+        default:
+            break
+        }
+    }
+
+    private func deliver(_ bytes: ByteBuffer, context: ChannelHandlerContext) {
+        transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
+        guard let remote = context.channel.remoteAddress, let local = context.channel.localAddress else { return }
+        let meta = InboundMeta(transport: transport, source: remote, local: local,
+                               flow: .connection(connection), listener: listener, eventLoop: context.eventLoop)
+        transportLayer.deliver(bytes, meta: meta)
+    }
+
+    private func close(context: ChannelHandlerContext, code: WebSocketErrorCode) {
+        guard !closeSent else {
+            context.close(promise: nil)
+            return
+        }
+        closeSent = true
+        var data = context.channel.allocator.buffer(capacity: 2)
+        data.write(webSocketErrorCode: code)
+        let frame = WebSocketFrame(fin: true, opcode: .connectionClose, data: data)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if event is IdleStateHandler.IdleStateEvent {
+            transportLayer.metrics.idleClosed.increment()
+            context.close(promise: nil)
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        transportLayer.metrics.streamErrors.increment()
+        context.close(promise: nil)
+    }
+}
+
+@available(*, unavailable)
+extension SIPWebSocketHandler: Sendable {}

@@ -1,0 +1,173 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+import NIOPosix
+import NIOSSL
+import NIOWebSocket
+public import SIP
+import Metrics
+
+/// Where to send a request that has no flow yet: a transport, a host (IP literal or name) and port.
+public struct SIPDestination: Sendable, Hashable, CustomStringConvertible {
+    public var transport: SIPTransportProtocol
+    public var host: String
+    public var port: Int
+
+    public init(transport: SIPTransportProtocol, host: String, port: Int) {
+        self.transport = transport
+        self.host = host
+        self.port = port
+    }
+
+    /// RFC 3263 without DNS: the transport from `transport=` (or sips → TLS, else UDP), the host and
+    /// port of the URI (or maddr), the transport's default port when none is given.
+    public init(uri: SIPURI) {
+        let transport: SIPTransportProtocol
+        if let token = uri.transportParameter, let parsed = SIPTransportProtocol(token: token) {
+            transport = uri.scheme == .sips && parsed == .tcp ? .tls : parsed
+        } else {
+            transport = uri.scheme == .sips ? .tls : .udp
+        }
+        let host = uri.parameters.unquoted("maddr") ?? uri.host
+        self.init(transport: transport, host: host, port: uri.port ?? transport.defaultPort)
+    }
+
+    public var description: String {
+        let shown = host.contains(":") && !host.hasPrefix("[") ? "[" + host + "]" : host
+        return transport.rawValue + ":" + shown + ":" + String(port)
+    }
+
+    var bareHost: String {
+        host.hasPrefix("[") && host.hasSuffix("]") ? String(host.dropFirst().dropLast()) : host
+    }
+}
+
+extension TransportLayer {
+    /// Sends bytes over an existing flow. Fails with ``TransportError/flowClosed(_:)`` when the
+    /// connection is gone, so the caller can treat the target as dead.
+    public func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void> {
+        switch flow {
+        case .datagram(let listener, let remote):
+            guard let channel = listenerChannel(listener) else {
+                return group.next().makeFailedFuture(TransportError.flowClosed(flow))
+            }
+            metrics.bytesSent.increment(by: bytes.readableBytes)
+            return channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: bytes))
+        case .connection(let id):
+            guard let connection = connection(id), connection.channel.isActive else {
+                return group.next().makeFailedFuture(TransportError.flowClosed(flow))
+            }
+            metrics.bytesSent.increment(by: bytes.readableBytes)
+            if connection.isWebSocket {
+                let frame = WebSocketFrame(fin: true, opcode: .text, data: bytes)
+                return connection.channel.writeAndFlush(frame)
+            }
+            return connection.channel.writeAndFlush(bytes)
+        }
+    }
+
+    /// Sends a message over an existing flow.
+    public func send(_ message: SIPMessage, over flow: SIPFlow) -> EventLoopFuture<Void> {
+        send(message.serialized(), over: flow)
+    }
+
+    /// Finds or opens a flow to `destination` and sends `bytes` over it; returns the flow used.
+    ///
+    /// UDP goes out of a UDP listener of the same address family. TCP and TLS reuse an open
+    /// connection to the same address or open one (name lookup happens off the event loop).
+    /// WebSocket peers cannot be dialled: they are reached over the connection they opened.
+    public func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow> {
+        let loop = group.next()
+        return resolve(destination, on: loop).flatMap { address -> EventLoopFuture<SIPFlow> in
+            switch destination.transport {
+            case .udp:
+                guard let listener = self.udpListener(for: address) else {
+                    return loop.makeFailedFuture(TransportError.noListener(.udp))
+                }
+                let flow = SIPFlow.datagram(listener: listener, remote: address)
+                return self.send(bytes, over: flow).map { flow }
+            case .tcp, .tls:
+                return self.streamConnection(to: address, transport: destination.transport, on: loop).flatMap { id in
+                    let flow = SIPFlow.connection(id)
+                    return self.send(bytes, over: flow).map { flow }
+                }
+            case .ws, .wss, .sctp:
+                return loop.makeFailedFuture(TransportError.cannotOriginate(destination.transport))
+            }
+        }
+    }
+
+    private func resolve(_ destination: SIPDestination, on loop: any EventLoop) -> EventLoopFuture<SocketAddress> {
+        let host = destination.bareHost
+        if let address = try? SocketAddress(ipAddress: host, port: destination.port) {
+            return loop.makeSucceededFuture(address)
+        }
+        // getaddrinfo blocks: run it on NIO's blocking pool, never on the event loop.
+        return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
+            try SocketAddress.makeAddressResolvingHost(host, port: destination.port)
+        }.flatMapErrorThrowing { _ in
+            throw TransportError.unresolvable(destination.host)
+        }
+    }
+
+    private func udpListener(for address: SocketAddress) -> ListenerID? {
+        state.withLockedValue { state in
+            let udp = state.listeners.values.filter { $0.bound.spec.transport == .udp }
+                .sorted { $0.bound.id.rawValue < $1.bound.id.rawValue }
+            return udp.first { $0.bound.address.protocol == address.protocol }?.bound.id
+                ?? udp.first { $0.bound.spec.host == "::" }?.bound.id
+        }
+    }
+
+    private func streamConnection(to address: SocketAddress, transport: SIPTransportProtocol,
+                                  on loop: any EventLoop) -> EventLoopFuture<ConnectionID> {
+        if let existing = state.withLockedValue({ $0.connectionsByRemote[RemoteKey(transport: transport, remote: address)] }),
+           let connection = connection(existing), connection.channel.isActive {
+            return loop.makeSucceededFuture(existing)
+        }
+        if transport == .tls, clientSSLContext == nil {
+            return loop.makeFailedFuture(TransportError.noListener(.tls))
+        }
+        let listener = state.withLockedValue { state in
+            state.listeners.values.first { $0.bound.spec.transport == transport }?.bound.id ?? ListenerID(0)
+        }
+        let promise = loop.makePromise(of: ConnectionID.self)
+        ClientBootstrap(group: loop)
+            .connectTimeout(configuration.connectTimeout)
+            .channelOption(.socketOption(.tcp_nodelay), value: 1)
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(IdleStateHandler(allTimeout: self.configuration.idleTimeout))
+                    if transport == .tls, let context = self.clientSSLContext {
+                        try sync.addHandler(NIOSSLClientHandler(context: context, serverHostname: nil))
+                    }
+                }
+            }
+            .connect(to: address)
+            .whenComplete { result in
+                switch result {
+                case .failure(let error):
+                    promise.fail(TransportError.connectFailed(String(describing: error)))
+                case .success(let channel):
+                    guard let id = self.registerConnection(channel, transport: transport, listener: listener) else {
+                        channel.close(promise: nil)
+                        promise.fail(TransportError.connectionLimit)
+                        return
+                    }
+                    channel.eventLoop.execute {
+                        do {
+                            let sync = channel.pipeline.syncOperations
+                            try sync.addHandler(ByteToMessageHandler(SIPStreamDecoder(maxMessageSize: self.configuration.maxMessageSize)))
+                            try sync.addHandler(SIPStreamConnectionHandler(transportLayer: self, connection: id,
+                                                                           transport: transport, listener: listener))
+                            promise.succeed(id)
+                        } catch {
+                            channel.close(promise: nil)
+                            promise.fail(error)
+                        }
+                    }
+                }
+            }
+        return promise.futureResult
+    }
+}

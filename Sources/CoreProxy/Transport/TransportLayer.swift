@@ -1,0 +1,366 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+import NIOPosix
+import NIOSSL
+import NIOHTTP1
+import NIOWebSocket
+public import Logging
+import SIP
+import Metrics
+
+/// Receives what the transports read, on the event loop of the channel that read it.
+public protocol TransportReceiver: AnyObject, Sendable {
+    /// One datagram, one stream frame or one WebSocket message, not yet parsed.
+    func received(_ bytes: ByteBuffer, from meta: InboundMeta)
+}
+
+/// Where bytes came from, before they are a message.
+public struct InboundMeta: Sendable {
+    public var transport: SIPTransportProtocol
+    public var source: SocketAddress
+    public var local: SocketAddress
+    public var flow: SIPFlow
+    public var listener: ListenerID
+    /// The event loop of the channel that read the bytes; work for this message stays on it.
+    public var eventLoop: any EventLoop
+}
+
+/// A listener that is bound, with the address and port it really got.
+public struct BoundListener: Sendable, CustomStringConvertible {
+    public var id: ListenerID
+    public var spec: ListenerSpec
+    public var address: SocketAddress
+
+    public var port: Int { address.port ?? 0 }
+
+    public var description: String {
+        ListenerSpec(transport: spec.transport, host: address.ipAddress ?? spec.host, port: port).description
+    }
+}
+
+/// Owns every SIP socket: listeners, accepted and opened connections, and sends.
+///
+/// Connections are kept in one table keyed by ``ConnectionID`` (and by remote address for reuse),
+/// behind a lock; each channel's reads stay on its own event loop.
+public final class TransportLayer: Sendable {
+    public struct Configuration: Sendable {
+        public var listeners: [ListenerSpec]
+        public var tls: TLSSettings?
+        /// Largest SIP message accepted (513 or close above it). Default 65,535.
+        public var maxMessageSize: Int
+        /// Most simultaneous stream and WebSocket connections; more are closed on accept. Default 10,000.
+        public var maxConnections: Int
+        /// A connection with no traffic for this long is closed. Default 10 minutes (RFC 5626 keep-alives
+        /// every 2 minutes or so keep live flows open).
+        public var idleTimeout: TimeAmount
+        /// Timeout for opening an outgoing connection. Default 5 s.
+        public var connectTimeout: TimeAmount
+
+        public init(listeners: [ListenerSpec], tls: TLSSettings? = nil, maxMessageSize: Int = 65_535,
+                    maxConnections: Int = 10_000, idleTimeout: TimeAmount = .minutes(10),
+                    connectTimeout: TimeAmount = .seconds(5)) {
+            self.listeners = listeners
+            self.tls = tls
+            self.maxMessageSize = maxMessageSize
+            self.maxConnections = maxConnections
+            self.idleTimeout = idleTimeout
+            self.connectTimeout = connectTimeout
+        }
+    }
+
+    /// Certificate and key for TLS and WSS listeners, and whether clients must show a certificate.
+    public struct TLSSettings: Sendable {
+        public enum ClientCertificates: String, Sendable, Codable { case none, optional, required }
+
+        public var certificateChainPath: String
+        public var privateKeyPath: String
+        /// CA bundle for client certificates; the system roots when nil.
+        public var trustRootsPath: String?
+        public var clientCertificates: ClientCertificates
+
+        public init(certificateChainPath: String, privateKeyPath: String, trustRootsPath: String? = nil,
+                    clientCertificates: ClientCertificates = .none) {
+            self.certificateChainPath = certificateChainPath
+            self.privateKeyPath = privateKeyPath
+            self.trustRootsPath = trustRootsPath
+            self.clientCertificates = clientCertificates
+        }
+    }
+
+    public enum StartError: Error, CustomStringConvertible {
+        case bindFailed(ListenerSpec, String)
+        case tlsNotConfigured(ListenerSpec)
+        case tlsSetupFailed(String)
+        case unsupportedTransport(ListenerSpec)
+
+        public var description: String {
+            switch self {
+            case .bindFailed(let spec, let why): "cannot listen on \(spec): \(why)"
+            case .tlsNotConfigured(let spec): "\(spec) needs tls.certificate and tls.private_key in the configuration"
+            case .tlsSetupFailed(let why): "TLS setup failed: \(why)"
+            case .unsupportedTransport(let spec): "\(spec): \(spec.transport.rawValue) is not available on this system"
+            }
+        }
+    }
+
+    struct Connection: Sendable {
+        var id: ConnectionID
+        var channel: any Channel
+        var transport: SIPTransportProtocol
+        var remote: SocketAddress
+        var local: SocketAddress
+        var listener: ListenerID
+        var isWebSocket: Bool
+    }
+
+    struct State {
+        var listeners: [ListenerID: (bound: BoundListener, channel: any Channel)] = [:]
+        var connections: [ConnectionID: Connection] = [:]
+        var connectionsByRemote: [RemoteKey: ConnectionID] = [:]
+        var nextConnectionID: UInt64 = 1
+    }
+
+    struct RemoteKey: Hashable {
+        var transport: SIPTransportProtocol
+        var remote: SocketAddress
+    }
+
+    public let configuration: Configuration
+    public let group: any EventLoopGroup
+    let logger: Logger
+    let state = NIOLockedValueBox(State())
+    let receiverBox = NIOLockedValueBox<(any TransportReceiver)?>(nil)
+    let sslContext: NIOSSLContext?
+    let clientSSLContext: NIOSSLContext?
+    let metrics = TransportMetrics()
+
+    public init(configuration: Configuration, group: any EventLoopGroup, logger: Logger) throws {
+        self.configuration = configuration
+        self.group = group
+        self.logger = logger
+        if let tls = configuration.tls {
+            do {
+                let chain = try NIOSSLCertificate.fromPEMFile(tls.certificateChainPath)
+                let key = try NIOSSLPrivateKey(file: tls.privateKeyPath, format: .pem)
+                var server = TLSConfiguration.makeServerConfiguration(
+                    certificateChain: chain.map { .certificate($0) },
+                    privateKey: .privateKey(key)
+                )
+                switch tls.clientCertificates {
+                case .none: server.certificateVerification = .none
+                case .optional: server.certificateVerification = .optionalVerification
+                case .required: server.certificateVerification = .noHostnameVerification
+                }
+                if let roots = tls.trustRootsPath { server.trustRoots = .file(roots) }
+                sslContext = try NIOSSLContext(configuration: server)
+                var client = TLSConfiguration.makeClientConfiguration()
+                client.certificateChain = chain.map { .certificate($0) }
+                client.privateKey = .privateKey(key)
+                if let roots = tls.trustRootsPath { client.trustRoots = .file(roots) }
+                clientSSLContext = try NIOSSLContext(configuration: client)
+            } catch {
+                throw StartError.tlsSetupFailed(String(describing: error))
+            }
+        } else {
+            sslContext = nil
+            clientSSLContext = nil
+        }
+    }
+
+    /// Sets who gets what the transports read. Call before ``start()``.
+    public func setReceiver(_ receiver: any TransportReceiver) {
+        receiverBox.withLockedValue { $0 = receiver }
+    }
+
+    var receiver: (any TransportReceiver)? { receiverBox.withLockedValue { $0 } }
+
+    // MARK: - Listening
+
+    /// Binds every configured listener; returns them with their real ports.
+    public func start() async throws -> [BoundListener] {
+        var bound: [BoundListener] = []
+        do {
+            for (offset, spec) in configuration.listeners.enumerated() {
+                let id = ListenerID(offset + 1)
+                let channel = try await bind(spec, id: id)
+                guard let address = channel.localAddress else {
+                    throw StartError.bindFailed(spec, "no local address")
+                }
+                let listener = BoundListener(id: id, spec: spec, address: address)
+                state.withLockedValue { $0.listeners[id] = (listener, channel) }
+                bound.append(listener)
+            }
+        } catch {
+            await stopListening()
+            throw error
+        }
+        return bound
+    }
+
+    private func bind(_ spec: ListenerSpec, id: ListenerID) async throws -> any Channel {
+        do {
+            switch spec.transport {
+            case .udp:
+                return try await DatagramBootstrap(group: group)
+                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .channelOption(.maxMessagesPerRead, value: 16)
+                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
+                    .channelInitializer { channel in
+                        channel.eventLoop.makeCompletedFuture {
+                            try channel.pipeline.syncOperations.addHandler(
+                                SIPDatagramHandler(transportLayer: self, listener: id)
+                            )
+                        }
+                    }
+                    .bind(host: spec.host, port: spec.port)
+                    .get()
+            case .tcp, .tls, .ws, .wss:
+                if spec.transport.isSecure, sslContext == nil { throw StartError.tlsNotConfigured(spec) }
+                return try await ServerBootstrap(group: group)
+                    .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+                    .serverChannelOption(.backlog, value: 1024)
+                    .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+                    .childChannelInitializer { channel in
+                        self.initializeAccepted(channel, transport: spec.transport, listener: id)
+                    }
+                    .bind(host: spec.host, port: spec.port)
+                    .get()
+            case .sctp:
+                throw StartError.unsupportedTransport(spec)
+            }
+        } catch let error as StartError {
+            throw error
+        } catch {
+            throw StartError.bindFailed(spec, String(describing: error))
+        }
+    }
+
+    /// Stops accepting and closes every listener (connections stay until ``shutdown()``).
+    public func stopListening() async {
+        let channels = state.withLockedValue { state -> [any Channel] in
+            let channels = state.listeners.values.filter { $0.bound.spec.transport != .udp }.map(\.channel)
+            for key in state.listeners.keys where state.listeners[key]?.bound.spec.transport != .udp {
+                state.listeners[key] = nil
+            }
+            return channels
+        }
+        for channel in channels { try? await channel.close() }
+    }
+
+    /// Closes everything: listeners, then connections.
+    public func shutdown() async {
+        await stopListening()
+        let channels = state.withLockedValue { state -> [any Channel] in
+            let channels = state.listeners.values.map(\.channel) + state.connections.values.map(\.channel)
+            state.listeners.removeAll()
+            state.connections.removeAll()
+            state.connectionsByRemote.removeAll()
+            return channels
+        }
+        for channel in channels { try? await channel.close() }
+    }
+
+    public var boundListeners: [BoundListener] {
+        state.withLockedValue { $0.listeners.values.map(\.bound).sorted { $0.id.rawValue < $1.id.rawValue } }
+    }
+
+    public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
+
+    // MARK: - Connections
+
+    func initializeAccepted(_ channel: any Channel, transport: SIPTransportProtocol, listener: ListenerID) -> EventLoopFuture<Void> {
+        channel.eventLoop.makeCompletedFuture {
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(IdleStateHandler(allTimeout: configuration.idleTimeout))
+            if transport.isSecure, let sslContext {
+                try sync.addHandler(NIOSSLServerHandler(context: sslContext))
+            }
+            guard let id = registerConnection(channel, transport: transport, listener: listener) else {
+                // Over the connection limit: accept, then close at once, so the peer learns quickly.
+                channel.close(promise: nil)
+                return
+            }
+            if transport == .ws || transport == .wss {
+                try configureWebSocketServer(channel, connection: id, transport: transport, listener: listener)
+            } else {
+                try sync.addHandler(ByteToMessageHandler(SIPStreamDecoder(maxMessageSize: configuration.maxMessageSize)))
+                try sync.addHandler(SIPStreamConnectionHandler(transportLayer: self, connection: id, transport: transport, listener: listener))
+            }
+        }
+    }
+
+    private func configureWebSocketServer(_ channel: any Channel, connection id: ConnectionID,
+                                          transport: SIPTransportProtocol, listener: ListenerID) throws {
+        let maxSize = configuration.maxMessageSize
+        let upgrader = NIOWebSocketServerUpgrader(
+            maxFrameSize: maxSize,
+            shouldUpgrade: { channel, head in
+                // RFC 7118 §4.1: the client must offer the "sip" subprotocol, and we echo it.
+                let offered = head.headers[canonicalForm: "Sec-WebSocket-Protocol"].map { $0.lowercased() }
+                guard offered.contains("sip") else { return channel.eventLoop.makeSucceededFuture(nil) }
+                var headers = HTTPHeaders()
+                headers.add(name: "Sec-WebSocket-Protocol", value: "sip")
+                return channel.eventLoop.makeSucceededFuture(headers)
+            },
+            upgradePipelineHandler: { channel, _ in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        SIPWebSocketHandler(transportLayer: self, connection: id, transport: transport,
+                                            listener: listener, maxMessageSize: maxSize)
+                    )
+                }
+            }
+        )
+        try channel.pipeline.syncOperations.configureHTTPServerPipeline(
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+            withErrorHandling: true
+        )
+        state.withLockedValue { $0.connections[id]?.isWebSocket = true }
+    }
+
+    /// Records a new connection; nil when the limit is reached.
+    func registerConnection(_ channel: any Channel, transport: SIPTransportProtocol, listener: ListenerID) -> ConnectionID? {
+        let remote = channel.remoteAddress
+        let local = channel.localAddress
+        let id = state.withLockedValue { state -> ConnectionID? in
+            guard state.connections.count < configuration.maxConnections, let remote, let local else { return nil }
+            let id = ConnectionID(state.nextConnectionID)
+            state.nextConnectionID += 1
+            state.connections[id] = Connection(id: id, channel: channel, transport: transport, remote: remote,
+                                               local: local, listener: listener,
+                                               isWebSocket: transport == .ws || transport == .wss)
+            state.connectionsByRemote[RemoteKey(transport: transport, remote: remote)] = id
+            return id
+        }
+        guard let id else {
+            metrics.connectionsRefused.increment()
+            logger.warning("connection refused: limit reached", metadata: ["limit": "\(configuration.maxConnections)"])
+            return nil
+        }
+        metrics.connectionsOpened.increment()
+        channel.closeFuture.whenComplete { _ in self.forgetConnection(id) }
+        return id
+    }
+
+    func forgetConnection(_ id: ConnectionID) {
+        state.withLockedValue { state in
+            guard let connection = state.connections.removeValue(forKey: id) else { return }
+            let key = RemoteKey(transport: connection.transport, remote: connection.remote)
+            if state.connectionsByRemote[key] == id { state.connectionsByRemote[key] = nil }
+        }
+        metrics.connectionsClosed.increment()
+    }
+
+    func connection(_ id: ConnectionID) -> Connection? {
+        state.withLockedValue { $0.connections[id] }
+    }
+
+    func listenerChannel(_ id: ListenerID) -> (any Channel)? {
+        state.withLockedValue { $0.listeners[id]?.channel }
+    }
+
+    /// Hands bytes that a transport read to the receiver.
+    func deliver(_ bytes: ByteBuffer, meta: InboundMeta) {
+        receiver?.received(bytes, from: meta)
+    }
+}
