@@ -1,0 +1,204 @@
+import CoreProxy
+import Logging
+import Yams
+
+/// A configuration problem, naming the key and the line.
+public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
+    public var key: String
+    public var line: Int?
+    public var message: String
+
+    public var description: String {
+        let location = line.map { " (line \($0))" } ?? ""
+        return "\(key)\(location): \(message)"
+    }
+}
+
+extension TernConfiguration {
+    /// Reads YAML over the defaults. Unknown keys and bad values are errors that name the key and line.
+    public init(yaml text: String) throws(ConfigurationError) {
+        self.init()
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch {
+            throw ConfigurationError(key: "(file)", line: nil, message: "not valid YAML: \(error)")
+        }
+        guard let root else { return }
+        var reader = try MappingReader(root, path: "")
+        if let node = reader.take("listen") {
+            guard let items = node.sequence else { throw reader.error("listen", node, "expected a list of PROTO:HOST:PORT") }
+            listeners = []
+            for item in items {
+                guard let text = item.string else { throw reader.error("listen", item, "expected PROTO:HOST:PORT") }
+                do {
+                    listeners.append(try ListenerSpec(parsing: text))
+                } catch {
+                    throw reader.error("listen", item, error.description)
+                }
+            }
+        }
+        if let node = reader.take("tls") {
+            var tlsReader = try MappingReader(node, path: "tls")
+            guard let certificate = try tlsReader.string("certificate"),
+                  let key = try tlsReader.string("private_key")
+            else { throw reader.error("tls", node, "needs certificate and private_key") }
+            var settings = TransportLayer.TLSSettings(certificateChainPath: certificate, privateKeyPath: key)
+            settings.trustRootsPath = try tlsReader.string("trust_roots")
+            if let mode = try tlsReader.string("client_certificates") {
+                guard let parsed = TransportLayer.TLSSettings.ClientCertificates(rawValue: mode) else {
+                    throw tlsReader.error("client_certificates", node, "expected none, optional or required")
+                }
+                settings.clientCertificates = parsed
+            }
+            try tlsReader.finish()
+            tls = settings
+        }
+        if let node = reader.take("limits") {
+            var limits = try MappingReader(node, path: "limits")
+            maxMessageSize = try limits.int("max_message_size", in: 1_024...16_777_216) ?? maxMessageSize
+            maxConnections = try limits.int("max_connections", in: 1...10_000_000) ?? maxConnections
+            idleTimeoutSeconds = try limits.int("idle_timeout", in: 1...86_400) ?? idleTimeoutSeconds
+            try limits.finish()
+        }
+        if let node = reader.take("timers") {
+            var timers = try MappingReader(node, path: "timers")
+            t1Milliseconds = try timers.int("t1_ms", in: 1...60_000) ?? t1Milliseconds
+            t2Milliseconds = try timers.int("t2_ms", in: 1...600_000) ?? t2Milliseconds
+            t4Milliseconds = try timers.int("t4_ms", in: 1...600_000) ?? t4Milliseconds
+            try timers.finish()
+        }
+        if let node = reader.take("sip") {
+            var sip = try MappingReader(node, path: "sip")
+            serverHeader = try sip.string("server_header") ?? serverHeader
+            supportedExtensions = try sip.strings("supported") ?? supportedExtensions
+            try sip.finish()
+        }
+        if let node = reader.take("log") {
+            var log = try MappingReader(node, path: "log")
+            if let level = try log.string("level") {
+                guard let parsed = Logger.Level(rawValue: level) else {
+                    throw log.error("level", node, "expected trace, debug, info, notice, warning, error or critical")
+                }
+                logLevel = parsed
+            }
+            try log.finish()
+        }
+        if let node = reader.take("shutdown") {
+            var shutdown = try MappingReader(node, path: "shutdown")
+            drainTimeoutSeconds = try shutdown.int("drain_timeout", in: 0...3_600) ?? drainTimeoutSeconds
+            try shutdown.finish()
+        }
+        threads = try reader.int("threads", in: 0...256) ?? threads
+        try reader.finish()
+        try validate()
+    }
+
+    /// Cross-field checks: a TLS listener needs a certificate.
+    public func validate() throws(ConfigurationError) {
+        for spec in listeners where spec.transport.isSecure && tls == nil {
+            throw ConfigurationError(key: "listen", line: nil, message: "\(spec) needs tls.certificate and tls.private_key")
+        }
+        for spec in listeners where spec.transport == .sctp {
+            throw ConfigurationError(key: "listen", line: nil, message: "\(spec): SCTP is not available on this system")
+        }
+        if listeners.isEmpty {
+            throw ConfigurationError(key: "listen", line: nil, message: "at least one listener is needed")
+        }
+    }
+
+    /// The effective configuration as YAML, every key shown.
+    public var yamlDescription: String {
+        var lines: [String] = ["listen:"]
+        lines += listeners.map { "  - \($0)" }
+        if let tls {
+            lines += [
+                "tls:",
+                "  certificate: \(tls.certificateChainPath)",
+                "  private_key: \(tls.privateKeyPath)",
+                "  trust_roots: \(tls.trustRootsPath ?? "(system)")",
+                "  client_certificates: \(tls.clientCertificates.rawValue)",
+            ]
+        } else {
+            lines.append("tls: (none)")
+        }
+        lines += [
+            "limits:",
+            "  max_message_size: \(maxMessageSize)",
+            "  max_connections: \(maxConnections)",
+            "  idle_timeout: \(idleTimeoutSeconds)",
+            "timers:",
+            "  t1_ms: \(t1Milliseconds)",
+            "  t2_ms: \(t2Milliseconds)",
+            "  t4_ms: \(t4Milliseconds)",
+            "sip:",
+            "  server_header: \"\(serverHeader)\"",
+            "  supported: [\(supportedExtensions.joined(separator: ", "))]",
+            "log:",
+            "  level: \(logLevel.rawValue)",
+            "shutdown:",
+            "  drain_timeout: \(drainTimeoutSeconds)",
+            "threads: \(threads)",
+        ]
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// Walks one YAML mapping, handing out keys and remembering which were used, so that anything left
+/// over is reported as unknown.
+private struct MappingReader {
+    let path: String
+    var entries: [(key: String, value: Node, line: Int)]
+
+    init(_ node: Node, path: String) throws(ConfigurationError) {
+        self.path = path
+        guard let mapping = node.mapping else {
+            throw ConfigurationError(key: path.isEmpty ? "(top level)" : path, line: node.mark.map { $0.line },
+                                     message: "expected a mapping of keys")
+        }
+        entries = mapping.map { (key: $0.key.string ?? "", value: $0.value, line: $0.key.mark?.line ?? 0) }
+    }
+
+    private func fullKey(_ key: String) -> String { path.isEmpty ? key : path + "." + key }
+
+    func error(_ key: String, _ node: Node, _ message: String) -> ConfigurationError {
+        ConfigurationError(key: fullKey(key), line: node.mark.map { $0.line }, message: message)
+    }
+
+    mutating func take(_ key: String) -> Node? {
+        guard let index = entries.firstIndex(where: { $0.key == key }) else { return nil }
+        return entries.remove(at: index).value
+    }
+
+    mutating func string(_ key: String) throws(ConfigurationError) -> String? {
+        guard let node = take(key) else { return nil }
+        guard let value = node.string else { throw error(key, node, "expected a string") }
+        return value
+    }
+
+    mutating func strings(_ key: String) throws(ConfigurationError) -> [String]? {
+        guard let node = take(key) else { return nil }
+        guard let items = node.sequence else { throw error(key, node, "expected a list of strings") }
+        var result: [String] = []
+        for item in items {
+            guard let value = item.string else { throw error(key, item, "expected a string") }
+            result.append(value)
+        }
+        return result
+    }
+
+    mutating func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {
+        guard let node = take(key) else { return nil }
+        guard let text = node.string, let value = Int(text) else { throw error(key, node, "expected a whole number") }
+        guard range.contains(value) else {
+            throw error(key, node, "\(value) is out of range \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
+    }
+
+    func finish() throws(ConfigurationError) {
+        if let unknown = entries.first {
+            throw ConfigurationError(key: fullKey(unknown.key), line: unknown.line, message: "unknown key")
+        }
+    }
+}

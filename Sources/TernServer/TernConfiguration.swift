@@ -1,0 +1,74 @@
+public import CoreProxy
+public import Logging
+import NIOCore
+
+/// Everything `tern` can be configured with. Every field has its default here, once; the YAML
+/// reader (``TernConfiguration/init(yaml:)``) and `--check-config` both start from it.
+public struct TernConfiguration: Sendable {
+    /// Listeners (`listen:`). Default: UDP and TCP on 127.0.0.1:5060.
+    public var listeners: [ListenerSpec]
+    /// TLS certificate and key (`tls:`), needed by tls and wss listeners. Default: none.
+    public var tls: TransportLayer.TLSSettings?
+    /// `limits.max_message_size` (bytes, default 65,535).
+    public var maxMessageSize: Int
+    /// `limits.max_connections` (default 10,000).
+    public var maxConnections: Int
+    /// `limits.idle_timeout` (seconds, default 600).
+    public var idleTimeoutSeconds: Int
+    /// `timers.t1_ms`, `timers.t2_ms`, `timers.t4_ms` (defaults 500, 4000, 5000).
+    public var t1Milliseconds: Int
+    public var t2Milliseconds: Int
+    public var t4Milliseconds: Int
+    /// `sip.server_header` (default "Tern"; empty to send none).
+    public var serverHeader: String
+    /// `sip.supported`: option tags this server supports (default none).
+    public var supportedExtensions: [String]
+    /// `log.level` (trace, debug, info, notice, warning, error, critical; default info).
+    public var logLevel: Logger.Level
+    /// `shutdown.drain_timeout` (seconds to let transactions finish, default 5).
+    public var drainTimeoutSeconds: Int
+    /// `threads` (event-loop threads; default 0 = one per core).
+    public var threads: Int
+
+    public init() {
+        listeners = [
+            ListenerSpec(transport: .udp, host: "127.0.0.1", port: 5060),
+            ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 5060),
+        ]
+        tls = nil
+        maxMessageSize = 65_535
+        maxConnections = 10_000
+        idleTimeoutSeconds = 600
+        t1Milliseconds = 500
+        t2Milliseconds = 4_000
+        t4Milliseconds = 5_000
+        serverHeader = "Tern"
+        supportedExtensions = []
+        logLevel = .info
+        drainTimeoutSeconds = 5
+        threads = 0
+    }
+
+    /// The core's configuration derived from this one.
+    public var serverConfiguration: SIPServer.Configuration {
+        SIPServer.Configuration(
+            transport: TransportLayer.Configuration(
+                listeners: listeners,
+                tls: tls,
+                maxMessageSize: maxMessageSize,
+                maxConnections: maxConnections,
+                idleTimeout: .seconds(Int64(idleTimeoutSeconds))
+            ),
+            timers: TransactionTimers(
+                t1: .milliseconds(Int64(t1Milliseconds)),
+                t2: .milliseconds(Int64(t2Milliseconds)),
+                t4: .milliseconds(Int64(t4Milliseconds))
+            ),
+            pipeline: RequestPipeline.Configuration(
+                supportedExtensions: supportedExtensions,
+                serverHeader: serverHeader.isEmpty ? nil : serverHeader
+            ),
+            drainTimeout: .seconds(Int64(drainTimeoutSeconds))
+        )
+    }
+}

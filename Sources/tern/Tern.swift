@@ -1,0 +1,81 @@
+import ArgumentParser
+import CoreProxy
+import Foundation
+import Logging
+import TernServer
+
+@main
+struct Tern: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tern",
+        abstract: "A SIP server for IMS, presence and instant messaging on mobile networks."
+    )
+
+    @Option(name: .long, help: "YAML configuration file (every key has a default; see tern.example.yaml).")
+    var config: String?
+
+    @Option(name: .long, help: "Validate this configuration file, print the effective configuration, and exit.")
+    var checkConfig: String?
+
+    @Option(name: .long, help: ArgumentHelp(
+        "Listener PROTO:HOST:PORT (udp, tcp, tls, ws, wss; IPv6 hosts in brackets; port 0 picks a free port). Repeatable; replaces the configured listeners.",
+        valueName: "PROTO:HOST:PORT"))
+    var listen: [String] = []
+
+    @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
+    var logLevel: String?
+
+    func run() async throws {
+        if let checkConfig {
+            let configuration = try load(checkConfig)
+            print(configuration.yamlDescription, terminator: "")
+            return
+        }
+        var configuration = try config.map(load) ?? TernConfiguration()
+        if !listen.isEmpty {
+            configuration.listeners = try listen.map { text in
+                do {
+                    return try ListenerSpec(parsing: text)
+                } catch {
+                    throw ValidationError("--listen \(text): \(error)")
+                }
+            }
+            do {
+                try configuration.validate()
+            } catch {
+                throw ValidationError(error.description)
+            }
+        }
+        if let logLevel {
+            guard let level = Logger.Level(rawValue: logLevel) else { throw ValidationError("unknown --log-level \(logLevel)") }
+            configuration.logLevel = level
+        }
+        let level = configuration.logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let logger = Logger(label: "tern")
+        do {
+            try await TernApplication(configuration: configuration, logger: logger).run()
+        } catch let error as TransportLayer.StartError {
+            FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+            throw ExitCode(1)
+        }
+    }
+
+    private func load(_ path: String) throws -> TernConfiguration {
+        let text: String
+        do {
+            text = try String(contentsOfFile: path, encoding: .utf8)
+        } catch {
+            throw ValidationError("cannot read \(path): \(error.localizedDescription)")
+        }
+        do {
+            return try TernConfiguration(yaml: text)
+        } catch {
+            throw ValidationError("\(path): \(error)")
+        }
+    }
+}

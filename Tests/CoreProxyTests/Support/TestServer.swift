@@ -1,0 +1,103 @@
+import CoreProxy
+import Foundation
+import Logging
+import NIOCore
+import NIOPosix
+import ServiceLifecycle
+import SIP
+
+/// Paths of the test certificate (see Fixtures/README.md).
+enum TestCertificates {
+    static let directory = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+        .appendingPathComponent("Fixtures")
+    static var certificate: String { directory.appendingPathComponent("test-cert.pem").path }
+    static var privateKey: String { directory.appendingPathComponent("test-key.pem").path }
+    static var tls: TransportLayer.TLSSettings {
+        TransportLayer.TLSSettings(certificateChainPath: certificate, privateKeyPath: privateKey)
+    }
+}
+
+/// A running in-process SIP server on ephemeral loopback ports.
+struct RunningServer: Sendable {
+    let server: SIPServer
+    let listeners: [BoundListener]
+
+    func listener(_ transport: SIPTransportProtocol, ipv6: Bool = false) -> BoundListener? {
+        listeners.first { $0.spec.transport == transport && ($0.address.protocol == .inet6) == ipv6 }
+    }
+
+    func port(_ transport: SIPTransportProtocol, ipv6: Bool = false) -> Int {
+        listener(transport, ipv6: ipv6)?.port ?? 0
+    }
+}
+
+/// Runs a ``SIPServer`` for the duration of `body`, then shuts it down gracefully.
+func withTestServer<T: Sendable>(
+    listeners: [ListenerSpec] = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: 0),
+                                 ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 0)],
+    tls: Bool = false,
+    timers: TransactionTimers = TransactionTimers(),
+    maxConnections: Int = 10_000,
+    pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
+    configure: @Sendable (SIPServer) -> Void = { _ in },
+    _ body: @Sendable (RunningServer) async throws -> T
+) async throws -> T {
+    var logger = Logger(label: "tern.test")
+    logger.logLevel = .warning
+    let group = MultiThreadedEventLoopGroup.singleton
+    let (listening, continuation) = AsyncStream.makeStream(of: [BoundListener].self)
+    let configuration = SIPServer.Configuration(
+        transport: TransportLayer.Configuration(listeners: listeners, tls: tls ? TestCertificates.tls : nil,
+                                                maxConnections: maxConnections),
+        timers: timers,
+        pipeline: pipeline,
+        drainTimeout: .milliseconds(200)
+    )
+    let server = try SIPServer(configuration: configuration, group: group, logger: logger) { bound in
+        continuation.yield(bound)
+        continuation.finish()
+    }
+    configure(server)
+    let serviceGroup = ServiceGroup(configuration: ServiceGroupConfiguration(
+        services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+        logger: logger
+    ))
+    return try await withThrowingTaskGroup(of: Void.self) { tasks in
+        tasks.addTask { try await serviceGroup.run() }
+        var iterator = listening.makeAsyncIterator()
+        guard let bound = await iterator.next() else { throw TestFailure("server did not start") }
+        do {
+            let result = try await body(RunningServer(server: server, listeners: bound))
+            await serviceGroup.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+            return result
+        } catch {
+            await serviceGroup.triggerGracefulShutdown()
+            try? await tasks.waitForAll()
+            throw error
+        }
+    }
+}
+
+struct TestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
+
+/// Builds a request text with CRLF line ends and a correct Content-Length.
+func sipRequest(_ method: String = "OPTIONS", uri: String = "sip:tern.test", transport: String = "UDP",
+                branch: String = SIPIdentifiers.branch(), callID: String = SIPIdentifiers.callID(),
+                cseq: Int = 1, extraHeaders: [String] = [], body: String = "") -> String {
+    var lines = [
+        "\(method) \(uri) SIP/2.0",
+        "Via: SIP/2.0/\(transport) client.test:5060;branch=\(branch);rport",
+        "Max-Forwards: 70",
+        "From: <sip:alice@tern.test>;tag=\(SIPIdentifiers.tag())",
+        "To: <sip:bob@tern.test>",
+        "Call-ID: \(callID)",
+        "CSeq: \(cseq) \(method)",
+    ]
+    lines += extraHeaders
+    lines.append("Content-Length: \(body.utf8.count)")
+    return lines.joined(separator: "\r\n") + "\r\n\r\n" + body
+}
