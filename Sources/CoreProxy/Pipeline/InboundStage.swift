@@ -14,8 +14,6 @@ public final class InboundStage: TransportReceiver {
     private let sender: any SIPMessageSender
     private let logger: Logger
     private let metrics = InboundMetrics()
-    /// URI schemes this server can route (RFC 3261 §8.2.2.1: others get 416).
-    private let supportedSchemes: Set<String> = ["sip", "sips", "tel"]
 
     public init(parser: SIPMessageParser, transactions: TransactionLayer, sender: any SIPMessageSender, logger: Logger) {
         self.parser = parser
@@ -37,7 +35,6 @@ public final class InboundStage: TransportReceiver {
             metrics.requests.increment()
             do {
                 try message.validateRequest()
-                try checkRequestURIScheme(message)
             } catch {
                 reject(message, error: error, meta: meta)
                 return
@@ -55,17 +52,6 @@ public final class InboundStage: TransportReceiver {
         let inbound = InboundMessage(message: message, transport: meta.transport, source: meta.source,
                                      local: meta.local, flow: meta.flow, listener: meta.listener)
         transactions.receive(inbound, on: meta.eventLoop)
-    }
-
-    private func checkRequestURIScheme(_ message: SIPMessage) throws(SIPParseError) {
-        let uri = try message.requestURI()
-        if case .other(let scheme) = uri.scheme, !supportedSchemes.contains(scheme) {
-            throw .unsupportedURIScheme(scheme)
-        }
-        if !uri.headers.isEmpty {
-            // RFC 3261 §19.1.5: headers belong in a URI that becomes a request, never in a Request-URI.
-            throw .malformedRequestURI("headers are not allowed in a Request-URI")
-        }
     }
 
     private func rejectUnparsable(_ bytes: ByteBuffer, error: SIPParseError, meta: InboundMeta) {

@@ -27,7 +27,11 @@ public struct SIPVia: Sendable, Hashable, CustomStringConvertible {
     public var maddr: String? { parameters.unquoted("maddr") }
 
     /// Whether the branch carries the RFC 3261 magic cookie.
-    public var hasMagicCookie: Bool { branch?.hasPrefix(SIPVia.magicCookie) ?? false }
+    /// A bare cookie (RFC 4475 §3.2.1) identifies nothing, so it counts as an RFC 2543 branch.
+    public var hasMagicCookie: Bool {
+        guard let branch else { return false }
+        return branch.hasPrefix(SIPVia.magicCookie) && branch.utf8.count > SIPVia.magicCookie.utf8.count
+    }
 
     /// RFC 3581: nil when absent, `.some(nil)` when present without value (the client asks for it).
     public var rport: Int?? {

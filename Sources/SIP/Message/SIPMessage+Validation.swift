@@ -11,7 +11,8 @@ extension SIPMessage {
     /// single, readable and consistent; scalar values in range.
     ///
     /// - Throws: the first fault found, in a fixed order so the same message always gets the same answer.
-    public func validateRequest() throws(SIPParseError) {
+    /// - Parameter supportedSchemes: Request-URI schemes the server routes; others get 416.
+    public func validateRequest(supportedSchemes: Set<String> = ["sip", "sips", "tel"]) throws(SIPParseError) {
         guard let method else { throw .malformedStartLine("not a request") }
         for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
             throw .missingHeader(name)
@@ -31,7 +32,14 @@ extension SIPMessage {
         if contains(.contact) {
             _ = try contacts()
         }
-        _ = try requestURI()
+        let uri = try requestURI()
+        if !supportedSchemes.contains(uri.scheme.description) {
+            throw .unsupportedURIScheme(uri.scheme.description)
+        }
+        if !uri.headers.isEmpty {
+            // RFC 3261 §19.1.5: headers belong in a URI that becomes a request, never in a Request-URI.
+            throw .malformedRequestURI("headers are not allowed in a Request-URI")
+        }
     }
 
     /// Checks what a proxy needs to pass a response upstream: one Via at least, CSeq and Call-ID readable.
@@ -47,11 +55,10 @@ extension SIPMessage {
         _ = try cseq()
     }
 
-    /// Whether Via, CSeq and Call-ID can be read, so that a 400 can be addressed and matched
-    /// (STYLE: reply when possible, otherwise drop and count).
+    /// Whether an error response can be built and matched: a request (not ACK) with a Via and a
+    /// CSeq (STYLE: reply when possible, otherwise drop and count). RFC 4475 §3.3.1 wants a 400 even
+    /// when Call-ID, From and To are missing; the response copies what there is.
     public var canBeAnswered: Bool {
-        guard isRequest, method != .ack, let callID, !callID.isEmpty, contains(.cseq) else { return false }
-        guard let via = try? topVia() else { return false }
-        return !via.host.isEmpty
+        isRequest && method != .ack && contains(.via) && contains(.cseq)
     }
 }

@@ -223,25 +223,26 @@ public struct SIPMessageParser: Sendable {
         return try parseRequestLine(line, base: base)
     }
 
-    /// Request-Line = Method SP Request-URI SP SIP-Version (RFC 3261 §25.1: exactly one SP each).
+    /// Request-Line = Method SP Request-URI SP SIP-Version (RFC 3261 §25.1: exactly one SP each;
+    /// RFC 4475 §3.1.2.9/§3.1.2.10 leave extra whitespace to the element, and Tern refuses it).
     private static func parseRequestLine(_ line: UnsafeRawBufferPointer, base: Int) throws(SIPParseError) -> SIPMessage.StartLine {
-        guard let firstSpace = line.firstIndex(of: 0x20) else {
-            throw .malformedStartLine("no Request-URI")
+        guard let first = line.first, !isWhitespace(first) else { throw .malformedStartLine("leading whitespace") }
+        if let last = line.last, last == 0x20 || last == 0x09 { throw .malformedStartLine("trailing whitespace") }
+        var spaces: [Int] = []
+        for index in 0..<line.count where line[index] == 0x20 || line[index] == 0x09 {
+            spaces.append(index)
+            if spaces.count >= 2, spaces[spaces.count - 2] + 1 == index { throw .malformedStartLine("extra whitespace") }
+            guard spaces.count <= 2 else { throw .malformedStartLine("whitespace in Request-URI") }
         }
-        guard firstSpace > 0 else { throw .malformedStartLine("leading whitespace") }
+        guard spaces.count == 2 else { throw .malformedStartLine(spaces.isEmpty ? "no Request-URI" : "no SIP-Version") }
+        let firstSpace = spaces[0]
+        let lastSpace = spaces[1]
+        guard line[firstSpace] == 0x20, line[lastSpace] == 0x20 else { throw .malformedStartLine("tab in Request-Line") }
+        guard lastSpace > firstSpace + 1 else { throw .malformedStartLine("extra whitespace") }
         let methodBytes = UnsafeRawBufferPointer(rebasing: line[0..<firstSpace])
         guard methodBytes.allSatisfy(isTokenByte) else { throw .malformedStartLine("method is not a token") }
-        guard let lastSpace = line.lastIndex(of: 0x20), lastSpace > firstSpace else {
-            throw .malformedStartLine("no SIP-Version")
-        }
         let uriRange = (firstSpace + 1)..<lastSpace
-        guard !uriRange.isEmpty else { throw .malformedStartLine("empty Request-URI") }
-        for index in uriRange {
-            let byte = line[index]
-            if byte == 0x20 || byte == 0x09 { throw .malformedStartLine("whitespace in Request-URI") }
-        }
         let versionRange = (lastSpace + 1)..<line.count
-        guard !versionRange.isEmpty else { throw .malformedStartLine("trailing whitespace") }
         let versionBytes = UnsafeRawBufferPointer(rebasing: line[versionRange])
         try checkVersion(versionBytes)
         return .request(

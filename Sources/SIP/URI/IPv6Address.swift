@@ -5,8 +5,11 @@ public struct IPv6Address: Sendable, Hashable {
 
     /// Parses `x:x:x:x:x:x:x:x`, with at most one `::` and an optional dotted IPv4 tail.
     public init?(_ text: some Collection<UInt8>) {
-        let bytes = Array(text)
+        var bytes = Array(text)
         guard !bytes.isEmpty, bytes.count <= 45 else { return nil }
+        // RFC 5118 §4.10: RFC 3261's ABNF let "x::" be followed by ":" before an IPv4 tail
+        // ("2001:db8:::192.0.2.1"); accept that form as the "::" it means.
+        if let triple = IPv6Address.tripleColonBeforeIPv4(bytes) { bytes.remove(at: triple) }
         var head: [UInt16] = []
         var tail: [UInt16] = []
         var sawDoubleColon = false
@@ -58,6 +61,15 @@ public struct IPv6Address: Sendable, Hashable {
             guard total == 8 else { return nil }
             groups = head
         }
+    }
+
+    private static func tripleColonBeforeIPv4(_ bytes: [UInt8]) -> Int? {
+        guard bytes.count >= 3 else { return nil }
+        for index in 0...(bytes.count - 3) where bytes[index] == 0x3A && bytes[index + 1] == 0x3A && bytes[index + 2] == 0x3A {
+            let tail = bytes[(index + 3)...]
+            return !tail.contains(0x3A) && tail.contains(UInt8(ascii: ".")) ? index : nil
+        }
+        return nil
     }
 
     private static func hex(_ b: UInt8) -> UInt8? {
