@@ -266,6 +266,9 @@ public final class TransportLayer: Sendable {
 
     public var connectionCount: Int { state.withLockedValue { $0.connections.count } }
 
+    /// Ids of the open connections, oldest first.
+    public var connectionIDs: [ConnectionID] { state.withLockedValue { $0.connections.keys.sorted() } }
+
     // MARK: - Connections
 
     func initializeAccepted(_ channel: any Channel, transport: SIPTransportProtocol, listener: ListenerID) -> EventLoopFuture<Void> {
