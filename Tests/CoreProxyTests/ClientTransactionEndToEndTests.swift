@@ -1,0 +1,120 @@
+import CoreProxy
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import SIP
+import Testing
+
+/// Tern as the sender: client transactions over real sockets, with retransmissions, matching and
+/// the transport errors a caller must see.
+@Suite(.timeLimit(.minutes(1)))
+struct ClientTransactionEndToEndTests {
+    static let fastTimers = TransactionTimers(t1: .milliseconds(40), t2: .milliseconds(320), t4: .milliseconds(200))
+
+    func options(via transport: String, host: String, port: Int) throws -> SIPMessage {
+        try SIPMessageParser().parse(sipRequest("OPTIONS", uri: "sip:peer@127.0.0.1:\(port)", transport: transport)
+            .replacingOccurrences(of: "client.test:5060", with: "\(host):\(port)"))
+    }
+
+    @Test func udpRequestIsRetransmittedUntilAnswered() async throws {
+        try await withTestServer(timers: Self.fastTimers) { server in
+            let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            let peerPort = try #require(peer.channel.localAddress?.port)
+            let outcome = NIOLockedValueBox<[String]>([])
+            let request = try options(via: "UDP", host: "127.0.0.1", port: server.port(.udp))
+            try server.server.transactionLayer.sendRequest(
+                request, to: SIPDestination(transport: .udp, host: "127.0.0.1", port: peerPort),
+                on: MultiThreadedEventLoopGroup.singleton.next()
+            ) { event in
+                switch event {
+                case .response(let response): outcome.withLockedValue { $0.append("\(response.statusCode ?? 0)") }
+                case .timeout: outcome.withLockedValue { $0.append("timeout") }
+                case .transportError(let error): outcome.withLockedValue { $0.append("\(error)") }
+                }
+            }
+            // The peer ignores the first two copies (Timer E), then answers the third.
+            let first = try await peer.receive()
+            _ = try await peer.receive()
+            let third = try await peer.receive()
+            #expect(first.serializedString == third.serializedString)
+            var answer = SIPMessage.response(to: third, status: SIPStatus(200), toTag: "peer")
+            answer.removeHeaders(.via)
+            answer.prependHeader(.via, third.values(.via).first ?? "")
+            try await peer.send(answer.serializedString)
+            let deadline = ContinuousClock.now + .seconds(3)
+            while outcome.withLockedValue({ $0.isEmpty }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(outcome.withLockedValue { $0 } == ["200"])
+            await peer.close()
+        }
+    }
+
+    @Test func unansweredRequestTimesOut() async throws {
+        try await withTestServer(timers: Self.fastTimers) { server in
+            let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            let peerPort = try #require(peer.channel.localAddress?.port)
+            let outcome = NIOLockedValueBox<[String]>([])
+            try server.server.transactionLayer.sendRequest(
+                try options(via: "UDP", host: "127.0.0.1", port: server.port(.udp)),
+                to: SIPDestination(transport: .udp, host: "127.0.0.1", port: peerPort),
+                on: MultiThreadedEventLoopGroup.singleton.next()
+            ) { event in
+                if case .timeout = event { outcome.withLockedValue { $0.append("timeout") } }
+            }
+            try await Task.sleep(for: .milliseconds(64 * 40 + 300))
+            #expect(outcome.withLockedValue { $0 } == ["timeout"])
+            await peer.close()
+        }
+    }
+
+    @Test func connectFailureIsATransportError() async throws {
+        // A TCP port that nobody listens on: bind one, learn its number, close it.
+        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let deadPort = try #require(probe.localAddress?.port)
+        try await probe.close()
+        try await withTestServer { server in
+            let outcome = NIOLockedValueBox<[String]>([])
+            try server.server.transactionLayer.sendRequest(
+                try options(via: "TCP", host: "127.0.0.1", port: server.port(.tcp)),
+                to: SIPDestination(transport: .tcp, host: "127.0.0.1", port: deadPort),
+                on: MultiThreadedEventLoopGroup.singleton.next()
+            ) { event in
+                if case .transportError(let error) = event { outcome.withLockedValue { $0.append("\(error)") } }
+            }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while outcome.withLockedValue({ $0.isEmpty }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            let errors = outcome.withLockedValue { $0 }
+            #expect(errors.count == 1)
+            #expect(errors.first?.hasPrefix("connect failed") == true)
+        }
+    }
+
+    @Test func tcpRequestReusesTheClientsConnection() async throws {
+        try await withTestServer { server in
+            let peer = try await TestSIPClient.connect(.tcp, host: "127.0.0.1", port: server.port(.tcp))
+            try await peer.send(sipRequest("OPTIONS", transport: "TCP"))
+            _ = try await peer.receive()
+            let id = try #require(server.server.transportLayer.connectionIDs.first)
+            let outcome = NIOLockedValueBox<[Int]>([])
+            let request = try options(via: "TCP", host: "127.0.0.1", port: server.port(.tcp))
+            try server.server.transactionLayer.sendRequest(request, over: .connection(id), reliable: true,
+                                                          on: MultiThreadedEventLoopGroup.singleton.next()) { event in
+                if case .response(let response) = event { outcome.withLockedValue { $0.append(response.statusCode ?? 0) } }
+            }
+            let received = try await peer.receive()
+            #expect(received.method == .options)
+            var answer = SIPMessage.response(to: received, status: SIPStatus(200), toTag: "peer")
+            answer.setHeader(.via, received.values(.via).first ?? "")
+            try await peer.send(answer.serializedString)
+            let deadline = ContinuousClock.now + .seconds(3)
+            while outcome.withLockedValue({ $0.isEmpty }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(outcome.withLockedValue { $0 } == [200])
+            await peer.close()
+        }
+    }
+}
