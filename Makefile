@@ -1,0 +1,38 @@
+# Tern: the two commands are `make run` and `make test` (see README.md).
+SWIFT ?= swift
+ARGS ?=
+RATE ?= 2000
+DURATION ?= 10
+
+.PHONY: run test build build-release deps deps-test bench load-test clean
+
+deps:
+	@scripts/install-deps.sh build
+
+deps-test:
+	@scripts/install-deps.sh test
+
+build: deps
+	$(SWIFT) build
+
+build-release: deps
+	$(SWIFT) build -c release
+
+## Builds and starts tern on its embedded defaults (UDP and TCP on 127.0.0.1:5060).
+## Extra arguments: make run ARGS="--listen udp:127.0.0.1:5070 --config tern.example.yaml"
+run: build
+	.build/debug/tern $(ARGS)
+
+## Installs what is missing, runs every test (unit, end to end, conformance, fuzz), then the SIPp load test.
+test: deps-test
+	$(SWIFT) build --build-tests
+	$(SWIFT) test
+	TERN=.build/debug/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
+
+## Release build, parser throughput and allocations, SIPp load at the server.
+bench: deps-test build-release
+	.build/release/tern-parser-bench
+	TERN=.build/release/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
+
+clean:
+	rm -rf .build
