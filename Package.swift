@@ -95,10 +95,12 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        .target(name: "CAllocationCounter", path: "Benchmarks/CAllocationCounter"),
         .executableTarget(
             name: "tern-parser-bench",
             dependencies: [
                 "SIP",
+                "CAllocationCounter",
                 .product(name: "NIOCore", package: "swift-nio"),
             ],
             path: "Benchmarks/ParserBench",

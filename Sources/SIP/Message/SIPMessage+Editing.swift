@@ -52,9 +52,7 @@ extension SIPMessage {
             fields.remove(at: index)
             return value
         }
-        var replacement = SIPHeaderField(name: name, value: elements.dropFirst().joined(separator: ", "))
-        if replacement.addedName == nil { replacement.addedName = name }
-        fields[index] = replacement
+        fields[index] = SIPHeaderField(name: name, value: elements.dropFirst().joined(separator: ", "))
         return first
     }
 

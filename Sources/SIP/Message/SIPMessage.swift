@@ -158,28 +158,57 @@ public struct SIPMessage: Sendable {
 }
 
 /// One header line of a ``SIPMessage``: where its name and value are, or what an edit put there.
+///
+/// Kept small (offsets as 32-bit integers, edits behind one reference) because a message holds an
+/// array of these and the parser builds one per header line.
 package struct SIPHeaderField: Sendable {
     package var knownIndex: UInt8?
-    package var nameRange: Range<Int>
-    package var valueRange: Range<Int>
-    /// The whole original line including its CRLF, copied verbatim when serializing.
-    package var lineRange: Range<Int>?
-    package var addedName: SIPHeaderName?
-    package var addedValue: String?
+    private var nameStart: Int32
+    private var nameEnd: Int32
+    private var valueStart: Int32
+    private var valueEnd: Int32
+    /// The whole original line including its CRLF; -1 when the field was added or edited.
+    private var lineStart: Int32
+    private var lineEnd: Int32
+    private var edit: Edit?
+
+    /// An added or replaced header: its name and value as text.
+    final class Edit: Sendable {
+        let name: SIPHeaderName
+        let value: String
+        init(name: SIPHeaderName, value: String) {
+            self.name = name
+            self.value = value
+        }
+    }
 
     package init(knownIndex: UInt8?, nameRange: Range<Int>, valueRange: Range<Int>, lineRange: Range<Int>?) {
         self.knownIndex = knownIndex
-        self.nameRange = nameRange
-        self.valueRange = valueRange
-        self.lineRange = lineRange
+        self.nameStart = Int32(truncatingIfNeeded: nameRange.lowerBound)
+        self.nameEnd = Int32(truncatingIfNeeded: nameRange.upperBound)
+        self.valueStart = Int32(truncatingIfNeeded: valueRange.lowerBound)
+        self.valueEnd = Int32(truncatingIfNeeded: valueRange.upperBound)
+        self.lineStart = Int32(truncatingIfNeeded: lineRange?.lowerBound ?? -1)
+        self.lineEnd = Int32(truncatingIfNeeded: lineRange?.upperBound ?? -1)
+        self.edit = nil
     }
 
     package init(name: SIPHeaderName, value: String) {
         self.knownIndex = name.knownIndex
-        self.nameRange = 0..<0
-        self.valueRange = 0..<0
-        self.lineRange = nil
-        self.addedName = name
-        self.addedValue = value
+        self.nameStart = 0
+        self.nameEnd = 0
+        self.valueStart = 0
+        self.valueEnd = 0
+        self.lineStart = -1
+        self.lineEnd = -1
+        self.edit = Edit(name: name, value: value)
     }
+
+    package var nameRange: Range<Int> { Int(nameStart)..<Int(max(nameStart, nameEnd)) }
+    package var valueRange: Range<Int> { Int(valueStart)..<Int(max(valueStart, valueEnd)) }
+    package var lineRange: Range<Int>? {
+        lineStart < 0 ? nil : Int(lineStart)..<Int(max(lineStart, lineEnd))
+    }
+    package var addedName: SIPHeaderName? { edit?.name }
+    package var addedValue: String? { edit?.value }
 }
