@@ -1,4 +1,5 @@
 import CoreProxy
+import SIP
 import Logging
 import Yams
 
@@ -89,6 +90,18 @@ extension TernConfiguration {
             drainTimeoutSeconds = try shutdown.int("drain_timeout", in: 0...3_600) ?? drainTimeoutSeconds
             try shutdown.finish()
         }
+        if let node = reader.take("hosts") {
+            let hosts = try MappingReader(node, path: "hosts")
+            for entry in hosts.entries {
+                guard let address = entry.value.string,
+                      IPv6Address(address.utf8) != nil || IPv6Address.parseIPv4(address.utf8) != nil
+                else {
+                    throw ConfigurationError(key: "hosts." + entry.key, line: entry.line,
+                                             message: "expected an IPv4 or IPv6 address")
+                }
+                staticHosts[entry.key.lowercased()] = address
+            }
+        }
         threads = try reader.int("threads", in: 0...256) ?? threads
         try reader.finish()
         try validate()
@@ -140,6 +153,12 @@ extension TernConfiguration {
             "  drain_timeout: \(drainTimeoutSeconds)",
             "threads: \(threads)",
         ]
+        if staticHosts.isEmpty {
+            lines.append("hosts: {}")
+        } else {
+            lines.append("hosts:")
+            lines += staticHosts.sorted { $0.key < $1.key }.map { "  \($0.key): \($0.value)" }
+        }
         return lines.joined(separator: "\n") + "\n"
     }
 }

@@ -29,6 +29,8 @@ public struct TernConfiguration: Sendable {
     public var drainTimeoutSeconds: Int
     /// `threads` (event-loop threads; default 0 = one per core).
     public var threads: Int
+    /// `hosts`: names resolved without DNS (RFC 3263 targets given by name), name → IP address.
+    public var staticHosts: [String: String]
 
     public init() {
         listeners = [
@@ -47,6 +49,7 @@ public struct TernConfiguration: Sendable {
         logLevel = .info
         drainTimeoutSeconds = 5
         threads = 0
+        staticHosts = [:]
     }
 
     /// The core's configuration derived from this one.
@@ -57,7 +60,8 @@ public struct TernConfiguration: Sendable {
                 tls: tls,
                 maxMessageSize: maxMessageSize,
                 maxConnections: maxConnections,
-                idleTimeout: .seconds(Int64(idleTimeoutSeconds))
+                idleTimeout: .seconds(Int64(idleTimeoutSeconds)),
+                staticHosts: staticHosts
             ),
             timers: TransactionTimers(
                 t1: .milliseconds(Int64(t1Milliseconds)),

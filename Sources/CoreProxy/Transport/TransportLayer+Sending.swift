@@ -97,7 +97,8 @@ extension TransportLayer {
     }
 
     private func resolve(_ destination: SIPDestination, on loop: any EventLoop) -> EventLoopFuture<SocketAddress> {
-        let host = destination.bareHost
+        let name = destination.bareHost
+        let host = configuration.staticHosts[name.lowercased()] ?? name
         if let address = try? SocketAddress(ipAddress: host, port: destination.port) {
             return loop.makeSucceededFuture(address)
         }

@@ -55,16 +55,19 @@ public final class TransportLayer: Sendable {
         public var idleTimeout: TimeAmount
         /// Timeout for opening an outgoing connection. Default 5 s.
         public var connectTimeout: TimeAmount
+        /// Names resolved without DNS, lower-cased name → IP address. Default none.
+        public var staticHosts: [String: String]
 
         public init(listeners: [ListenerSpec], tls: TLSSettings? = nil, maxMessageSize: Int = 65_535,
                     maxConnections: Int = 10_000, idleTimeout: TimeAmount = .minutes(10),
-                    connectTimeout: TimeAmount = .seconds(5)) {
+                    connectTimeout: TimeAmount = .seconds(5), staticHosts: [String: String] = [:]) {
             self.listeners = listeners
             self.tls = tls
             self.maxMessageSize = maxMessageSize
             self.maxConnections = maxConnections
             self.idleTimeout = idleTimeout
             self.connectTimeout = connectTimeout
+            self.staticHosts = staticHosts
         }
     }
 

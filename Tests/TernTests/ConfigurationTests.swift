@@ -1,0 +1,94 @@
+import CoreProxy
+import Foundation
+import Logging
+import Testing
+@testable import TernServer
+
+@Suite struct ConfigurationTests {
+    @Test func emptyFileGivesDefaults() throws {
+        let configuration = try TernConfiguration(yaml: "")
+        #expect(configuration.listeners.map(\.description) == ["udp:127.0.0.1:5060", "tcp:127.0.0.1:5060"])
+        #expect(configuration.maxMessageSize == 65_535)
+        #expect(configuration.t1Milliseconds == 500)
+        #expect(configuration.tls == nil)
+    }
+
+    @Test func everyKeyIsRead() throws {
+        let yaml = """
+        listen:
+          - udp:[::1]:0
+          - wss:0.0.0.0:8443
+        tls:
+          certificate: /c.pem
+          private_key: /k.pem
+          client_certificates: required
+        limits:
+          max_message_size: 4096
+          max_connections: 3
+          idle_timeout: 30
+        timers:
+          t1_ms: 100
+          t2_ms: 800
+          t4_ms: 900
+        sip:
+          server_header: ""
+          supported: [path, gruu]
+        hosts:
+          edge.example: 127.0.0.2
+        log:
+          level: debug
+        shutdown:
+          drain_timeout: 1
+        threads: 2
+        """
+        let configuration = try TernConfiguration(yaml: yaml)
+        #expect(configuration.listeners == [
+            ListenerSpec(transport: .udp, host: "::1", port: 0),
+            ListenerSpec(transport: .wss, host: "0.0.0.0", port: 8443),
+        ])
+        #expect(configuration.tls?.clientCertificates == .required)
+        #expect(configuration.maxMessageSize == 4096)
+        #expect(configuration.maxConnections == 3)
+        #expect(configuration.idleTimeoutSeconds == 30)
+        #expect(configuration.t1Milliseconds == 100)
+        #expect(configuration.serverConfiguration.pipeline.serverHeader == nil)
+        #expect(configuration.supportedExtensions == ["path", "gruu"])
+        #expect(configuration.staticHosts == ["edge.example": "127.0.0.2"])
+        #expect(configuration.logLevel == .debug)
+        #expect(configuration.drainTimeoutSeconds == 1)
+        #expect(configuration.threads == 2)
+        // What --check-config prints reads back to the same configuration.
+        let again = try TernConfiguration(yaml: configuration.yamlDescription)
+        #expect(again.yamlDescription == configuration.yamlDescription)
+    }
+
+    static let errors: [(String, String)] = [
+        ("colour: blue\n", "colour (line 1): unknown key"),
+        ("limits:\n  max_conections: 3\n", "limits.max_conections (line 2): unknown key"),
+        ("limits:\n  max_connections: lots\n", "limits.max_connections (line 2): expected a whole number"),
+        ("limits:\n  max_message_size: 10\n", "limits.max_message_size (line 2): 10 is out of range 1024...16777216"),
+        ("listen:\n  - udp:127.0.0.1\n", "listen (line 2): expected PROTO:HOST:PORT, got 'udp:127.0.0.1'"),
+        ("listen:\n  - smtp:127.0.0.1:25\n", "listen (line 2): unknown transport 'smtp' (udp, tcp, tls, ws, wss)"),
+        ("listen:\n  - tls:127.0.0.1:5061\n", "listen: tls:127.0.0.1:5061 needs tls.certificate and tls.private_key"),
+        ("listen:\n  - sctp:127.0.0.1:5060\n", "listen: sctp:127.0.0.1:5060: SCTP is not available on this system"),
+        ("log:\n  level: loud\n", "log.level (line 2): expected trace, debug, info, notice, warning, error or critical"),
+        ("hosts:\n  edge: not-an-ip\n", "hosts.edge (line 2): expected an IPv4 or IPv6 address"),
+    ]
+
+    @Test(arguments: errors)
+    func badConfigurationNamesTheKey(_ yaml: String, _ message: String) {
+        #expect(throws: ConfigurationError.self) { try TernConfiguration(yaml: yaml) }
+        do {
+            _ = try TernConfiguration(yaml: yaml)
+        } catch {
+            #expect(error.description == message)
+        }
+    }
+
+    @Test func exampleConfigurationIsValid() throws {
+        let path = #filePath.split(separator: "/").dropLast(3).joined(separator: "/")
+        let text = try String(contentsOfFile: "/" + path + "/tern.example.yaml", encoding: .utf8)
+        let configuration = try TernConfiguration(yaml: text)
+        #expect(Set(configuration.listeners.map(\.transport)) == [.udp, .tcp, .tls, .ws, .wss])
+    }
+}

@@ -1,0 +1,145 @@
+import Foundation
+import NIOCore
+import NIOPosix
+import Testing
+
+/// The `tern` binary as a user runs it: a separate process, real sockets, signals, exit codes.
+@Suite(.serialized, .timeLimit(.minutes(1)))
+struct TernBinaryTests {
+    static var packageRoot: URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+    }
+
+    static var binary: URL {
+        let besideTests = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tern")
+        if FileManager.default.isExecutableFile(atPath: besideTests.path) { return besideTests }
+        return packageRoot.appendingPathComponent(".build/debug/tern")
+    }
+
+    /// A running tern process with its stderr collected.
+    final class TernProcess: @unchecked Sendable {
+        let process = Process()
+        private let errorPipe = Pipe()
+        private let lock = NSLock()
+        private var collected = Data()
+
+        init(_ arguments: [String]) throws {
+            process.executableURL = TernBinaryTests.binary
+            process.arguments = arguments
+            process.currentDirectoryURL = TernBinaryTests.packageRoot
+            process.standardError = errorPipe
+            process.standardOutput = errorPipe
+            errorPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
+                let data = handle.availableData
+                guard let self else { return }
+                self.lock.lock()
+                self.collected.append(data)
+                self.lock.unlock()
+            }
+            try process.run()
+        }
+
+        var output: String {
+            lock.lock()
+            defer { lock.unlock() }
+            return String(decoding: collected, as: UTF8.self)
+        }
+
+        /// Waits until `count` listeners are logged and returns their descriptions.
+        func listeners(count: Int) async throws -> [String] {
+            let deadline = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < deadline {
+                let found = output.split(separator: "\n").compactMap { line -> String? in
+                    guard let range = line.range(of: "listener=") else { return nil }
+                    return String(line[range.upperBound...].prefix { $0 != " " })
+                }
+                if found.count >= count { return found }
+                if !process.isRunning { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            throw TernTestFailure("tern did not report \(count) listeners: \(output)")
+        }
+
+        func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
+            let deadline = ContinuousClock.now + timeout
+            while process.isRunning, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            if process.isRunning {
+                process.terminate()
+                throw TernTestFailure("tern did not exit: \(output)")
+            }
+            return process.terminationStatus
+        }
+    }
+
+    @Test func listensOnRequestedPortsAndStopsCleanlyOnSIGTERM() async throws {
+        let tern = try TernProcess(["--listen", "udp:127.0.0.1:0", "--listen", "tcp:[::1]:0", "--listen", "ws:127.0.0.1:0"])
+        let listeners = try await tern.listeners(count: 3)
+        #expect(listeners.count == 3)
+        #expect(listeners[0].hasPrefix("udp:127.0.0.1:") && !listeners[0].hasSuffix(":0"))
+        #expect(listeners[1].hasPrefix("tcp:[::1]:"))
+        #expect(listeners[2].hasPrefix("ws:127.0.0.1:"))
+        // It answers on the port it logged.
+        let port = try #require(Int(listeners[0].split(separator: ":").last ?? ""))
+        let reply = try await udpExchange(port: port, "OPTIONS sip:t SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKbin;rport\r\n"
+            + "From: <sip:a@t>;tag=1\r\nTo: <sip:t>\r\nCall-ID: bin-1\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+        #expect(reply.hasPrefix("SIP/2.0 200 OK"))
+        kill(tern.process.processIdentifier, SIGTERM)
+        #expect(try await tern.waitForExit() == 0)
+        #expect(tern.output.contains("shutting down"))
+    }
+
+    @Test func portInUseIsAnErrorNamingThePort() async throws {
+        let holder = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(holder.localAddress?.port)
+        let tern = try TernProcess(["--listen", "udp:127.0.0.1:\(port)"])
+        let status = try await tern.waitForExit()
+        #expect(status == 1)
+        #expect(tern.output.contains("cannot listen on udp:127.0.0.1:\(port)"))
+        try await holder.close()
+    }
+
+    @Test func checkConfigPrintsTheEffectiveConfiguration() async throws {
+        let tern = try TernProcess(["--check-config", "tern.example.yaml"])
+        #expect(try await tern.waitForExit() == 0)
+        #expect(tern.output.contains("  - wss:127.0.0.1:8443"))
+        #expect(tern.output.contains("max_message_size: 65535"))
+    }
+
+    @Test func checkConfigRejectsUnknownKeys() async throws {
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tern-bad-\(UUID().uuidString).yaml")
+        try "listen:\n  - udp:127.0.0.1:0\ntimers:\n  t9_ms: 3\n".write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let tern = try TernProcess(["--check-config", file.path])
+        #expect(try await tern.waitForExit() != 0)
+        #expect(tern.output.contains("timers.t9_ms (line 4): unknown key"))
+    }
+
+    /// Sends one datagram from a fresh socket and returns the first reply as text.
+    func udpExchange(port: Int, _ text: String) async throws -> String {
+        let socket = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        defer { close(socket) }
+        var timeout = timeval(tv_sec: 5, tv_usec: 0)
+        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_port = in_port_t(UInt16(port).bigEndian)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        let bytes = Array(text.utf8)
+        _ = withUnsafePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
+                sendto(socket, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
+            }
+        }
+        var buffer = [UInt8](repeating: 0, count: 65_536)
+        let count = recv(socket, &buffer, buffer.count, 0)
+        guard count > 0 else { throw TernTestFailure("no reply from tern on UDP \(port)") }
+        return String(decoding: buffer[0..<count], as: UTF8.self)
+    }
+}
+
+struct TernTestFailure: Error, CustomStringConvertible {
+    let description: String
+    init(_ description: String) { self.description = description }
+}
