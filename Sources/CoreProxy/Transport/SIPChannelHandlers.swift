@@ -1,5 +1,6 @@
 import NIOCore
 import NIOWebSocket
+import NIOHTTP1
 import SIP
 import Logging
 import Metrics
@@ -199,3 +200,25 @@ final class SIPWebSocketHandler: ChannelInboundHandler {
 
 @available(*, unavailable)
 extension SIPWebSocketHandler: Sendable {}
+
+/// Answers an HTTP request on a WebSocket listener that did not upgrade to SIP (no `sip`
+/// subprotocol, RFC 7118 §4.1, or no upgrade at all): 426 and close.
+final class WebSocketRefusalHandler: ChannelInboundHandler, RemovableChannelHandler {
+    typealias InboundIn = HTTPServerRequestPart
+    typealias OutboundOut = HTTPServerResponsePart
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        guard case .end = unwrapInboundIn(data) else { return }
+        var headers = HTTPHeaders()
+        headers.add(name: "Connection", value: "close")
+        headers.add(name: "Upgrade", value: "websocket")
+        headers.add(name: "Content-Length", value: "0")
+        let head = HTTPResponseHead(version: .http1_1, status: .upgradeRequired, headers: headers)
+        context.write(wrapOutboundOut(.head(head)), promise: nil)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(.end(nil))).whenComplete { _ in channel.close(promise: nil) }
+    }
+}
+
+@available(*, unavailable)
+extension WebSocketRefusalHandler: Sendable {}

@@ -318,9 +318,12 @@ public final class TransportLayer: Sendable {
             }
         )
         try channel.pipeline.syncOperations.configureHTTPServerPipeline(
-            withServerUpgrade: (upgraders: [upgrader], completionHandler: { _ in }),
+            withServerUpgrade: (upgraders: [upgrader], completionHandler: { context in
+                context.pipeline.removeHandler(name: "tern.ws.refusal", promise: nil)
+            }),
             withErrorHandling: true
         )
+        try channel.pipeline.syncOperations.addHandler(WebSocketRefusalHandler(), name: "tern.ws.refusal")
         state.withLockedValue { $0.connections[id]?.isWebSocket = true }
     }
 

@@ -23,7 +23,8 @@ final class TestSIPClient: Sendable {
     }
 
     /// Connects to `host:port` over `transport`.
-    static func connect(_ transport: SIPTransportProtocol, host: String, port: Int) async throws -> TestSIPClient {
+    static func connect(_ transport: SIPTransportProtocol, host: String, port: Int,
+                        presentCertificate: Bool = false) async throws -> TestSIPClient {
         let remote = try SocketAddress(ipAddress: host, port: port)
         let inbox = Inbox()
         let group = MultiThreadedEventLoopGroup.singleton
@@ -41,6 +42,10 @@ final class TestSIPClient: Sendable {
         default:
             var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
             tlsConfiguration.certificateVerification = .none
+            if presentCertificate {
+                tlsConfiguration.certificateChain = try NIOSSLCertificate.fromPEMFile(TestCertificates.certificate).map { .certificate($0) }
+                tlsConfiguration.privateKey = .privateKey(try NIOSSLPrivateKey(file: TestCertificates.privateKey, format: .pem))
+            }
             let sslContext = try NIOSSLContext(configuration: tlsConfiguration)
             channel = try await ClientBootstrap(group: group)
                 .channelInitializer { channel in

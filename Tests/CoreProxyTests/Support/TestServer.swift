@@ -12,8 +12,11 @@ enum TestCertificates {
         .appendingPathComponent("Fixtures")
     static var certificate: String { directory.appendingPathComponent("test-cert.pem").path }
     static var privateKey: String { directory.appendingPathComponent("test-key.pem").path }
-    static var tls: TransportLayer.TLSSettings {
-        TransportLayer.TLSSettings(certificateChainPath: certificate, privateKeyPath: privateKey)
+    /// TLS settings with the test certificate, which also serves as the only trusted client CA.
+    static func tls(_ clientCertificates: TransportLayer.TLSSettings.ClientCertificates) -> TransportLayer.TLSSettings {
+        TransportLayer.TLSSettings(certificateChainPath: certificate, privateKeyPath: privateKey,
+                                   trustRootsPath: clientCertificates == .none ? nil : certificate,
+                                   clientCertificates: clientCertificates)
     }
 }
 
@@ -36,6 +39,8 @@ func withTestServer<T: Sendable>(
     listeners: [ListenerSpec] = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: 0),
                                  ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 0)],
     tls: Bool = false,
+    clientCertificates: TransportLayer.TLSSettings.ClientCertificates = .none,
+    maxMessageSize: Int = 65_535,
     timers: TransactionTimers = TransactionTimers(),
     maxConnections: Int = 10_000,
     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
@@ -47,8 +52,8 @@ func withTestServer<T: Sendable>(
     let group = MultiThreadedEventLoopGroup.singleton
     let (listening, continuation) = AsyncStream.makeStream(of: [BoundListener].self)
     let configuration = SIPServer.Configuration(
-        transport: TransportLayer.Configuration(listeners: listeners, tls: tls ? TestCertificates.tls : nil,
-                                                maxConnections: maxConnections),
+        transport: TransportLayer.Configuration(listeners: listeners, tls: tls ? TestCertificates.tls(clientCertificates) : nil,
+                                                maxMessageSize: maxMessageSize, maxConnections: maxConnections),
         timers: timers,
         pipeline: pipeline,
         drainTimeout: .milliseconds(200)
