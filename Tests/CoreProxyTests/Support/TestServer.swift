@@ -41,6 +41,8 @@ func withTestServer<T: Sendable>(
     tls: Bool = false,
     clientCertificates: TransportLayer.TLSSettings.ClientCertificates = .none,
     maxMessageSize: Int = 65_535,
+    idleTimeout: TimeAmount = .minutes(10),
+    drainTimeout: TimeAmount = .milliseconds(200),
     timers: TransactionTimers = TransactionTimers(),
     maxConnections: Int = 10_000,
     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
@@ -53,10 +55,11 @@ func withTestServer<T: Sendable>(
     let (listening, continuation) = AsyncStream.makeStream(of: [BoundListener].self)
     let configuration = SIPServer.Configuration(
         transport: TransportLayer.Configuration(listeners: listeners, tls: tls ? TestCertificates.tls(clientCertificates) : nil,
-                                                maxMessageSize: maxMessageSize, maxConnections: maxConnections),
+                                                maxMessageSize: maxMessageSize, maxConnections: maxConnections,
+                                                idleTimeout: idleTimeout),
         timers: timers,
         pipeline: pipeline,
-        drainTimeout: .milliseconds(200)
+        drainTimeout: drainTimeout
     )
     let server = try SIPServer(configuration: configuration, group: group, logger: logger) { bound in
         continuation.yield(bound)
