@@ -21,11 +21,11 @@ public final class ClientTransaction: Sendable {
     private let layer: TransactionLayer
     private let handler: @Sendable (ClientTransactionEvent) -> Void
     private let state: NIOLockedValueBox<Inner>
+    private let timers = TransactionTimerTable<ClientTransactionStateMachine.Timer>()
 
     struct Inner {
         var machine: ClientTransactionStateMachine
         var target: Target
-        var timers: [ClientTransactionStateMachine.Timer: Scheduled<Void>] = [:]
         var lastResponse: SIPMessage?
     }
 
@@ -75,20 +75,15 @@ public final class ClientTransaction: Sendable {
             case .passResponseToUser:
                 if let response { handler(.response(response)) }
             case .startTimer(let timer, let delay):
-                let scheduled = eventLoop.scheduleTask(in: delay) { [self] in handle(.timerFired(timer)) }
-                state.withLockedValue { $0.timers[timer] = scheduled }
+                timers.start(timer, after: delay, on: eventLoop) { [self] in handle(.timerFired(timer)) }
             case .cancelTimer(let timer):
-                state.withLockedValue { $0.timers.removeValue(forKey: timer) }?.cancel()
+                timers.cancel(timer)
             case .reportTimeout:
                 handler(.timeout)
             case .reportTransportError:
                 break // reported with the error itself in send(_:)
             case .terminate:
-                let timers = state.withLockedValue { inner -> [Scheduled<Void>] in
-                    defer { inner.timers.removeAll() }
-                    return Array(inner.timers.values)
-                }
-                for timer in timers { timer.cancel() }
+                timers.cancelAll()
                 layer.remove(self)
             }
         }

@@ -16,12 +16,12 @@ public final class ServerTransaction: Sendable {
     private let layer: TransactionLayer
     private let responseFlow: SIPFlow
     private let state: NIOLockedValueBox<Inner>
+    private let timers = TransactionTimerTable<ServerTransactionStateMachine.Timer>()
 
     struct Inner {
         var machine: ServerTransactionStateMachine
         var lastResponse: ByteBuffer?
         var lastStatus: Int?
-        var timers: [ServerTransactionStateMachine.Timer: Scheduled<Void>] = [:]
     }
 
     init(key: TransactionKey, inbound: InboundMessage, layer: TransactionLayer, eventLoop: any EventLoop) {
@@ -89,12 +89,9 @@ public final class ServerTransaction: Sendable {
                 layer.metrics.retransmissionsAbsorbed.increment()
                 if let last = state.withLockedValue({ $0.lastResponse }) { send(last) }
             case .startTimer(let timer, let delay):
-                let scheduled = eventLoop.scheduleTask(in: delay) { [self] in
-                    handle(.timerFired(timer))
-                }
-                state.withLockedValue { $0.timers[timer] = scheduled }
+                timers.start(timer, after: delay, on: eventLoop) { [self] in handle(.timerFired(timer)) }
             case .cancelTimer(let timer):
-                state.withLockedValue { $0.timers.removeValue(forKey: timer) }?.cancel()
+                timers.cancel(timer)
             case .passACKToUser:
                 break
             case .reportTimeout:
@@ -102,11 +99,7 @@ public final class ServerTransaction: Sendable {
             case .reportTransportError:
                 layer.user?.serverTransactionTransportFailed(self)
             case .terminate:
-                let timers = state.withLockedValue { inner -> [Scheduled<Void>] in
-                    defer { inner.timers.removeAll() }
-                    return Array(inner.timers.values)
-                }
-                for timer in timers { timer.cancel() }
+                timers.cancelAll()
                 layer.remove(self)
             }
         }
