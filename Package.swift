@@ -110,7 +110,11 @@ let package = Package(
         // MARK: - Tests
         .testTarget(
             name: "SIPTests",
-            dependencies: ["SIP", .product(name: "NIOCore", package: "swift-nio")],
+            dependencies: [
+                "SIP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOTestUtils", package: "swift-nio"),
+            ],
             resources: [.copy("Fixtures")],
             swiftSettings: strictSettings
         ),

@@ -44,7 +44,11 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
             scanner.skipWhitespace()
             guard scanner.peek == UInt8(ascii: "<") else { throw ValueError("display name without <URI>") }
         }
-        if displayName == nil, let angle = scanner.bytes[scanner.index...].firstIndex(of: UInt8(ascii: "<")) {
+        // A ':' before any '<' means an addr-spec (a display name never holds one unquoted), so the
+        // search stops there: "sip:a@b, <sip:c@d>" is two addresses, and long lists stay linear.
+        if displayName == nil,
+           let angle = scanner.bytes[scanner.index...].firstIndex(where: { $0 == UInt8(ascii: "<") || $0 == UInt8(ascii: ":") }),
+           scanner.bytes[angle] == UInt8(ascii: "<") {
             // display-name = *(token LWS): anything but tokens and whitespace is a fault (RFC 4475 §3.1.2.16).
             let nameBytes = scanner.bytes[scanner.index..<angle]
             guard nameBytes.allSatisfy({ isTokenByte($0) || isWhitespace($0) }) else {

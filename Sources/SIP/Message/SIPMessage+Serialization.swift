@@ -25,14 +25,14 @@ extension SIPMessage {
                 if wroteContentLength { continue }
                 wroteContentLength = true
                 if let line = field.lineRange, originalContentLength(field) == bodyLength {
-                    copy(line, into: &out)
+                    copyLine(line, into: &out)
                 } else {
                     writeContentLength(bodyLength, compact: options.compactHeaders, into: &out)
                 }
                 continue
             }
             if let line = field.lineRange {
-                copy(line, into: &out)
+                copyLine(line, into: &out)
                 continue
             }
             if let name = field.addedName {
@@ -100,6 +100,14 @@ extension SIPMessage {
     private func copy(_ range: Range<Int>, into out: inout ByteBuffer) {
         guard let slice = buffer.viewBytes(at: buffer.readerIndex + range.lowerBound, length: range.count) else { return }
         out.writeBytes(slice)
+    }
+
+    /// Copies an original header line; the last line of a datagram that ended without a line break
+    /// gets its CRLF, so that nothing written after it joins its value.
+    private func copyLine(_ range: Range<Int>, into out: inout ByteBuffer) {
+        copy(range, into: &out)
+        let last = buffer.getInteger(at: buffer.readerIndex + range.upperBound - 1, as: UInt8.self)
+        if let last, last != 0x0A, last != 0x0D { out.writeStaticString("\r\n") }
     }
 
     private func writeContentLength(_ length: Int, compact: Bool, into out: inout ByteBuffer) {

@@ -247,8 +247,10 @@ extension SIPURI {
             return false
         }
         for item in parameters {
-            guard case .some(let theirs) = other.parameters[item.name] else { continue }
-            let a = item.value.map(percentDecoded)?.lowercased()
+            // The first occurrence on both sides, so that a repeated name compares reflexively.
+            guard case .some(let theirs) = other.parameters[item.name], case .some(let mine) = parameters[item.name]
+            else { continue }
+            let a = mine.map(percentDecoded)?.lowercased()
             let b = theirs.map(percentDecoded)?.lowercased()
             if a != b { return false }
         }
