@@ -54,7 +54,7 @@ import Testing
     }
 
     @Test func roundTripsBinaryAtEveryLevel() throws {
-        var random = SeededGenerator(seed: 1952)
+        var random = SplitMix64(seed: 1952)
         let bytes = (0..<5_000).map { _ in UInt8.random(in: 0...255, using: &random) }
         for level in [-3, 0, 1, 6, 9, 42] {
             for coding in ContentCoding.allCases {
@@ -142,7 +142,7 @@ import Testing
 
     /// Mutated, truncated and random inputs either throw or decode within the limit.
     @Test func randomInputNeverTraps() {
-        var random = SeededGenerator(seed: 0x1F8B_0800)
+        var random = SplitMix64(seed: 0x1F8B_0800)
         let seeds = [Self.gzipFixture, Self.zlibFixture, Self.rawDeflateFixture]
         for iteration in 0..<2_000 {
             var bytes = seeds[iteration % seeds.count]
@@ -165,18 +165,4 @@ import Testing
         }
     }
 
-    // MARK: - Helpers
-
-    /// A small deterministic generator so the random test fails the same way every run.
-    fileprivate struct SeededGenerator: RandomNumberGenerator {
-        var state: UInt64
-        init(seed: UInt64) { state = seed }
-        mutating func next() -> UInt64 {
-            state &+= 0x9E37_79B9_7F4A_7C15
-            var z = state
-            z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-            z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-            return z ^ (z >> 31)
-        }
-    }
 }
