@@ -23,11 +23,11 @@ build-release: deps
 run: build
 	.build/debug/tern $(ARGS)
 
-## Installs what is missing, runs every test (unit, end to end, conformance, fuzz), then the SIPp load test.
+## Installs what is missing, runs the SIPp load test, then every Swift test (unit, end to end, conformance, fuzz).
 test: deps-test
 	$(SWIFT) build --build-tests
-	$(SWIFT) test
 	TERN=.build/debug/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
+	$(SWIFT) test
 
 ## Release build, parser throughput and allocations, SIPp load at the server.
 bench: deps-test build-release

@@ -30,7 +30,20 @@ import Testing
         var startLines: [String] { sent.withLockedValue { $0.map { String($0.bytes.prefix { $0 != "\r\n" }) } } }
     }
 
+    /// A sender whose every send fails, as a closed connection does.
+    final class FailingSender: SIPMessageSender {
+        let loop: EmbeddedEventLoop
+        init(loop: EmbeddedEventLoop) { self.loop = loop }
+        func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void> {
+            loop.makeFailedFuture(TransportError.flowClosed(flow))
+        }
+        func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow> {
+            loop.makeFailedFuture(TransportError.unresolvable(destination.host))
+        }
+    }
+
     final class User: TransactionUser {
+        let transportFailures = NIOLockedValueBox(0)
         let requests = NIOLockedValueBox(0)
         let acks = NIOLockedValueBox(0)
         let timeouts = NIOLockedValueBox(0)
@@ -46,7 +59,7 @@ import Testing
         func handleACK(_ ack: InboundMessage, transaction: ServerTransaction?) { acks.withLockedValue { $0 += 1 } }
         func handleStrayResponse(_ response: InboundMessage) {}
         func serverTransactionTimedOut(_ transaction: ServerTransaction) { timeouts.withLockedValue { $0 += 1 } }
-        func serverTransactionTransportFailed(_ transaction: ServerTransaction) {}
+        func serverTransactionTransportFailed(_ transaction: ServerTransaction) { transportFailures.withLockedValue { $0 += 1 } }
     }
 
     func inbound(_ text: String) throws -> InboundMessage {
@@ -191,5 +204,32 @@ import Testing
         #expect(sender.startLines.filter { $0.hasPrefix("ACK") }.count == 2)
         loop.advanceTime(by: .seconds(32))
         #expect(layer.clientTransactionCount == 0)
+    }
+
+    @Test func rfc2543RequestsMatchWithoutMagicCookie() throws {
+        let loop = EmbeddedEventLoop()
+        let sender = RecordingSender(loop: loop)
+        let layer = TransactionLayer(sender: sender)
+        let user = User(answering: 200)
+        layer.setUser(user)
+        // An RFC 2543 client: branch without the magic cookie (RFC 3261 §17.2.3 fallback matching).
+        let legacy = sipRequest("OPTIONS", branch: "legacy-1", callID: "old-client")
+        layer.receive(try inbound(legacy), on: loop)
+        layer.receive(try inbound(legacy), on: loop)
+        #expect(user.requests.withLockedValue { $0 } == 1)
+        #expect(sender.startLines == ["SIP/2.0 200 OK", "SIP/2.0 200 OK"])
+        // Another CSeq is another transaction.
+        layer.receive(try inbound(sipRequest("OPTIONS", branch: "legacy-1", callID: "old-client", cseq: 2)), on: loop)
+        #expect(user.requests.withLockedValue { $0 } == 2)
+    }
+
+    @Test func responseThatCannotBeSentIsReportedToTheUser() throws {
+        let loop = EmbeddedEventLoop()
+        let layer = TransactionLayer(sender: FailingSender(loop: loop))
+        let user = User(answering: 200)
+        layer.setUser(user)
+        layer.receive(try inbound(sipRequest("OPTIONS")), on: loop)
+        #expect(user.transportFailures.withLockedValue { $0 } == 1)
+        #expect(layer.serverTransactionCount == 0)
     }
 }

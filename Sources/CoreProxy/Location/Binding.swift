@@ -1,0 +1,99 @@
+public import NIOCore
+public import SIP
+
+/// One registered contact of an address-of-record (RFC 3261 §10, RFC 5626, RFC 5627).
+public struct Binding: Sendable, Hashable {
+    /// The canonical address-of-record, `sip:user@domain` (see ``AddressOfRecord``).
+    public var aor: String
+    /// The Contact URI as the device registered it (the device's own view, echoed in 200 OK).
+    public var contact: SIPURI
+    /// Contact parameters other than `expires` (q, +sip.instance, reg-id, feature tags...).
+    public var contactParameters: SIPParameters
+    /// Unix time in milliseconds when the binding lapses.
+    public var expiresAt: Int64
+    public var callID: String
+    public var cseq: UInt32
+    /// `+sip.instance` (RFC 5626 §4.1): one device, whatever its contact URI.
+    public var instanceID: String?
+    /// `reg-id` (RFC 5626 §4.2): with the instance, one flow of that device.
+    public var regID: UInt32?
+    /// The transport the REGISTER arrived over.
+    public var transport: SIPTransportProtocol
+    /// The flow the REGISTER arrived on: requests for this device go back over it (RFC 5626 §5.3).
+    /// Nil after a restart for connection flows, which died with the old process.
+    public var flow: SIPFlow?
+    /// The address the REGISTER came from (`received`/`rport`, RFC 3581).
+    public var source: SocketAddress?
+    /// Path header values of the REGISTER (RFC 3327), the route set toward the contact.
+    public var path: [String]
+    public var userAgent: String?
+    /// Temporary GRUUs handed out for this instance since its Call-ID last changed (RFC 5627 §4.2).
+    public var temporaryGRUUs: [String]
+
+    public init(aor: String, contact: SIPURI, contactParameters: SIPParameters, expiresAt: Int64, callID: String,
+                cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?) {
+        self.aor = aor
+        self.contact = contact
+        self.contactParameters = contactParameters
+        self.expiresAt = expiresAt
+        self.callID = callID
+        self.cseq = cseq
+        self.transport = transport
+        self.flow = flow
+        self.source = source
+        self.path = []
+        self.temporaryGRUUs = []
+        self.instanceID = nil
+        self.regID = nil
+    }
+
+    /// What identifies this binding among its AOR's bindings: the device and flow when the contact
+    /// names them (RFC 5626 §6: same instance and reg-id replace each other; RFC 5627: same instance),
+    /// otherwise the contact URI (RFC 3261 §10.3 step 7, with URI comparison).
+    public var key: String {
+        Binding.key(instanceID: instanceID, regID: regID, contact: contact)
+    }
+
+    static func key(instanceID: String?, regID: UInt32?, contact: SIPURI) -> String {
+        if let instanceID {
+            return "instance:" + instanceID + (regID.map { ";reg-id=" + String($0) } ?? "")
+        }
+        return "contact:" + ContactKey.normalized(contact)
+    }
+
+    /// Seconds left at `now` (0 when lapsed).
+    public func remainingSeconds(at now: Int64) -> Int {
+        max(0, Int((expiresAt - now + 999) / 1000))
+    }
+
+    /// The q-value, 1.0 when absent (RFC 3261 §20.10 leaves the default to the server; Tern treats
+    /// an unranked contact as most preferred, as Kamailio does).
+    public var q: Double {
+        guard let text = contactParameters.unquoted("q"), let value = Double(text), (0...1).contains(value) else { return 1 }
+        return value
+    }
+
+    /// Whether the device is behind NAT: it sent from an address other than the one in its Contact.
+    public var isBehindNAT: Bool {
+        guard let source, let ip = source.ipAddress else { return false }
+        let host = contact.hostWithoutBrackets
+        let port = contact.port ?? transport.defaultPort
+        return host != ip || port != source.port
+    }
+}
+
+/// URI normalisation for binding identity: §19.1.4 equivalence reduced to a string (escapes
+/// resolved, host lower-cased, parameters sorted by name).
+enum ContactKey {
+    static func normalized(_ uri: SIPURI) -> String {
+        var text = uri.scheme.description + ":"
+        if let user = uri.unescapedUser { text += user + "@" }
+        text += uri.host.lowercased()
+        if let port = uri.port { text += ":" + String(port) }
+        let parameters = uri.parameters.map { item in
+            item.name.lowercased() + (item.value.map { "=" + percentDecoded($0).lowercased() } ?? "")
+        }.sorted()
+        for parameter in parameters { text += ";" + parameter }
+        return text
+    }
+}

@@ -1,0 +1,225 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+public import Logging
+import Metrics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What happened to a binding; other modules (presence, messaging, IMS, the event bus) observe these.
+public struct BindingEvent: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable {
+        case added, refreshed, removed, expired
+    }
+
+    public var kind: Kind
+    public var binding: Binding
+}
+
+/// Receives every binding change, on whatever thread made it. Must not block.
+public protocol LocationObserver: AnyObject, Sendable {
+    func locationChanged(_ event: BindingEvent)
+}
+
+/// Where bindings survive a restart (write-behind: memory is the truth while running).
+public protocol BindingStore: Sendable {
+    func save(_ binding: Binding)
+    func delete(aor: String, key: String)
+    /// Every binding still valid at `now` (milliseconds).
+    func loadAll(validAt now: Int64) async throws -> [Binding]
+    func flush() async throws
+    func close() async
+}
+
+/// Wall-clock milliseconds, injectable so expiry is tested without waiting.
+public protocol LocationClock: Sendable {
+    func nowMilliseconds() -> Int64
+}
+
+public struct SystemLocationClock: LocationClock {
+    public init() {}
+    public func nowMilliseconds() -> Int64 {
+        var spec = timespec()
+        clock_gettime(CLOCK_REALTIME, &spec)
+        return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
+    }
+}
+
+/// The location service: bindings per AOR in memory, sharded by AOR, each shard behind its own
+/// lock; changes go to observers and, write-behind, to the ``BindingStore``.
+public final class LocationService: Sendable {
+    public let clock: any LocationClock
+    private let store: (any BindingStore)?
+    private let logger: Logger
+    private let shards: [NIOLockedValueBox<[String: [Binding]]>]
+    private let observers = NIOLockedValueBox<[any LocationObserver]>([])
+    private let expiryTask = NIOLockedValueBox<RepeatedTask?>(nil)
+    private let bindingGauge = Gauge(label: "tern.location.bindings")
+    private let changes = NIOLockedValueBox<[BindingEvent.Kind: Counter]>([:])
+
+    public init(store: (any BindingStore)?, clock: any LocationClock = SystemLocationClock(), logger: Logger,
+                shardCount: Int = 32) {
+        self.store = store
+        self.clock = clock
+        self.logger = logger
+        self.shards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
+        var counters: [BindingEvent.Kind: Counter] = [:]
+        for kind in [BindingEvent.Kind.added, .refreshed, .removed, .expired] {
+            counters[kind] = Counter(label: "tern.location.changes", dimensions: [("kind", kind.rawValue)])
+        }
+        changes.withLockedValue { $0 = counters }
+    }
+
+    private func shard(_ aor: String) -> NIOLockedValueBox<[String: [Binding]]> {
+        var hasher = Hasher()
+        hasher.combine(aor)
+        return shards[Int(UInt(bitPattern: hasher.finalize()) % UInt(shards.count))]
+    }
+
+    public func addObserver(_ observer: any LocationObserver) {
+        observers.withLockedValue { $0.append(observer) }
+    }
+
+    // MARK: - Reading
+
+    /// The unexpired bindings of an AOR, highest q first.
+    public func bindings(for aor: String) -> [Binding] {
+        let now = clock.nowMilliseconds()
+        return shard(aor).withLockedValue { $0[aor] ?? [] }
+            .filter { $0.expiresAt > now }
+            .sorted { $0.q > $1.q }
+    }
+
+    /// Every unexpired binding (management, tests).
+    public var allBindings: [Binding] {
+        let now = clock.nowMilliseconds()
+        return shards.flatMap { shard in shard.withLockedValue { Array($0.values.joined()) } }.filter { $0.expiresAt > now }
+    }
+
+    public var bindingCount: Int { shards.reduce(0) { $0 + $1.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } } }
+
+    // MARK: - Changing
+
+    /// Changes an AOR's bindings atomically: `body` gets them (lapsed ones already dropped) and may
+    /// edit them; the differences become events and store writes.
+    ///
+    /// - Returns: what `body` returns.
+    public func update<T>(aor: String, _ body: (inout [Binding]) throws -> T) rethrows -> T {
+        let now = clock.nowMilliseconds()
+        let (result, events) = try shard(aor).withLockedValue { table -> (T, [BindingEvent]) in
+            let before = table[aor] ?? []
+            var current = before.filter { $0.expiresAt > now }
+            let result = try body(&current)
+            table[aor] = current.isEmpty ? nil : current
+            return (result, Self.diff(before: before, after: current, now: now))
+        }
+        publish(events)
+        return result
+    }
+
+    /// Removes every binding whose flow is this connection (RFC 5626 §5: a dead flow).
+    public func removeBindings(on connection: ConnectionID) {
+        for shard in shards {
+            let removed = shard.withLockedValue { table -> [Binding] in
+                var removed: [Binding] = []
+                for (aor, bindings) in table where bindings.contains(where: { $0.flow == .connection(connection) }) {
+                    let kept = bindings.filter { $0.flow != .connection(connection) }
+                    removed += bindings.filter { $0.flow == .connection(connection) }
+                    table[aor] = kept.isEmpty ? nil : kept
+                }
+                return removed
+            }
+            publish(removed.map { BindingEvent(kind: .removed, binding: $0) })
+        }
+    }
+
+    /// Removes one binding (a dead target found by the proxy, or a management command).
+    public func remove(aor: String, key: String) {
+        update(aor: aor) { bindings in bindings.removeAll { $0.key == key } }
+    }
+
+    /// Drops every binding that lapsed by now and reports it as expired.
+    public func expireDue() {
+        let now = clock.nowMilliseconds()
+        for shard in shards {
+            let expired = shard.withLockedValue { table -> [Binding] in
+                var expired: [Binding] = []
+                for (aor, bindings) in table where bindings.contains(where: { $0.expiresAt <= now }) {
+                    expired += bindings.filter { $0.expiresAt <= now }
+                    let kept = bindings.filter { $0.expiresAt > now }
+                    table[aor] = kept.isEmpty ? nil : kept
+                }
+                return expired
+            }
+            publish(expired.map { BindingEvent(kind: .expired, binding: $0) })
+        }
+    }
+
+    /// Starts the periodic expiry sweep (every `interval`, default 1 s).
+    public func startExpiry(on loop: any EventLoop, interval: TimeAmount = .seconds(1)) {
+        let task = loop.scheduleRepeatedTask(initialDelay: interval, delay: interval) { [self] _ in expireDue() }
+        expiryTask.withLockedValue { $0 = task }
+    }
+
+    /// Loads what the store kept across a restart.
+    public func restore() async throws {
+        guard let store else { return }
+        let now = clock.nowMilliseconds()
+        let loaded = try await store.loadAll(validAt: now)
+        for binding in loaded {
+            shard(binding.aor).withLockedValue { table in
+                var bindings = table[binding.aor] ?? []
+                bindings.removeAll { $0.key == binding.key }
+                bindings.append(binding)
+                table[binding.aor] = bindings
+            }
+        }
+        bindingGauge.record(bindingCount)
+        logger.notice("restored bindings", metadata: ["count": "\(loaded.count)"])
+    }
+
+    /// Stops the sweep and writes what is pending.
+    public func shutdown() async {
+        expiryTask.withLockedValue { $0 }?.cancel()
+        if let store {
+            try? await store.flush()
+            await store.close()
+        }
+    }
+
+    // MARK: - Events
+
+    private static func diff(before: [Binding], after: [Binding], now: Int64) -> [BindingEvent] {
+        var events: [BindingEvent] = []
+        let afterByKey = Dictionary(after.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+        let beforeByKey = Dictionary(before.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
+        for old in before where afterByKey[old.key] == nil {
+            events.append(BindingEvent(kind: old.expiresAt <= now ? .expired : .removed, binding: old))
+        }
+        for new in after {
+            if let old = beforeByKey[new.key], old.expiresAt > now {
+                if old != new { events.append(BindingEvent(kind: .refreshed, binding: new)) }
+            } else {
+                events.append(BindingEvent(kind: .added, binding: new))
+            }
+        }
+        return events
+    }
+
+    private func publish(_ events: [BindingEvent]) {
+        guard !events.isEmpty else { return }
+        let counters = changes.withLockedValue { $0 }
+        for event in events {
+            counters[event.kind]?.increment()
+            switch event.kind {
+            case .added, .refreshed: store?.save(event.binding)
+            case .removed, .expired: store?.delete(aor: event.binding.aor, key: event.binding.key)
+            }
+        }
+        bindingGauge.record(bindingCount)
+        let observers = observers.withLockedValue { $0 }
+        for observer in observers {
+            for event in events { observer.locationChanged(event) }
+        }
+    }
+}
