@@ -14,15 +14,22 @@ public final class SIPServer: Service {
         public var transport: TransportLayer.Configuration
         public var timers: TransactionTimers
         public var pipeline: RequestPipeline.Configuration
+        public var registrar: Registrar.Configuration
+        /// Drop a device's bindings when the connection it registered over closes (default true).
+        public var removeBindingsOnFlowClose: Bool
         /// How long graceful shutdown waits for live transactions. Default 5 s.
         public var drainTimeout: TimeAmount
 
         public init(transport: TransportLayer.Configuration, timers: TransactionTimers = TransactionTimers(),
                     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
+                    registrar: Registrar.Configuration = Registrar.Configuration(),
+                    removeBindingsOnFlowClose: Bool = true,
                     drainTimeout: TimeAmount = .seconds(5)) {
             self.transport = transport
             self.timers = timers
             self.pipeline = pipeline
+            self.registrar = registrar
+            self.removeBindingsOnFlowClose = removeBindingsOnFlowClose
             self.drainTimeout = drainTimeout
         }
     }
@@ -32,12 +39,20 @@ public final class SIPServer: Service {
     public let transactionLayer: TransactionLayer
     public let pipeline: RequestPipeline
     public let inbound: InboundStage
+    public let location: LocationService
+    public let registrar: Registrar
+    private let group: any EventLoopGroup
     private let logger: Logger
     private let onListening: @Sendable ([BoundListener]) -> Void
 
+    /// - Parameters:
+    ///   - bindingStore: where bindings survive restarts; nil keeps them in memory only.
+    ///   - clock: wall clock of the location service (tests inject one).
     public init(configuration: Configuration, group: any EventLoopGroup, logger: Logger,
+                bindingStore: (any BindingStore)? = nil, clock: any LocationClock = SystemLocationClock(),
                 onListening: @escaping @Sendable ([BoundListener]) -> Void = { _ in }) throws {
         self.configuration = configuration
+        self.group = group
         self.logger = logger
         self.onListening = onListening
         transportLayer = try TransportLayer(configuration: configuration.transport, group: group, logger: logger)
@@ -45,12 +60,26 @@ public final class SIPServer: Service {
         pipeline = RequestPipeline(configuration: configuration.pipeline, logger: logger)
         let parser = SIPMessageParser(limits: .init(maxMessageSize: configuration.transport.maxMessageSize))
         inbound = InboundStage(parser: parser, transactions: transactionLayer, sender: transportLayer, logger: logger)
+        location = LocationService(store: bindingStore, clock: clock, logger: logger)
+        registrar = Registrar(configuration: configuration.registrar, location: location, logger: logger)
+        pipeline.register(registrar)
         transactionLayer.setUser(pipeline)
         transportLayer.setReceiver(inbound)
+        if configuration.removeBindingsOnFlowClose {
+            transportLayer.onConnectionClosed { [location] id in location.removeBindings(on: id) }
+        }
     }
 
     public func run() async throws {
-        let listeners = try await transportLayer.start()
+        try await location.restore()
+        location.startExpiry(on: group.next())
+        let listeners: [BoundListener]
+        do {
+            listeners = try await transportLayer.start()
+        } catch {
+            await location.shutdown()
+            throw error
+        }
         for listener in listeners {
             logger.notice("listening", metadata: ["listener": "\(listener)"])
         }
@@ -60,6 +89,7 @@ public final class SIPServer: Service {
         await transportLayer.stopListening()
         await drainTransactions()
         await transportLayer.shutdown()
+        await location.shutdown()
     }
 
     private func drainTransactions() async {

@@ -1,6 +1,7 @@
 public import CoreProxy
 public import Logging
 import NIOCore
+import Foundation
 import NIOPosix
 import ServiceLifecycle
 public import UnixSignals
@@ -27,8 +28,9 @@ public struct TernApplication: Sendable {
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
+            let store = try await openBindingStore(group: group)
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
-                                       logger: logger, onListening: onListening)
+                                       logger: logger, bindingStore: store, onListening: onListening)
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -42,5 +44,16 @@ public struct TernApplication: Sendable {
             throw error
         }
         try await group.shutdownGracefully()
+    }
+
+    /// The embedded SQLite store, its directory created when missing; nil when the path is empty.
+    private func openBindingStore(group: any EventLoopGroup) async throws -> (any BindingStore)? {
+        let path = configuration.sqlitePath
+        guard !path.isEmpty else { return nil }
+        let directory = (path as NSString).deletingLastPathComponent
+        if !directory.isEmpty {
+            try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
+        }
+        return try await SQLiteBindingStore.open(path: path, logger: logger, group: group)
     }
 }

@@ -90,6 +90,26 @@ extension TernConfiguration {
             drainTimeoutSeconds = try shutdown.int("drain_timeout", in: 0...3_600) ?? drainTimeoutSeconds
             try shutdown.finish()
         }
+        if let node = reader.take("registrar") {
+            var section = try MappingReader(node, path: "registrar")
+            registrar.domains = try section.strings("domains") ?? registrar.domains
+            registrar.defaultExpires = UInt32(try section.int("default_expires", in: 1...604_800) ?? Int(registrar.defaultExpires))
+            registrar.minExpires = UInt32(try section.int("min_expires", in: 1...604_800) ?? Int(registrar.minExpires))
+            registrar.maxExpires = UInt32(try section.int("max_expires", in: 1...604_800) ?? Int(registrar.maxExpires))
+            registrar.singleContactPerAOR = try section.bool("single_contact") ?? registrar.singleContactPerAOR
+            registrar.maxContactsPerAOR = try section.int("max_contacts", in: 1...1_000) ?? registrar.maxContactsPerAOR
+            removeBindingsOnFlowClose = try section.bool("remove_on_flow_close") ?? removeBindingsOnFlowClose
+            try section.finish()
+            guard registrar.minExpires <= registrar.maxExpires else {
+                throw ConfigurationError(key: "registrar.min_expires", line: node.mark.map { $0.line },
+                                         message: "must not exceed registrar.max_expires")
+            }
+        }
+        if let node = reader.take("storage") {
+            var section = try MappingReader(node, path: "storage")
+            sqlitePath = try section.string("sqlite_path") ?? sqlitePath
+            try section.finish()
+        }
         if let node = reader.take("hosts") {
             let hosts = try MappingReader(node, path: "hosts")
             for entry in hosts.entries {
@@ -152,6 +172,16 @@ extension TernConfiguration {
             "shutdown:",
             "  drain_timeout: \(drainTimeoutSeconds)",
             "threads: \(threads)",
+            "registrar:",
+            "  domains: [\(registrar.domains.joined(separator: ", "))]",
+            "  default_expires: \(registrar.defaultExpires)",
+            "  min_expires: \(registrar.minExpires)",
+            "  max_expires: \(registrar.maxExpires)",
+            "  single_contact: \(registrar.singleContactPerAOR)",
+            "  max_contacts: \(registrar.maxContactsPerAOR)",
+            "  remove_on_flow_close: \(removeBindingsOnFlowClose)",
+            "storage:",
+            "  sqlite_path: \"\(sqlitePath)\"",
         ]
         if staticHosts.isEmpty {
             lines.append("hosts: {}")
@@ -204,6 +234,15 @@ private struct MappingReader {
             result.append(value)
         }
         return result
+    }
+
+    mutating func bool(_ key: String) throws(ConfigurationError) -> Bool? {
+        guard let node = take(key) else { return nil }
+        switch node.string?.lowercased() {
+        case "true", "yes", "on": return true
+        case "false", "no", "off": return false
+        default: throw error(key, node, "expected true or false")
+        }
     }
 
     mutating func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {

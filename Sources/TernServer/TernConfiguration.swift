@@ -29,6 +29,13 @@ public struct TernConfiguration: Sendable {
     public var drainTimeoutSeconds: Int
     /// `threads` (event-loop threads; default 0 = one per core).
     public var threads: Int
+    /// `registrar.*`: domains (default: every domain), default/min/max expires (3600/60/7200 s),
+    /// single_contact (false), max_contacts (32), remove_on_flow_close (true).
+    public var registrar: Registrar.Configuration
+    public var removeBindingsOnFlowClose: Bool
+    /// `storage.sqlite_path`: the embedded store for what survives a restart (default
+    /// `data/tern.sqlite`; empty keeps everything in memory).
+    public var sqlitePath: String
     /// `hosts`: names resolved without DNS (RFC 3263 targets given by name), name → IP address.
     public var staticHosts: [String: String]
 
@@ -50,6 +57,9 @@ public struct TernConfiguration: Sendable {
         drainTimeoutSeconds = 5
         threads = 0
         staticHosts = [:]
+        registrar = Registrar.Configuration()
+        removeBindingsOnFlowClose = true
+        sqlitePath = "data/tern.sqlite"
     }
 
     /// The core's configuration derived from this one.
@@ -72,6 +82,8 @@ public struct TernConfiguration: Sendable {
                 supportedExtensions: supportedExtensions,
                 serverHeader: serverHeader.isEmpty ? nil : serverHeader
             ),
+            registrar: registrar,
+            removeBindingsOnFlowClose: removeBindingsOnFlowClose,
             drainTimeout: .seconds(Int64(drainTimeoutSeconds))
         )
     }

@@ -101,20 +101,21 @@ public final class LocationService: Sendable {
     // MARK: - Changing
 
     /// Changes an AOR's bindings atomically: `body` gets them (lapsed ones already dropped) and may
-    /// edit them; the differences become events and store writes.
+    /// edit them; the differences become events and store writes. When `body` throws, nothing changes.
     ///
     /// - Returns: what `body` returns.
-    public func update<T>(aor: String, _ body: (inout [Binding]) throws -> T) rethrows -> T {
+    public func update<T, E: Error>(aor: String, _ body: (inout [Binding]) throws(E) -> T) throws(E) -> T {
         let now = clock.nowMilliseconds()
-        let (result, events) = try shard(aor).withLockedValue { table -> (T, [BindingEvent]) in
+        let (result, events) = shard(aor).withLockedValue { table -> (Result<T, E>, [BindingEvent]) in
             let before = table[aor] ?? []
             var current = before.filter { $0.expiresAt > now }
-            let result = try body(&current)
+            let result = Result { () throws(E) -> T in try body(&current) }
+            guard case .success = result else { return (result, []) }
             table[aor] = current.isEmpty ? nil : current
             return (result, Self.diff(before: before, after: current, now: now))
         }
         publish(events)
-        return result
+        return try result.get()
     }
 
     /// Removes every binding whose flow is this connection (RFC 5626 §5: a dead flow).

@@ -10,6 +10,12 @@ public protocol SIPRequestHandler: Sendable {
     var methods: [SIPMethod] { get }
     /// Handles a new request; it must answer through the transaction.
     func handle(_ transaction: ServerTransaction)
+    /// SIP extensions (option tags) this handler implements; they join the server's Supported.
+    var optionTags: [String] { get }
+}
+
+extension SIPRequestHandler {
+    public var optionTags: [String] { [] }
 }
 
 /// The transaction user: the named stages every new request passes, in order, before the handler
@@ -46,6 +52,7 @@ public final class RequestPipeline: TransactionUser {
     public let configuration: Configuration
     private let logger: Logger
     private let handlers = NIOLockedValueBox<[SIPMethod: any SIPRequestHandler]>([:])
+    private let handlerOptionTags = NIOLockedValueBox<[String]>([])
 
     public init(configuration: Configuration = Configuration(), logger: Logger) {
         self.configuration = configuration
@@ -57,6 +64,17 @@ public final class RequestPipeline: TransactionUser {
         handlers.withLockedValue { table in
             for method in handler.methods { table[method] = handler }
         }
+        handlerOptionTags.withLockedValue { tags in
+            for tag in handler.optionTags where !tags.contains(tag) { tags.append(tag) }
+        }
+    }
+
+    /// Option tags this server supports: configured ones plus those of the registered handlers.
+    public var supportedExtensions: [String] {
+        let extra = handlerOptionTags.withLockedValue { $0 }
+        var all = configuration.supportedExtensions
+        for tag in extra where !all.contains(tag) { all.append(tag) }
+        return all
     }
 
     /// The methods this server answers, for Allow (RFC 3261 §20.5).
@@ -96,7 +114,7 @@ public final class RequestPipeline: TransactionUser {
     }
 
     private func unsupportedExtensions(_ request: SIPMessage) -> [String] {
-        let supported = Set(configuration.supportedExtensions.map { $0.lowercased() })
+        let supported = Set(supportedExtensions.map { $0.lowercased() })
         var tags = request.proxyRequire
         if request.method != .cancel { tags += request.require }
         var seen = Set<String>()
@@ -111,8 +129,9 @@ public final class RequestPipeline: TransactionUser {
         var headers: [(SIPHeaderName, String)] = [(.allow, allowValue)]
         headers.append((.accept, configuration.acceptedBodyTypes.joined(separator: ", ")))
         headers.append((.acceptEncoding, "gzip, deflate, identity"))
-        if !configuration.supportedExtensions.isEmpty {
-            headers.append((.supported, configuration.supportedExtensions.joined(separator: ", ")))
+        let supported = supportedExtensions
+        if !supported.isEmpty {
+            headers.append((.supported, supported.joined(separator: ", ")))
         }
         if let server = configuration.serverHeader { headers.append((.server, server)) }
         transaction.respond(SIPStatus(200), headers: headers)

@@ -121,6 +121,8 @@ public final class TransportLayer: Sendable {
         var connections: [ConnectionID: Connection] = [:]
         var connectionsByRemote: [RemoteKey: ConnectionID] = [:]
         var nextConnectionID: UInt64 = 1
+        /// Set by shutdown: connections closed by us then are not dead flows of their devices.
+        var shuttingDown = false
     }
 
     struct RemoteKey: Hashable {
@@ -133,6 +135,7 @@ public final class TransportLayer: Sendable {
     let logger: Logger
     let state = NIOLockedValueBox(State())
     let receiverBox = NIOLockedValueBox<(any TransportReceiver)?>(nil)
+    let closeHandlers = NIOLockedValueBox<[@Sendable (ConnectionID) -> Void]>([])
     let sslContext: NIOSSLContext?
     let clientSSLContext: NIOSSLContext?
     let metrics = TransportMetrics()
@@ -254,6 +257,7 @@ public final class TransportLayer: Sendable {
     public func shutdown() async {
         await stopListening()
         let channels = state.withLockedValue { state -> [any Channel] in
+            state.shuttingDown = true
             let channels = state.listeners.values.map(\.channel) + state.connections.values.map(\.channel)
             state.listeners.removeAll()
             state.connections.removeAll()
@@ -351,13 +355,21 @@ public final class TransportLayer: Sendable {
         return id
     }
 
+    /// Calls `handler` with the id of every connection that closes (a dead flow, RFC 5626 §5).
+    public func onConnectionClosed(_ handler: @escaping @Sendable (ConnectionID) -> Void) {
+        closeHandlers.withLockedValue { $0.append(handler) }
+    }
+
     func forgetConnection(_ id: ConnectionID) {
-        state.withLockedValue { state in
-            guard let connection = state.connections.removeValue(forKey: id) else { return }
+        let (known, shuttingDown) = state.withLockedValue { state -> (Bool, Bool) in
+            guard let connection = state.connections.removeValue(forKey: id) else { return (false, state.shuttingDown) }
             let key = RemoteKey(transport: connection.transport, remote: connection.remote)
             if state.connectionsByRemote[key] == id { state.connectionsByRemote[key] = nil }
+            return (true, state.shuttingDown)
         }
+        guard known, !shuttingDown else { return }
         metrics.connectionsClosed.increment()
+        for handler in closeHandlers.withLockedValue({ $0 }) { handler(id) }
     }
 
     func connection(_ id: ConnectionID) -> Connection? {

@@ -46,6 +46,8 @@ func withTestServer<T: Sendable>(
     timers: TransactionTimers = TransactionTimers(),
     maxConnections: Int = 10_000,
     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
+    registrar: Registrar.Configuration = Registrar.Configuration(),
+    bindingStore: (any BindingStore)? = nil,
     configure: @Sendable (SIPServer) -> Void = { _ in },
     _ body: @Sendable (RunningServer) async throws -> T
 ) async throws -> T {
@@ -59,9 +61,10 @@ func withTestServer<T: Sendable>(
                                                 idleTimeout: idleTimeout),
         timers: timers,
         pipeline: pipeline,
+        registrar: registrar,
         drainTimeout: drainTimeout
     )
-    let server = try SIPServer(configuration: configuration, group: group, logger: logger) { bound in
+    let server = try SIPServer(configuration: configuration, group: group, logger: logger, bindingStore: bindingStore) { bound in
         continuation.yield(bound)
         continuation.finish()
     }

@@ -1,0 +1,214 @@
+public import SIP
+public import Logging
+import NIOCore
+
+/// The registrar (RFC 3261 §10.3) with outbound (RFC 5626 §6), GRUU (RFC 5627 §5) and Path
+/// (RFC 3327 §5.3): owns REGISTER and keeps the ``LocationService``.
+public final class Registrar: SIPRequestHandler {
+    public struct Configuration: Sendable {
+        /// Domains this registrar serves; empty means every domain (default).
+        public var domains: [String]
+        /// Expires when a REGISTER names none (default 3600 s).
+        public var defaultExpires: UInt32
+        /// Shortest accepted non-zero expiry; shorter ones get 423 (default 60 s).
+        public var minExpires: UInt32
+        /// Longest granted expiry; longer requests are cut to it (default 7200 s).
+        public var maxExpires: UInt32
+        /// Keep only the newest contact of each AOR (default false).
+        public var singleContactPerAOR: Bool
+        /// Most contacts per AOR; a REGISTER that would exceed it gets 403 (default 32).
+        public var maxContactsPerAOR: Int
+
+        public init(domains: [String] = [], defaultExpires: UInt32 = 3600, minExpires: UInt32 = 60,
+                    maxExpires: UInt32 = 7200, singleContactPerAOR: Bool = false, maxContactsPerAOR: Int = 32) {
+            self.domains = domains
+            self.defaultExpires = defaultExpires
+            self.minExpires = minExpires
+            self.maxExpires = maxExpires
+            self.singleContactPerAOR = singleContactPerAOR
+            self.maxContactsPerAOR = maxContactsPerAOR
+        }
+    }
+
+    public let methods: [SIPMethod] = [.register]
+    public let optionTags = ["path", "gruu", "outbound"]
+    public let configuration: Configuration
+    public let location: LocationService
+    private let logger: Logger
+    private let localDomains: Set<String>
+
+    public init(configuration: Configuration, location: LocationService, logger: Logger) {
+        self.configuration = configuration
+        self.location = location
+        self.logger = logger
+        self.localDomains = Set(configuration.domains.map { $0.lowercased() })
+    }
+
+    /// Whether this server is responsible for `host` (RFC 3261 §10.3 step 1).
+    public func servesDomain(_ host: String) -> Bool {
+        localDomains.isEmpty || localDomains.contains(host.lowercased())
+    }
+
+    /// Why a REGISTER is refused, with the response it gets.
+    enum Refusal: Error {
+        case status(SIPStatus, headers: [(SIPHeaderName, String)] = [])
+    }
+
+    public func handle(_ transaction: ServerTransaction) {
+        switch Result(catching: { () throws(Refusal) -> SIPMessage in try register(transaction) }) {
+        case .success(let response):
+            transaction.respond(response)
+        case .failure(.status(let status, let headers)):
+            transaction.respond(status, headers: headers)
+        }
+    }
+
+    // MARK: - RFC 3261 §10.3
+
+    private func register(_ transaction: ServerTransaction) throws(Refusal) -> SIPMessage {
+        let request = transaction.request
+        let inbound = transaction.inbound
+        // Step 1: the domain.
+        guard let requestURI = try? request.requestURI(), requestURI.scheme == .sip || requestURI.scheme == .sips else {
+            throw .status(SIPStatus(416))
+        }
+        guard servesDomain(requestURI.host) else { throw .status(SIPStatus(403, "Domain Not Served")) }
+        // Step 5: the address-of-record from To.
+        guard let to = try? request.to(), let aor = AddressOfRecord.canonical(to.uri) else {
+            throw .status(SIPStatus(400, "Bad To: not a SIP address-of-record"))
+        }
+        guard servesDomain(to.uri.host) else { throw .status(SIPStatus(404, "Not Found: Domain Not Served")) }
+        guard let callID = request.callID, let cseq = try? request.cseq() else {
+            throw .status(SIPStatus(400, "Bad Call-ID or CSeq"))
+        }
+        let contacts: SIPContactValue?
+        do {
+            contacts = try request.contacts()
+        } catch {
+            throw .status(SIPStatus(error))
+        }
+        let headerExpires = (try? request.expires()) ?? nil
+        let supported = Set(request.supported.map { $0.lowercased() })
+        let now = location.clock.nowMilliseconds()
+
+        switch contacts {
+        case .none:
+            // A query: answer with the current bindings (§10.3 step 8).
+            break
+        case .wildcard:
+            // §10.2.2: "*" only with Expires: 0 and alone.
+            guard headerExpires == 0 else { throw .status(SIPStatus(400, "Contact * Needs Expires: 0")) }
+            try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) in
+                for binding in bindings where binding.callID == callID && cseq.sequence <= binding.cseq {
+                    throw .status(SIPStatus(400, "Out-of-Order CSeq"))
+                }
+                bindings.removeAll()
+            }
+        case .addresses(let addresses):
+            var updates: [Binding] = []
+            var removals: [String] = []
+            for address in addresses {
+                guard address.uri.scheme == .sip || address.uri.scheme == .sips || address.uri.scheme == .tel
+                    || isOtherScheme(address.uri) else { throw .status(SIPStatus(400, "Bad Contact URI")) }
+                let requested = address.expires ?? headerExpires ?? configuration.defaultExpires
+                if requested == 0 {
+                    removals.append(Binding.key(instanceID: address.instanceID, regID: address.regID, contact: address.uri))
+                    continue
+                }
+                // Step 7: too brief gets 423 with Min-Expires (RFC 3261 §10.3, §21.4.17).
+                if requested < configuration.minExpires {
+                    throw .status(SIPStatus(423), headers: [(.minExpires, String(configuration.minExpires))])
+                }
+                let granted = min(requested, configuration.maxExpires)
+                updates.append(makeBinding(address, aor: aor, expires: granted, now: now, callID: callID,
+                                           cseq: cseq.sequence, inbound: inbound, supportsGRUU: supported.contains("gruu")))
+            }
+            try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) in
+                try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
+            }
+        }
+        return okResponse(transaction, aor: aor, supported: supported, now: now)
+    }
+
+    private func isOtherScheme(_ uri: SIPURI) -> Bool {
+        if case .other = uri.scheme { return true }
+        return false
+    }
+
+    private func makeBinding(_ address: SIPAddress, aor: String, expires: UInt32, now: Int64, callID: String,
+                             cseq: UInt32, inbound: InboundMessage, supportsGRUU: Bool) -> Binding {
+        var parameters = address.parameters
+        parameters.remove("expires")
+        var binding = Binding(aor: aor, contact: address.uri, contactParameters: parameters,
+                              expiresAt: now + Int64(expires) * 1000, callID: callID, cseq: cseq,
+                              transport: inbound.transport, flow: inbound.flow, source: inbound.source)
+        binding.instanceID = address.instanceID
+        // reg-id without an instance means nothing (RFC 5626 §6, step 3 of the registrar's rules).
+        binding.regID = address.instanceID == nil ? nil : address.regID
+        binding.path = inbound.message.values(.path)
+        binding.userAgent = inbound.message.firstValue(.userAgent)
+        if supportsGRUU, binding.instanceID != nil {
+            binding.temporaryGRUUs = [GRUU.newTemporaryUser()]
+        }
+        return binding
+    }
+
+    /// §10.3 steps 6–7 for each contact: a binding with the same key is replaced when the Call-ID
+    /// differs or the CSeq is higher; otherwise the whole request fails.
+    private func apply(updates: [Binding], removals: [String], callID: String, cseq: UInt32,
+                       to bindings: inout [Binding]) throws(Refusal) {
+        for key in removals {
+            if let existing = bindings.first(where: { $0.key == key }), existing.callID == callID, cseq <= existing.cseq {
+                throw .status(SIPStatus(400, "Out-of-Order CSeq"))
+            }
+            bindings.removeAll { $0.key == key }
+        }
+        for var binding in updates {
+            if let index = bindings.firstIndex(where: { $0.key == binding.key }) {
+                let existing = bindings[index]
+                if existing.callID == callID {
+                    guard cseq > existing.cseq else { throw .status(SIPStatus(400, "Out-of-Order CSeq")) }
+                    // RFC 5627 §4.2: temporary GRUUs stay valid while the Call-ID stays the same.
+                    binding.temporaryGRUUs = existing.temporaryGRUUs + binding.temporaryGRUUs
+                }
+                bindings[index] = binding
+            } else {
+                if configuration.singleContactPerAOR { bindings.removeAll() }
+                bindings.append(binding)
+            }
+        }
+        if bindings.count > configuration.maxContactsPerAOR {
+            throw .status(SIPStatus(403, "Too Many Contacts"))
+        }
+    }
+
+    // MARK: - The 200 OK (§10.3 step 8)
+
+    private func okResponse(_ transaction: ServerTransaction, aor: String, supported: Set<String>, now: Int64) -> SIPMessage {
+        let request = transaction.request
+        var response = SIPMessage.response(to: request, status: SIPStatus(200), toTag: transaction.localTag)
+        let bindings = location.bindings(for: aor)
+        for binding in bindings {
+            var parameters = binding.contactParameters
+            parameters.set("expires", String(binding.remainingSeconds(at: now)))
+            if supported.contains("gruu"), let instance = binding.instanceID {
+                parameters.set("pub-gruu", "\"" + GRUU.public(aor: aor, instance: instance) + "\"")
+                if let temporary = binding.temporaryGRUUs.last {
+                    parameters.set("temp-gruu", "\"" + GRUU.temporary(user: temporary, aor: aor) + "\"")
+                }
+            }
+            response.appendHeader(.contact, SIPAddress(uri: binding.contact, parameters: parameters).description)
+        }
+        // RFC 3327 §5.3: echo Path when the UA supports it.
+        if supported.contains("path") {
+            for path in request.values(.path) { response.appendHeader(.path, path) }
+        }
+        // RFC 5626 §6: the registrar says it applied outbound when a contact carried reg-id.
+        let usedOutbound = bindings.contains { $0.regID != nil && $0.callID == request.callID }
+        if usedOutbound, supported.contains("outbound") {
+            response.appendHeader(.require, "outbound")
+        }
+        response.appendHeader(.date, HTTPDate.now())
+        return response
+    }
+}
