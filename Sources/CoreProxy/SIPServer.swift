@@ -15,6 +15,7 @@ public final class SIPServer: Service {
         public var timers: TransactionTimers
         public var pipeline: RequestPipeline.Configuration
         public var registrar: Registrar.Configuration
+        public var proxy: StatefulProxy.Configuration
         /// Drop a device's bindings when the connection it registered over closes (default true).
         public var removeBindingsOnFlowClose: Bool
         /// How long graceful shutdown waits for live transactions. Default 5 s.
@@ -23,12 +24,14 @@ public final class SIPServer: Service {
         public init(transport: TransportLayer.Configuration, timers: TransactionTimers = TransactionTimers(),
                     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
                     registrar: Registrar.Configuration = Registrar.Configuration(),
+                    proxy: StatefulProxy.Configuration = StatefulProxy.Configuration(),
                     removeBindingsOnFlowClose: Bool = true,
                     drainTimeout: TimeAmount = .seconds(5)) {
             self.transport = transport
             self.timers = timers
             self.pipeline = pipeline
             self.registrar = registrar
+            self.proxy = proxy
             self.removeBindingsOnFlowClose = removeBindingsOnFlowClose
             self.drainTimeout = drainTimeout
         }
@@ -41,6 +44,8 @@ public final class SIPServer: Service {
     public let inbound: InboundStage
     public let location: LocationService
     public let registrar: Registrar
+    public let proxy: StatefulProxy
+    public let identity: LocalIdentity
     private let group: any EventLoopGroup
     private let logger: Logger
     private let onListening: @Sendable ([BoundListener]) -> Void
@@ -61,8 +66,12 @@ public final class SIPServer: Service {
         let parser = SIPMessageParser(limits: .init(maxMessageSize: configuration.transport.maxMessageSize))
         inbound = InboundStage(parser: parser, transactions: transactionLayer, sender: transportLayer, logger: logger)
         location = LocationService(store: bindingStore, clock: clock, logger: logger)
-        registrar = Registrar(configuration: configuration.registrar, location: location, logger: logger)
+        identity = LocalIdentity(domains: configuration.registrar.domains)
+        registrar = Registrar(configuration: configuration.registrar, location: location, identity: identity, logger: logger)
+        proxy = StatefulProxy(configuration: configuration.proxy, transactions: transactionLayer, transport: transportLayer,
+                              location: location, identity: identity, logger: logger)
         pipeline.register(registrar)
+        pipeline.setProxy(proxy, identity: identity)
         transactionLayer.setUser(pipeline)
         transportLayer.setReceiver(inbound)
         if configuration.removeBindingsOnFlowClose {
@@ -80,6 +89,7 @@ public final class SIPServer: Service {
             await location.shutdown()
             throw error
         }
+        identity.setListeners(listeners)
         for listener in listeners {
             logger.notice("listening", metadata: ["listener": "\(listener)"])
         }

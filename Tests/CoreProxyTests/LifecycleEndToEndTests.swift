@@ -41,7 +41,7 @@ struct LifecycleEndToEndTests {
     }
 
     @Test func idleConnectionsAreClosed() async throws {
-        try await withTestServer(idleTimeout: .milliseconds(300)) { server in
+        try await withTestServer(idleTimeout: .seconds(1)) { server in
             let client = try await TestSIPClient.connect(.tcp, host: "127.0.0.1", port: server.port(.tcp))
             try await client.send(sipRequest("OPTIONS", transport: "TCP"))
             #expect(try await client.receive().statusCode == 200)

@@ -51,6 +51,7 @@ public final class RequestPipeline: TransactionUser {
 
     public let configuration: Configuration
     private let logger: Logger
+    private let proxyBox = NIOLockedValueBox<(proxy: StatefulProxy, identity: LocalIdentity)?>(nil)
     private let handlers = NIOLockedValueBox<[SIPMethod: any SIPRequestHandler]>([:])
     private let handlerOptionTags = NIOLockedValueBox<[String]>([])
 
@@ -77,6 +78,11 @@ public final class RequestPipeline: TransactionUser {
         return all
     }
 
+    /// Routes what no feature answers through the proxy (RFC 3261 §16).
+    public func setProxy(_ proxy: StatefulProxy, identity: LocalIdentity) {
+        proxyBox.withLockedValue { $0 = (proxy, identity) }
+    }
+
     /// The methods this server answers, for Allow (RFC 3261 §20.5).
     public var allowedMethods: [SIPMethod] {
         let registered = handlers.withLockedValue { Array($0.keys) }
@@ -100,8 +106,25 @@ public final class RequestPipeline: TransactionUser {
             return
         }
         guard let method = request.method else { return }
-        if let handler = handlers.withLockedValue({ $0[method] }) {
+        let proxy = proxyBox.withLockedValue { $0 }
+        var routed = request
+        var routedToUs = false
+        if let proxy {
+            routedToUs = Self.processRoutes(&routed, identity: proxy.identity)
+            // A Route that remains names the next hop: forward, whatever the method (§16.4).
+            if routed.contains(.route) {
+                proxy.proxy.route(transaction, request: routed, routedToUs: true)
+                return
+            }
+        }
+        let uri = try? routed.requestURI()
+        let forServer = uri.map { $0.user == nil } ?? true
+        if let handler = handlers.withLockedValue({ $0[method] }), forServer || method != .options {
             handler.handle(transaction)
+            return
+        }
+        if let proxy, !forServer || (uri.map { !proxy.identity.servesDomain($0.host) } ?? false) {
+            proxy.proxy.route(transaction, request: routed, routedToUs: routedToUs)
             return
         }
         if method == .options {
@@ -111,6 +134,27 @@ public final class RequestPipeline: TransactionUser {
         } else {
             transaction.respond(SIPStatus(501), headers: [(.allow, allowValue)])
         }
+    }
+
+    /// RFC 3261 §16.4: a strict-routing previous hop put our Record-Route URI into the Request-URI
+    /// (the last Route becomes the Request-URI again); a loose-routing one left our URI as the top
+    /// Route (it is removed). Returns whether either happened: the request was routed to us.
+    static func processRoutes(_ request: inout SIPMessage, identity: LocalIdentity) -> Bool {
+        var routedToUs = false
+        if let uri = try? request.requestURI(), identity.isSelf(uri), uri.user == nil || uri.parameters.contains("lr"),
+           let last = (try? request.routes())?.last {
+            request.setRequestURI(last.uri)
+            var routes = (try? request.routes()) ?? []
+            routes.removeLast()
+            request.removeHeaders(.route)
+            for route in routes { request.appendHeader(.route, route.description) }
+            routedToUs = true
+        }
+        while let top = (try? request.routes())?.first, identity.isSelf(top.uri) {
+            request.removeFirstValue(.route)
+            routedToUs = true
+        }
+        return routedToUs
     }
 
     private func unsupportedExtensions(_ request: SIPMessage) -> [String] {
@@ -138,6 +182,9 @@ public final class RequestPipeline: TransactionUser {
     }
 
     public func handleCancel(_ transaction: ServerTransaction, invite: ServerTransaction?) {
+        if let proxy = proxyBox.withLockedValue({ $0 }), proxy.proxy.cancel(transaction, invite: invite) {
+            return
+        }
         // RFC 3261 §9.2: no matching transaction → 481; otherwise 200 for the CANCEL, and an INVITE
         // still without a final response ends with 487.
         guard let invite else {
@@ -151,11 +198,18 @@ public final class RequestPipeline: TransactionUser {
     }
 
     public func handleACK(_ ack: InboundMessage, transaction: ServerTransaction?) {
-        // ACK for a 2xx of ours ends here; the proxy routes others (a later stage).
+        // Tern never answers an INVITE with 2xx itself, so an ACK that no transaction absorbed
+        // belongs to a proxied 2xx (or is stray): it goes on along its route (RFC 3261 §16.11).
+        guard let proxy = proxyBox.withLockedValue({ $0 }) else { return }
+        var message = ack.message
+        let routedToUs = Self.processRoutes(&message, identity: proxy.identity)
+        proxy.proxy.forwardACK(message, routedToUs: routedToUs)
     }
 
     public func handleStrayResponse(_ response: InboundMessage) {
-        logger.debug("stray response", metadata: ["sip.call_id": "\(response.message.callID ?? "")"])
+        if let proxy = proxyBox.withLockedValue({ $0 }) {
+            proxy.proxy.forwardStrayResponse(response)
+        }
     }
 
     public func serverTransactionTimedOut(_ transaction: ServerTransaction) {

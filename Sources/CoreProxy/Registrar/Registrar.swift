@@ -35,18 +35,18 @@ public final class Registrar: SIPRequestHandler {
     public let configuration: Configuration
     public let location: LocationService
     private let logger: Logger
-    private let localDomains: Set<String>
+    private let identity: LocalIdentity
 
-    public init(configuration: Configuration, location: LocationService, logger: Logger) {
+    public init(configuration: Configuration, location: LocationService, identity: LocalIdentity, logger: Logger) {
         self.configuration = configuration
         self.location = location
+        self.identity = identity
         self.logger = logger
-        self.localDomains = Set(configuration.domains.map { $0.lowercased() })
     }
 
     /// Whether this server is responsible for `host` (RFC 3261 §10.3 step 1).
     public func servesDomain(_ host: String) -> Bool {
-        localDomains.isEmpty || localDomains.contains(host.lowercased())
+        identity.servesDomain(host)
     }
 
     /// Why a REGISTER is refused, with the response it gets.

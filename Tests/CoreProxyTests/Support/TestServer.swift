@@ -47,6 +47,8 @@ func withTestServer<T: Sendable>(
     maxConnections: Int = 10_000,
     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
     registrar: Registrar.Configuration = Registrar.Configuration(),
+    proxy: StatefulProxy.Configuration = StatefulProxy.Configuration(),
+    removeBindingsOnFlowClose: Bool = true,
     bindingStore: (any BindingStore)? = nil,
     configure: @Sendable (SIPServer) -> Void = { _ in },
     _ body: @Sendable (RunningServer) async throws -> T
@@ -62,6 +64,8 @@ func withTestServer<T: Sendable>(
         timers: timers,
         pipeline: pipeline,
         registrar: registrar,
+        proxy: proxy,
+        removeBindingsOnFlowClose: removeBindingsOnFlowClose,
         drainTimeout: drainTimeout
     )
     let server = try SIPServer(configuration: configuration, group: group, logger: logger, bindingStore: bindingStore) { bound in

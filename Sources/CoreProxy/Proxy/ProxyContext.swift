@@ -1,0 +1,235 @@
+import NIOConcurrencyHelpers
+import NIOCore
+import SIP
+
+/// Where a proxied request goes: a URI and how to reach it (RFC 3261 §16.5).
+struct ProxyTarget: Sendable {
+    var uri: SIPURI
+    /// A known flow to the target (a registered device's connection or NAT binding, RFC 5626 §5.3).
+    var flow: SIPFlow?
+    var transport: SIPTransportProtocol
+    /// Route set to preload (Path of the binding, RFC 3327 §5.3).
+    var routes: [String]
+    var q: Double
+    /// The binding it came from, to drop it when it proves dead.
+    var binding: (aor: String, key: String)?
+}
+
+/// One proxied request: its branches, their answers, and the choice of the response that goes
+/// upstream (RFC 3261 §16.7). Parallel within a q-level, sequential across levels (§16.6).
+final class ProxyContext: Sendable {
+    struct Branch {
+        var target: ProxyTarget
+        var transaction: ClientTransaction?
+        var request: SIPMessage
+        var provisionalSeen = false
+        var anyResponse = false
+        var final: SIPMessage?
+        var cancelRequested = false
+    }
+
+    struct State {
+        var levels: [[ProxyTarget]]
+        var nextLevel = 0
+        var branches: [Branch] = []
+        var answered = false
+        var cancelled = false
+        var finished = false
+    }
+
+    let server: ServerTransaction
+    /// The request after route processing (our Route removed), which each branch copies.
+    let request: SIPMessage
+    let proxy: StatefulProxy
+    let state: NIOLockedValueBox<State>
+
+    init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]]) {
+        self.server = server
+        self.request = request
+        self.proxy = proxy
+        self.state = NIOLockedValueBox(State(levels: levels))
+    }
+
+    var isInvite: Bool { server.request.method == .invite }
+
+    /// Starts the first q-level.
+    func start() {
+        startNextLevel()
+    }
+
+    private func startNextLevel() {
+        let level = state.withLockedValue { state -> [ProxyTarget]? in
+            guard !state.cancelled, state.nextLevel < state.levels.count else { return nil }
+            defer { state.nextLevel += 1 }
+            return state.levels[state.nextLevel]
+        }
+        guard let level else {
+            finish()
+            return
+        }
+        for target in level { startBranch(target) }
+    }
+
+    private func startBranch(_ target: ProxyTarget) {
+        let request = proxy.forwardedRequest(self.request, to: target, inbound: server.inbound)
+        let index = state.withLockedValue { state -> Int in
+            state.branches.append(Branch(target: target, request: request))
+            return state.branches.count - 1
+        }
+        do {
+            let transaction = try proxy.send(request, to: target, on: server.eventLoop) { [self] event in
+                handle(event, branch: index)
+            }
+            state.withLockedValue { $0.branches[index].transaction = transaction }
+        } catch {
+            handle(.transportError(.unresolvable(target.uri.host)), branch: index)
+        }
+    }
+
+    // MARK: - Responses from branches
+
+    private func handle(_ event: ClientTransactionEvent, branch index: Int) {
+        switch event {
+        case .response(let response):
+            guard let code = response.statusCode else { return }
+            state.withLockedValue { $0.branches[index].anyResponse = true }
+            if code == 100 { return }
+            if code < 200 {
+                let cancelNow = state.withLockedValue { state -> Bool in
+                    state.branches[index].provisionalSeen = true
+                    return state.branches[index].cancelRequested
+                }
+                if cancelNow { sendCancel(branch: index) }
+                if !state.withLockedValue({ $0.answered }) { forwardUpstream(response) }
+                return
+            }
+            if code < 300 {
+                // Every 2xx goes upstream (RFC 3261 §16.7 step 5), and the other branches end.
+                let firstAnswer = state.withLockedValue { state -> Bool in
+                    state.branches[index].final = response
+                    defer { state.answered = true }
+                    return !state.answered
+                }
+                forwardUpstream(response)
+                if firstAnswer { cancelPendingBranches() }
+                branchCompleted()
+                return
+            }
+            state.withLockedValue { $0.branches[index].final = response }
+            if code >= 600 { cancelPendingBranches() }
+            branchCompleted()
+        case .timeout:
+            let (silent, target) = state.withLockedValue { state -> (Bool, ProxyTarget) in
+                state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(408))
+                return (!state.branches[index].anyResponse, state.branches[index].target)
+            }
+            if silent { proxy.targetIsDead(target, reason: "no reply") }
+            branchCompleted()
+        case .transportError(let error):
+            let target = state.withLockedValue { state -> ProxyTarget in
+                state.branches[index].final = SIPMessage.response(to: state.branches[index].request,
+                                                                  status: SIPStatus(503, "Unreachable"))
+                return state.branches[index].target
+            }
+            proxy.targetIsDead(target, reason: "\(error)")
+            branchCompleted()
+        }
+    }
+
+    private func branchCompleted() {
+        let (allDone, answered, hasSixxx) = state.withLockedValue { state -> (Bool, Bool, Bool) in
+            let done = state.branches.allSatisfy { $0.final != nil }
+            let six = state.branches.contains { ($0.final?.statusCode ?? 0) >= 600 }
+            return (done, state.answered, six)
+        }
+        guard allDone else { return }
+        if answered || hasSixxx || state.withLockedValue({ $0.cancelled }) {
+            finish()
+        } else {
+            startNextLevel()
+        }
+    }
+
+    /// Sends the best final response upstream once, unless a 2xx already went (RFC 3261 §16.7 step 6).
+    private func finish() {
+        let (alreadyFinished, answered, finals) = state.withLockedValue { state -> (Bool, Bool, [SIPMessage]) in
+            defer { state.finished = true }
+            return (state.finished, state.answered, state.branches.compactMap(\.final))
+        }
+        defer { proxy.contextFinished(self) }
+        guard !alreadyFinished, !answered else { return }
+        guard var best = ProxyContext.bestResponse(finals) else {
+            server.respond(SIPStatus(480))
+            return
+        }
+        if best.statusCode == 503 {
+            // §16.7 step 6: a 503 is not passed on; the proxy answers 500.
+            server.respond(SIPStatus(500, "Service Unavailable Downstream"))
+            return
+        }
+        // §16.7 step 7: every challenge of every 401/407 goes up together.
+        if best.statusCode == 401 || best.statusCode == 407 {
+            for other in finals where other.statusCode == 401 || other.statusCode == 407 {
+                guard other.callID == best.callID, other.serializedString != best.serializedString else { continue }
+                for value in other.values(.wwwAuthenticate) { best.appendHeader(.wwwAuthenticate, value) }
+                for value in other.values(.proxyAuthenticate) { best.appendHeader(.proxyAuthenticate, value) }
+            }
+        }
+        forwardUpstream(best)
+    }
+
+    /// RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 408s and our own 503s come last.
+    static func bestResponse(_ finals: [SIPMessage]) -> SIPMessage? {
+        func rank(_ message: SIPMessage) -> Int {
+            let code = message.statusCode ?? 999
+            if code >= 600 { return 0 }
+            if code == 408 { return 5_000 }
+            if code == 503 { return 6_000 }
+            return code
+        }
+        return finals.min { rank($0) < rank($1) }
+    }
+
+    private func forwardUpstream(_ response: SIPMessage) {
+        var upstream = response
+        if upstream.buffer.readableBytes > 0 || upstream.contains(.via) {
+            // Our own Via goes; what remains is the path back (RFC 3261 §16.7 step 3).
+            if (try? upstream.topVia())?.branch?.hasPrefix(StatefulProxy.branchPrefix) == true {
+                upstream.removeFirstValue(.via)
+            }
+        }
+        server.respond(upstream)
+    }
+
+    // MARK: - CANCEL (RFC 3261 §16.10)
+
+    /// Cancels every branch still waiting for a final response.
+    func cancel() {
+        state.withLockedValue { $0.cancelled = true }
+        cancelPendingBranches()
+    }
+
+    private func cancelPendingBranches() {
+        guard isInvite else { return }
+        let ready = state.withLockedValue { state -> [Int] in
+            var ready: [Int] = []
+            for index in state.branches.indices where state.branches[index].final == nil && !state.branches[index].cancelRequested {
+                state.branches[index].cancelRequested = true
+                // RFC 3261 §9.1: no CANCEL before a provisional response; it is sent when one comes.
+                if state.branches[index].provisionalSeen { ready.append(index) }
+            }
+            return ready
+        }
+        for index in ready { sendCancel(branch: index) }
+    }
+
+    private func sendCancel(branch index: Int) {
+        let (request, target, flow) = state.withLockedValue { state in
+            (state.branches[index].request, state.branches[index].target, state.branches[index].transaction?.flow)
+        }
+        // The CANCEL follows the INVITE's own flow (RFC 3261 §9.1: same destination).
+        var path = target
+        if let flow { path.flow = flow }
+        proxy.sendCancel(for: request, to: path, on: server.eventLoop)
+    }
+}

@@ -1,0 +1,347 @@
+public import NIOCore
+import NIOConcurrencyHelpers
+public import Logging
+public import SIP
+import Metrics
+
+/// The stateful proxy and redirect server (RFC 3261 §16, §8.3): request targets from the location
+/// service, forking, Record-Route, loose routing, CANCEL, best-response selection, and the
+/// CANCEL-before-INVITE race.
+public final class StatefulProxy: Sendable {
+    public struct Configuration: Sendable {
+        /// Add Record-Route so in-dialog requests come through Tern (default true).
+        public var recordRoute: Bool
+        /// Answer 302 with the contacts instead of forwarding (default false).
+        public var redirect: Bool
+        /// Where requests for domains Tern does not serve go; nil refuses them with 403 (default nil).
+        public var outboundProxy: SIPURI?
+        /// Remove a binding whose target fails at send time or never answers (default true).
+        public var removeDeadBindings: Bool
+        /// How long a CANCEL without its INVITE is remembered (default 32 s).
+        public var cancelMemory: TimeAmount
+
+        public init(recordRoute: Bool = true, redirect: Bool = false, outboundProxy: SIPURI? = nil,
+                    removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32)) {
+            self.recordRoute = recordRoute
+            self.redirect = redirect
+            self.outboundProxy = outboundProxy
+            self.removeDeadBindings = removeDeadBindings
+            self.cancelMemory = cancelMemory
+        }
+    }
+
+    /// Every branch Tern puts in a Via starts with this, followed by the loop hash (RFC 3261 §16.6 step 8).
+    static let branchPrefix = "z9hG4bKtn"
+
+    public let configuration: Configuration
+    let transactions: TransactionLayer
+    let transport: TransportLayer
+    let location: LocationService
+    let identity: LocalIdentity
+    private let logger: Logger
+    private let contexts = NIOLockedValueBox<[TransactionKey: ProxyContext]>([:])
+    private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
+    private let deadTargets = Counter(label: "tern.proxy.dead_targets")
+    private let forwarded = Counter(label: "tern.proxy.requests_forwarded")
+
+    public init(configuration: Configuration, transactions: TransactionLayer, transport: TransportLayer,
+                location: LocationService, identity: LocalIdentity, logger: Logger) {
+        self.configuration = configuration
+        self.transactions = transactions
+        self.transport = transport
+        self.location = location
+        self.identity = identity
+        self.logger = logger
+    }
+
+    // MARK: - Routing a new request (RFC 3261 §16.3–§16.5)
+
+    /// Routes a request that no feature answers. `routedToUs` says that Tern's own Route was removed
+    /// from it (an in-dialog or preloaded request), so it is not subject to the domain check.
+    func route(_ transaction: ServerTransaction, request: SIPMessage, routedToUs: Bool) {
+        if isLoop(request) {
+            transaction.respond(SIPStatus(482))
+            return
+        }
+        if request.method == .invite, rememberedCancel(for: transaction.key) {
+            // The CANCEL came first (a race on lossy mobile links): the INVITE ends here.
+            transaction.respond(SIPStatus(487))
+            return
+        }
+        guard let requestURI = try? request.requestURI() else {
+            transaction.respond(SIPStatus(400, "Bad Request-URI"))
+            return
+        }
+        // Remaining Route headers decide (loose routing, §16.4/§16.6 step 7).
+        if let firstRoute = (try? request.routes())?.first {
+            start(transaction, request: request, levels: [[ProxyTarget(uri: firstRoute.uri, flow: nil, transport: destinationTransport(firstRoute.uri),
+                                                     routes: [], q: 1, binding: nil)]])
+            return
+        }
+        let local = (requestURI.scheme == .sip || requestURI.scheme == .sips) && identity.servesDomain(requestURI.host)
+        if !local || (routedToUs && !identity.isSelf(requestURI) && !isRegisteredDomain(requestURI)) {
+            guard routedToUs || configuration.outboundProxy != nil else {
+                // Tern is never an open relay.
+                transaction.respond(SIPStatus(403, "Relaying Denied"))
+                return
+            }
+            var target = ProxyTarget(uri: requestURI, flow: nil, transport: destinationTransport(requestURI),
+                                     routes: [], q: 1, binding: nil)
+            if !routedToUs, let outbound = configuration.outboundProxy {
+                target.routes = ["<" + outbound.description + ";lr>"]
+            }
+            start(transaction, request: request, levels: [[target]])
+            return
+        }
+        let targets = locate(requestURI)
+        guard !targets.isEmpty else {
+            transaction.respond(SIPStatus(404))
+            return
+        }
+        if configuration.redirect {
+            var headers: [(SIPHeaderName, String)] = []
+            for target in targets.flatMap({ $0 }) {
+                var parameters = SIPParameters()
+                parameters.set("q", String(target.q))
+                headers.append((.contact, SIPAddress(uri: target.uri, parameters: parameters).description))
+            }
+            transaction.respond(SIPStatus(302), headers: headers)
+            return
+        }
+        start(transaction, request: request, levels: targets)
+    }
+
+    private func isRegisteredDomain(_ uri: SIPURI) -> Bool {
+        guard let aor = AddressOfRecord.canonical(uri) else { return false }
+        return !location.bindings(for: aor).isEmpty
+    }
+
+    /// The bindings of the AOR grouped by q, highest first; a GRUU selects only its device (RFC 5627 §5.1).
+    private func locate(_ uri: SIPURI) -> [[ProxyTarget]] {
+        guard let aor = AddressOfRecord.canonical(uri) else { return [] }
+        var bindings = location.bindings(for: aor)
+        if case .some(let gr) = uri.parameters["gr"] {
+            if let instance = gr {
+                bindings = bindings.filter { $0.instanceID == percentDecoded(instance) }
+            } else if let user = uri.user {
+                bindings = bindings.filter { $0.temporaryGRUUs.contains(user) }
+                if bindings.isEmpty {
+                    bindings = location.allBindings.filter { $0.temporaryGRUUs.contains(user) }
+                }
+            }
+            // One device: its most recent flow.
+            if let newest = bindings.max(by: { $0.expiresAt < $1.expiresAt }) { bindings = [newest] }
+        }
+        let targets = bindings.map { binding in
+            ProxyTarget(uri: binding.contact, flow: binding.flow, transport: binding.transport, routes: binding.path,
+                        q: binding.q, binding: (binding.aor, binding.key))
+        }
+        let levels = Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)
+        return levels
+    }
+
+    private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]]) {
+        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels)
+        if transaction.request.method == .invite {
+            contexts.withLockedValue { $0[transaction.key] = context }
+        }
+        context.start()
+    }
+
+    func contextFinished(_ context: ProxyContext) {
+        contexts.withLockedValue { table in
+            if table[context.server.key] === context { table[context.server.key] = nil }
+        }
+    }
+
+    // MARK: - Forwarding (RFC 3261 §16.6)
+
+    /// The copy of `request` that goes to one target.
+    func forwardedRequest(_ request: SIPMessage, to target: ProxyTarget, inbound: InboundMessage) -> SIPMessage {
+        var out = request
+        if (try? request.routes())?.first?.uri != target.uri {
+            out.setRequestURI(target.uri)
+        }
+        let maxForwards = ((try? request.maxForwards()) ?? nil) ?? 71
+        out.setHeader(.maxForwards, String(max(0, maxForwards - 1)))
+        for route in target.routes.reversed() { out.prependHeader(.route, route) }
+        let outgoingTransport = target.transport
+        let outgoingIPv6 = isIPv6(target)
+        if configuration.recordRoute, request.method != .register,
+           let outgoing = identity.listener(for: outgoingTransport, ipv6: outgoingIPv6) {
+            let incoming = identity.boundListeners.first { $0.id == inbound.listener }
+            // RFC 3261 §16.6 step 4 with RFC 5658: two entries when transport or address family changes.
+            if let incoming, incoming.id != outgoing.id {
+                out.prependHeader(.recordRoute, recordRoute(incoming))
+            }
+            out.prependHeader(.recordRoute, recordRoute(outgoing))
+        }
+        let via = identity.listener(for: outgoingTransport, ipv6: outgoingIPv6).map(LocalIdentity.hostPort) ?? "127.0.0.1"
+        let branch = Self.branchPrefix + loopHash(request) + "." + SIPIdentifiers.tag()
+        out.prependHeader(.via, "SIP/2.0/" + outgoingTransport.viaToken + " " + via + ";branch=" + branch + ";rport")
+        return out
+    }
+
+    private func recordRoute(_ listener: BoundListener) -> String {
+        var uri = "sip:" + LocalIdentity.hostPort(listener)
+        if listener.spec.transport != .udp { uri += ";transport=" + listener.spec.transport.rawValue }
+        return "<" + uri + ";lr>"
+    }
+
+    private func isIPv6(_ target: ProxyTarget) -> Bool {
+        if let flow = target.flow, case .datagram(_, let remote) = flow { return remote.protocol == .inet6 }
+        return target.uri.host.hasPrefix("[")
+    }
+
+    private func destinationTransport(_ uri: SIPURI) -> SIPTransportProtocol {
+        SIPDestination(uri: uri).transport
+    }
+
+    /// Starts the client transaction of one branch over the target's flow, or toward its first
+    /// Route or URI.
+    func send(_ request: SIPMessage, to target: ProxyTarget, on loop: any EventLoop,
+              handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
+        forwarded.increment()
+        if let flow = target.flow {
+            return try transactions.sendRequest(request, over: flow, reliable: target.transport.isReliable, on: loop, handler: handler)
+        }
+        let next = (try? request.routes())?.first?.uri
+        let destination = SIPDestination(uri: next ?? target.uri)
+        return try transactions.sendRequest(request, to: destination, on: loop, handler: handler)
+    }
+
+    /// Sends a CANCEL for a forwarded INVITE over the same path (RFC 3261 §9.1).
+    func sendCancel(for invite: SIPMessage, to target: ProxyTarget, on loop: any EventLoop) {
+        var headers: [(SIPHeaderName, String)] = []
+        if let via = invite.values(.via).first { headers.append((.via, via)) }
+        headers.append((.maxForwards, "70"))
+        for name in [SIPHeaderName.from, .to, .callID] {
+            if let value = invite.firstValue(name) { headers.append((name, value)) }
+        }
+        let sequence = ((try? invite.cseq()) ?? nil)?.sequence ?? 1
+        headers.append((.cseq, String(sequence) + " CANCEL"))
+        for route in invite.values(.route) { headers.append((.route, route)) }
+        let uri = (try? invite.requestURI()) ?? target.uri
+        let cancel = SIPMessage.request(method: .cancel, uri: uri, headers: headers)
+        _ = try? send(cancel, to: target, on: loop) { _ in }
+    }
+
+    /// A target failed at send time or never answered: the next caller should not be sent there.
+    func targetIsDead(_ target: ProxyTarget, reason: String) {
+        guard configuration.removeDeadBindings, let binding = target.binding else { return }
+        deadTargets.increment()
+        logger.info("removing dead binding", metadata: ["aor": "\(binding.aor)", "reason": "\(reason)"])
+        location.remove(aor: binding.aor, key: binding.key)
+    }
+
+    // MARK: - CANCEL, ACK, stray responses
+
+    /// Handles a CANCEL: 200 and cancelled branches when its INVITE is being proxied; 481 and a
+    /// memory of it when no INVITE is known yet. Returns false when the INVITE is not a proxied one.
+    func cancel(_ transaction: ServerTransaction, invite: ServerTransaction?) -> Bool {
+        guard let invite else {
+            let key = try? TransactionKey.inviteCancelled(by: transaction.request)
+            if let key {
+                let deadline = NIODeadline.now() + configuration.cancelMemory
+                earlyCancels.withLockedValue { table in
+                    let now = NIODeadline.now()
+                    table = table.filter { $0.value > now }
+                    table[key] = deadline
+                }
+            }
+            transaction.respond(SIPStatus(481))
+            return true
+        }
+        guard let context = contexts.withLockedValue({ $0[invite.key] }) else { return false }
+        transaction.respond(SIPStatus(200))
+        context.cancel()
+        return true
+    }
+
+    private func rememberedCancel(for key: TransactionKey) -> Bool {
+        earlyCancels.withLockedValue { table in
+            guard let deadline = table.removeValue(forKey: key) else { return false }
+            return deadline > NIODeadline.now()
+        }
+    }
+
+    /// Forwards an ACK for a 2xx (or any ACK no transaction absorbed) statelessly along its Route or
+    /// to its Request-URI (RFC 3261 §16.11).
+    func forwardACK(_ ack: SIPMessage, routedToUs: Bool) {
+        var message = ack
+        guard let uri = try? message.requestURI() else { return }
+        let next = (try? message.routes())?.first?.uri ?? uri
+        if !routedToUs, !identity.servesDomain(next.host), (try? message.routes())?.isEmpty ?? true { return }
+        let maxForwards = ((try? message.maxForwards()) ?? nil) ?? 71
+        guard maxForwards > 0 else { return }
+        message.setHeader(.maxForwards, String(maxForwards - 1))
+        let destination = SIPDestination(uri: next)
+        let listener = identity.listener(for: destination.transport, ipv6: next.host.hasPrefix("["))
+        // Stateless: the branch is a function of the incoming one, so a retransmitted ACK gets the same.
+        let incomingBranch = (try? message.topVia())??.branch ?? ""
+        let branch = Self.branchPrefix + "ack" + String(fnv1a(incomingBranch), radix: 16)
+        message.prependHeader(.via, "SIP/2.0/" + destination.transport.viaToken + " "
+                              + (listener.map(LocalIdentity.hostPort) ?? "127.0.0.1") + ";branch=" + branch)
+        // Prefer the flow a registered device keeps open.
+        if let binding = registeredFlow(for: next) {
+            _ = transport.send(message.serialized(), over: binding)
+        } else {
+            _ = transport.send(message.serialized(), to: destination)
+        }
+    }
+
+    private func registeredFlow(for uri: SIPURI) -> SIPFlow? {
+        let key = ContactKey.normalized(uri)
+        return location.allBindings.first { ContactKey.normalized($0.contact) == key }?.flow
+    }
+
+    /// A response no client transaction matched (a 2xx retransmitted after the transaction ended):
+    /// our Via goes, and it travels to the next Via statelessly (RFC 3261 §16.7, §18.2.2).
+    func forwardStrayResponse(_ inbound: InboundMessage) {
+        var response = inbound.message
+        guard let top = try? response.topVia(), top.branch?.hasPrefix(Self.branchPrefix) == true else { return }
+        response.removeFirstValue(.via)
+        guard let next = try? response.topVia() else { return }
+        let host = next.received ?? next.host.trimmingCharacters(in: "[]")
+        let port: Int
+        if case .some(.some(let rport)) = next.rport { port = rport } else { port = next.port ?? 5060 }
+        let transportKind = SIPTransportProtocol(token: next.transport) ?? .udp
+        _ = transport.send(response.serialized(), to: SIPDestination(transport: transportKind, host: host, port: port))
+    }
+
+    // MARK: - Loops (RFC 3261 §16.3 step 4)
+
+    /// A request that already carries our Via with the branch hash this request would get has looped.
+    private func isLoop(_ request: SIPMessage) -> Bool {
+        let hash = loopHash(request)
+        guard let vias = try? request.vias() else { return false }
+        return vias.contains { via in
+            guard let branch = via.branch, branch.hasPrefix(Self.branchPrefix + hash) else { return false }
+            return identity.isOwnAddress(host: via.host, port: via.port)
+        }
+    }
+
+    /// Hash of what identifies the request at this hop (Request-URI, tags, Call-ID, CSeq number,
+    /// Route, Proxy-Require), without the Via that changes at every hop.
+    private func loopHash(_ request: SIPMessage) -> String {
+        var text = request.requestURIString ?? ""
+        text += "|" + (((try? request.from()) ?? nil)?.tag ?? "")
+        text += "|" + (((try? request.to()) ?? nil)?.tag ?? "")
+        text += "|" + (request.callID ?? "")
+        text += "|" + String(((try? request.cseq()) ?? nil)?.sequence ?? 0)
+        text += "|" + request.values(.route).joined(separator: ",")
+        text += "|" + request.values(.proxyRequire).joined(separator: ",")
+        let hex = String(fnv1a(text), radix: 16)
+        return String(repeating: "0", count: 16 - hex.count) + hex
+    }
+}
+
+/// FNV-1a, for branch hashes that must be the same on every run.
+func fnv1a(_ text: String) -> UInt64 {
+    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
+    for byte in text.utf8 {
+        hash ^= UInt64(byte)
+        hash = hash &* 0x100_0000_01b3
+    }
+    return hash
+}
