@@ -16,6 +16,8 @@ public final class SIPServer: Service {
         public var pipeline: RequestPipeline.Configuration
         public var registrar: Registrar.Configuration
         public var proxy: StatefulProxy.Configuration
+        /// Digest authentication; nil accepts every request unauthenticated (default nil).
+        public var authentication: DigestAuthenticator.Configuration?
         /// Drop a device's bindings when the connection it registered over closes (default true).
         public var removeBindingsOnFlowClose: Bool
         /// How long graceful shutdown waits for live transactions. Default 5 s.
@@ -25,6 +27,7 @@ public final class SIPServer: Service {
                     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
                     registrar: Registrar.Configuration = Registrar.Configuration(),
                     proxy: StatefulProxy.Configuration = StatefulProxy.Configuration(),
+                    authentication: DigestAuthenticator.Configuration? = nil,
                     removeBindingsOnFlowClose: Bool = true,
                     drainTimeout: TimeAmount = .seconds(5)) {
             self.transport = transport
@@ -32,6 +35,7 @@ public final class SIPServer: Service {
             self.pipeline = pipeline
             self.registrar = registrar
             self.proxy = proxy
+            self.authentication = authentication
             self.removeBindingsOnFlowClose = removeBindingsOnFlowClose
             self.drainTimeout = drainTimeout
         }
@@ -46,6 +50,7 @@ public final class SIPServer: Service {
     public let registrar: Registrar
     public let proxy: StatefulProxy
     public let identity: LocalIdentity
+    public let authenticator: DigestAuthenticator?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let onListening: @Sendable ([BoundListener]) -> Void
@@ -55,6 +60,7 @@ public final class SIPServer: Service {
     ///   - clock: wall clock of the location service (tests inject one).
     public init(configuration: Configuration, group: any EventLoopGroup, logger: Logger,
                 bindingStore: (any BindingStore)? = nil, clock: any LocationClock = SystemLocationClock(),
+                credentials: any CredentialStore = FileCredentialStore(entries: []),
                 onListening: @escaping @Sendable ([BoundListener]) -> Void = { _ in }) throws {
         self.configuration = configuration
         self.group = group
@@ -72,6 +78,14 @@ public final class SIPServer: Service {
                               location: location, identity: identity, logger: logger)
         pipeline.register(registrar)
         pipeline.setProxy(proxy, identity: identity)
+        if let authentication = configuration.authentication {
+            let authenticator = DigestAuthenticator(configuration: authentication, credentials: credentials, logger: logger)
+            pipeline.setAuthenticator(authenticator)
+            transportLayer.onConnectionClosed { id in authenticator.connectionClosed(id) }
+            self.authenticator = authenticator
+        } else {
+            authenticator = nil
+        }
         transactionLayer.setUser(pipeline)
         transportLayer.setReceiver(inbound)
         if configuration.removeBindingsOnFlowClose {

@@ -52,6 +52,7 @@ public final class RequestPipeline: TransactionUser {
     public let configuration: Configuration
     private let logger: Logger
     private let proxyBox = NIOLockedValueBox<(proxy: StatefulProxy, identity: LocalIdentity)?>(nil)
+    private let authenticatorBox = NIOLockedValueBox<DigestAuthenticator?>(nil)
     private let handlers = NIOLockedValueBox<[SIPMethod: any SIPRequestHandler]>([:])
     private let handlerOptionTags = NIOLockedValueBox<[String]>([])
 
@@ -83,6 +84,11 @@ public final class RequestPipeline: TransactionUser {
         proxyBox.withLockedValue { $0 = (proxy, identity) }
     }
 
+    /// Requires digest authentication (RFC 3261 §22) before requests reach features or the proxy.
+    public func setAuthenticator(_ authenticator: DigestAuthenticator) {
+        authenticatorBox.withLockedValue { $0 = authenticator }
+    }
+
     /// The methods this server answers, for Allow (RFC 3261 §20.5).
     public var allowedMethods: [SIPMethod] {
         let registered = handlers.withLockedValue { Array($0.keys) }
@@ -111,28 +117,57 @@ public final class RequestPipeline: TransactionUser {
         var routedToUs = false
         if let proxy {
             routedToUs = Self.processRoutes(&routed, identity: proxy.identity)
-            // A Route that remains names the next hop: forward, whatever the method (§16.4).
-            if routed.contains(.route) {
-                proxy.proxy.route(transaction, request: routed, routedToUs: true)
+        }
+        // Decide who answers: a Route that remains names the next hop (§16.4); a feature that owns
+        // the method; the server itself for OPTIONS without a user; otherwise the proxy.
+        enum Destination { case nextHop, handler(any SIPRequestHandler), server, proxy }
+        let uri = try? routed.requestURI()
+        let forServer = uri.map { $0.user == nil } ?? true
+        let destination: Destination
+        if proxy != nil, routed.contains(.route) {
+            destination = .nextHop
+        } else if let handler = handlers.withLockedValue({ $0[method] }), forServer || method != .options {
+            destination = .handler(handler)
+        } else if let proxy, !forServer || (uri.map { !proxy.identity.servesDomain($0.host) } ?? false) {
+            destination = .proxy
+        } else {
+            destination = .server
+        }
+
+        // Authentication (RFC 3261 §22): requests answered here get 401, forwarded ones from our own
+        // users 407. In-dialog requests that came by our Record-Route are not challenged again.
+        if let authenticator = authenticatorBox.withLockedValue({ $0 }) {
+            let inDialog = routedToUs && ((try? routed.to())??.tag != nil)
+            var proxying = false
+            var check = !inDialog
+            switch destination {
+            case .handler: break
+            case .server: check = false
+            case .nextHop, .proxy:
+                proxying = true
+                let fromHost = ((try? routed.from()) ?? nil)?.uri.host ?? ""
+                check = check && (proxy?.identity.servesDomain(fromHost) ?? false)
+            }
+            if check, case .answered = authenticator.authenticate(transaction, request: routed, proxying: proxying) {
                 return
             }
         }
-        let uri = try? routed.requestURI()
-        let forServer = uri.map { $0.user == nil } ?? true
-        if let handler = handlers.withLockedValue({ $0[method] }), forServer || method != .options {
+
+        switch destination {
+        case .nextHop:
+            proxy?.proxy.route(transaction, request: routed, routedToUs: true)
+        case .handler(let handler):
             handler.handle(transaction)
-            return
-        }
-        if let proxy, !forServer || (uri.map { !proxy.identity.servesDomain($0.host) } ?? false) {
-            proxy.proxy.route(transaction, request: routed, routedToUs: routedToUs)
-            return
-        }
-        if method == .options {
-            answerOptions(transaction)
-        } else if Self.knownMethods.contains(method) {
-            transaction.respond(SIPStatus(405), headers: [(.allow, allowValue)])
-        } else {
-            transaction.respond(SIPStatus(501), headers: [(.allow, allowValue)])
+        case .proxy:
+            proxy?.proxy.route(transaction, request: routed, routedToUs: routedToUs)
+        case .server:
+            if method == .options {
+                answerOptions(transaction)
+            } else if Self.knownMethods.contains(method) {
+                transaction.respond(SIPStatus(405), headers: [(.allow, allowValue)])
+            } else {
+                transaction.respond(SIPStatus(501), headers: [(.allow, allowValue)])
+            }
         }
     }
 

@@ -49,6 +49,8 @@ func withTestServer<T: Sendable>(
     registrar: Registrar.Configuration = Registrar.Configuration(),
     proxy: StatefulProxy.Configuration = StatefulProxy.Configuration(),
     removeBindingsOnFlowClose: Bool = true,
+    authentication: DigestAuthenticator.Configuration? = nil,
+    credentials: any CredentialStore = FileCredentialStore(entries: []),
     bindingStore: (any BindingStore)? = nil,
     configure: @Sendable (SIPServer) -> Void = { _ in },
     _ body: @Sendable (RunningServer) async throws -> T
@@ -65,10 +67,12 @@ func withTestServer<T: Sendable>(
         pipeline: pipeline,
         registrar: registrar,
         proxy: proxy,
+        authentication: authentication,
         removeBindingsOnFlowClose: removeBindingsOnFlowClose,
         drainTimeout: drainTimeout
     )
-    let server = try SIPServer(configuration: configuration, group: group, logger: logger, bindingStore: bindingStore) { bound in
+    let server = try SIPServer(configuration: configuration, group: group, logger: logger, bindingStore: bindingStore,
+                               credentials: credentials) { bound in
         continuation.yield(bound)
         continuation.finish()
     }

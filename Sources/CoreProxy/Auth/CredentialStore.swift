@@ -1,0 +1,73 @@
+/// A user's stored digest secrets: HA1 = H(username:realm:password) per algorithm (RFC 7616 §3.4.2).
+public struct DigestCredentials: Sendable, Hashable {
+    public var ha1MD5: String?
+    public var ha1SHA256: String?
+
+    public init(ha1MD5: String?, ha1SHA256: String?) {
+        self.ha1MD5 = ha1MD5
+        self.ha1SHA256 = ha1SHA256
+    }
+
+    func ha1(_ algorithm: Hashing.Algorithm) -> String? {
+        algorithm == .md5 ? ha1MD5 : ha1SHA256
+    }
+}
+
+/// Where HA1 hashes come from (a file, MongoDB...).
+public protocol CredentialStore: Sendable {
+    func credentials(user: String, realm: String) -> DigestCredentials?
+}
+
+/// HA1 hashes from a text file, one user per line: `user realm md5-ha1 [sha256-ha1]`; `#` starts a
+/// comment. Make a line with
+/// `printf '%s:%s:%s' alice tern.test secret | md5sum` (and `sha256sum` for the second hash).
+public struct FileCredentialStore: CredentialStore {
+    private let entries: [String: DigestCredentials]
+
+    public struct ParseError: Error, CustomStringConvertible, Sendable {
+        public var line: Int
+        public var message: String
+        public var description: String { "line \(line): \(message)" }
+    }
+
+    public init(text: String) throws(ParseError) {
+        var entries: [String: DigestCredentials] = [:]
+        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+            let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            if fields.isEmpty { continue }
+            guard fields.count == 3 || fields.count == 4 else {
+                throw ParseError(line: offset + 1, message: "expected: user realm md5-ha1 [sha256-ha1]")
+            }
+            guard fields[2].count == 32, fields[2].allSatisfy(\.isHexDigit) else {
+                throw ParseError(line: offset + 1, message: "md5-ha1 must be 32 hex digits")
+            }
+            if fields.count == 4, !(fields[3].count == 64 && fields[3].allSatisfy(\.isHexDigit)) {
+                throw ParseError(line: offset + 1, message: "sha256-ha1 must be 64 hex digits")
+            }
+            entries[Self.key(fields[0], fields[1])] = DigestCredentials(
+                ha1MD5: fields[2].lowercased(), ha1SHA256: fields.count == 4 ? fields[3].lowercased() : nil)
+        }
+        self.entries = entries
+    }
+
+    public init(entries: [(user: String, realm: String, credentials: DigestCredentials)]) {
+        var table: [String: DigestCredentials] = [:]
+        for entry in entries { table[Self.key(entry.user, entry.realm)] = entry.credentials }
+        self.entries = table
+    }
+
+    public var count: Int { entries.count }
+
+    public func credentials(user: String, realm: String) -> DigestCredentials? {
+        entries[Self.key(user, realm)]
+    }
+
+    private static func key(_ user: String, _ realm: String) -> String { user + "\u{0}" + realm.lowercased() }
+
+    /// The credentials of a password (for tools and tests).
+    public static func credentials(user: String, realm: String, password: String) -> DigestCredentials {
+        let text = user + ":" + realm + ":" + password
+        return DigestCredentials(ha1MD5: Hashing.hex(.md5, text), ha1SHA256: Hashing.hex(.sha256, text))
+    }
+}

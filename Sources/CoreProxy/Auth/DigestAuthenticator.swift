@@ -1,0 +1,192 @@
+public import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+public import SIP
+import Metrics
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Digest authentication (RFC 3261 §22, RFC 7616, RFC 2617): 401 for REGISTER and requests to the
+/// server, 407 for requests being proxied; MD5 and SHA-256; stateless nonces reusable with a rising
+/// nonce-count; optional trust of an authenticated TLS/WSS connection; failures counted per source
+/// and rate-limited.
+public final class DigestAuthenticator: Sendable {
+    public struct Configuration: Sendable {
+        /// The realm; nil uses the domain of the request (To for REGISTER, From otherwise).
+        public var realm: String?
+        /// Algorithms offered, strongest first (default SHA-256 and MD5).
+        public var algorithms: [Hashing.Algorithm]
+        /// How long a nonce may be reused (default 300 s).
+        public var nonceLifetimeSeconds: Int64
+        /// Secret that signs nonces; give every node the same one (default: random per start).
+        public var secret: [UInt8]
+        /// Accept further requests from a user on a TLS/WSS connection where they authenticated
+        /// (default false), for this long (default 3600 s).
+        public var trustTLSConnections: Bool
+        public var tlsTrustSeconds: Int64
+        /// Failures from one source address within a minute before it is refused with 403 (default 20).
+        public var maxFailuresPerMinute: Int
+
+        public init(realm: String? = nil, algorithms: [Hashing.Algorithm] = [.sha256, .md5],
+                    nonceLifetimeSeconds: Int64 = 300, secret: [UInt8] = Hashing.randomBytes(32),
+                    trustTLSConnections: Bool = false, tlsTrustSeconds: Int64 = 3600, maxFailuresPerMinute: Int = 20) {
+            self.realm = realm
+            self.algorithms = algorithms
+            self.nonceLifetimeSeconds = nonceLifetimeSeconds
+            self.secret = secret
+            self.trustTLSConnections = trustTLSConnections
+            self.tlsTrustSeconds = tlsTrustSeconds
+            self.maxFailuresPerMinute = maxFailuresPerMinute
+        }
+    }
+
+    public enum Outcome: Sendable, Equatable {
+        /// Authenticated as this user (or trusted on its connection).
+        case accepted(user: String)
+        /// Answered with a challenge or a refusal; the request goes no further.
+        case answered
+    }
+
+    public let configuration: Configuration
+    private let credentials: any CredentialStore
+    private let nonces: NonceManager
+    private let logger: Logger
+    private let trusted = NIOLockedValueBox<[String: Int64]>([:])
+    private let failures = NIOLockedValueBox<[String: (count: Int, windowStart: Int64)]>([:])
+    private let challenges = Counter(label: "tern.auth.challenges")
+    private let failed = Counter(label: "tern.auth.failures")
+    private let rateLimited = Counter(label: "tern.auth.rate_limited")
+
+    public init(configuration: Configuration, credentials: any CredentialStore, logger: Logger) {
+        self.configuration = configuration
+        self.credentials = credentials
+        self.logger = logger
+        self.nonces = NonceManager(secret: configuration.secret, lifetimeSeconds: configuration.nonceLifetimeSeconds)
+    }
+
+    private func now() -> Int64 { Int64(time(nil)) }
+
+    /// Authenticates `request` (the routed copy of the transaction's request) or answers it.
+    ///
+    /// - Parameter proxying: the request goes on to another element (407 and Proxy-Authorization)
+    ///   rather than being answered here (401 and Authorization).
+    public func authenticate(_ transaction: ServerTransaction, request: SIPMessage, proxying: Bool) -> Outcome {
+        let inbound = transaction.inbound
+        let sourceKey = inbound.source.ipAddress ?? "?"
+        let identityAddress = (request.method == .register ? try? request.to() : try? request.from()) ?? nil
+        let claimedUser = identityAddress?.uri.unescapedUser ?? ""
+        let realm = configuration.realm ?? identityAddress?.uri.host.lowercased() ?? "tern"
+        let now = now()
+
+        if isRateLimited(sourceKey, now: now) {
+            rateLimited.increment()
+            transaction.respond(SIPStatus(403, "Too Many Failed Authentications"))
+            return .answered
+        }
+        if configuration.trustTLSConnections, inbound.transport.isSecure, let connection = inbound.connectionID {
+            let key = connection.description + "|" + claimedUser
+            if let until = trusted.withLockedValue({ $0[key] }), until > now { return .accepted(user: claimedUser) }
+        }
+
+        let headerName: SIPHeaderName = proxying ? .proxyAuthorization : .authorization
+        let all = (try? request.credentials(headerName)) ?? []
+        guard let presented = all.first(where: { $0.scheme.caseInsensitiveEquals("Digest")
+            && ($0["realm"] ?? "").caseInsensitiveEquals(realm) }) else {
+            challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
+            return .answered
+        }
+        guard let username = presented["username"], let nonce = presented["nonce"], let response = presented["response"],
+              let uri = presented["uri"], let algorithm = Hashing.Algorithm(digestName: presented["algorithm"]),
+              configuration.algorithms.contains(algorithm)
+        else {
+            transaction.respond(SIPStatus(400, "Bad Credentials"))
+            return .answered
+        }
+        let qop = presented["qop"]
+        let nonceCount = presented["nc"].flatMap { UInt32($0, radix: 16) }
+        if qop != nil, nonceCount == nil || presented["cnonce"] == nil {
+            transaction.respond(SIPStatus(400, "Bad Credentials: qop without nc or cnonce"))
+            return .answered
+        }
+        // Only the response proves anything; the nonce-count is recorded after the check.
+        guard let stored = credentials.credentials(user: username, realm: realm), let ha1 = stored.ha1(algorithm) else {
+            recordFailure(sourceKey, now: now, reason: "unknown user \(username)")
+            challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
+            return .answered
+        }
+        let method = request.method?.rawValue ?? ""
+        let ha2 = Hashing.hex(algorithm, method + ":" + uri)
+        let expected: String
+        if let qop, let nc = presented["nc"], let cnonce = presented["cnonce"] {
+            expected = Hashing.hex(algorithm, ha1 + ":" + nonce + ":" + nc + ":" + cnonce + ":" + qop + ":" + ha2)
+        } else {
+            expected = Hashing.hex(algorithm, ha1 + ":" + nonce + ":" + ha2)
+        }
+        guard expected == response.lowercased() else {
+            recordFailure(sourceKey, now: now, reason: "wrong response for \(username)")
+            challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
+            return .answered
+        }
+        switch nonces.verify(nonce, realm: realm, nonceCount: qop == nil ? nil : nonceCount, now: now) {
+        case .fresh:
+            break
+        case .stale, .invalid:
+            // Right password, but an old or replayed nonce: a new one, and the client need not ask the user.
+            challenge(transaction, realm: realm, proxying: proxying, stale: true, now: now)
+            return .answered
+        }
+        guard username == claimedUser else {
+            transaction.respond(SIPStatus(403, "Identity Mismatch"))
+            return .answered
+        }
+        if configuration.trustTLSConnections, inbound.transport.isSecure, let connection = inbound.connectionID {
+            let until = now + configuration.tlsTrustSeconds
+            trusted.withLockedValue { table in
+                if table.count > 100_000 { table = table.filter { $0.value > now } }
+                table[connection.description + "|" + username] = until
+            }
+        }
+        return .accepted(user: username)
+    }
+
+    /// Forgets the trust given to a connection (it closed).
+    public func connectionClosed(_ id: ConnectionID) {
+        let prefix = id.description + "|"
+        trusted.withLockedValue { table in table = table.filter { !$0.key.hasPrefix(prefix) } }
+    }
+
+    private func challenge(_ transaction: ServerTransaction, realm: String, proxying: Bool, stale: Bool, now: Int64) {
+        challenges.increment()
+        let nonce = nonces.make(realm: realm, now: now)
+        let name: SIPHeaderName = proxying ? .proxyAuthenticate : .wwwAuthenticate
+        let headers = configuration.algorithms.map { algorithm in
+            (name, "Digest realm=\"\(realm)\", nonce=\"\(nonce)\", qop=\"auth\", algorithm=\(algorithm.rawValue)"
+                + (stale ? ", stale=true" : ""))
+        }
+        transaction.respond(SIPStatus(proxying ? 407 : 401), headers: headers)
+    }
+
+    private func isRateLimited(_ source: String, now: Int64) -> Bool {
+        failures.withLockedValue { table in
+            guard let entry = table[source] else { return false }
+            if now - entry.windowStart >= 60 {
+                table[source] = nil
+                return false
+            }
+            return entry.count >= configuration.maxFailuresPerMinute
+        }
+    }
+
+    private func recordFailure(_ source: String, now: Int64, reason: String) {
+        failed.increment()
+        logger.info("authentication failed", metadata: ["source": "\(source)", "reason": "\(reason)"])
+        failures.withLockedValue { table in
+            if table.count > 100_000 { table = table.filter { now - $0.value.windowStart < 60 } }
+            var entry = table[source] ?? (0, now)
+            if now - entry.windowStart >= 60 { entry = (0, now) }
+            entry.count += 1
+            table[source] = entry
+        }
+    }
+}

@@ -1,0 +1,62 @@
+import NIOConcurrencyHelpers
+
+/// Stateless digest nonces (RFC 7616 §3.3: the server chooses the form): the issue time and an
+/// HMAC of it under a shared secret, so any Tern node with the same secret can verify them.
+///
+/// Reuse is allowed while the nonce is fresh, provided every use carries a higher nonce-count than
+/// the last (the per-nonce count is the only state, kept in memory and pruned as nonces age).
+public final class NonceManager: Sendable {
+    public enum Verdict: Sendable, Equatable {
+        case fresh
+        /// Well formed and ours, but too old (or a replayed count): challenge again with stale=true.
+        case stale
+        /// Not one of ours.
+        case invalid
+    }
+
+    private let secret: [UInt8]
+    private let lifetimeSeconds: Int64
+    private let counts: [NIOLockedValueBox<[String: (count: UInt32, issued: Int64)]>]
+
+    public init(secret: [UInt8], lifetimeSeconds: Int64) {
+        self.secret = secret
+        self.lifetimeSeconds = lifetimeSeconds
+        self.counts = (0..<16).map { _ in NIOLockedValueBox([:]) }
+    }
+
+    /// A new nonce for `realm` issued at `now` (Unix seconds).
+    public func make(realm: String, now: Int64) -> String {
+        let stamp = String(now, radix: 16)
+        return stamp + "." + signature(stamp: stamp, realm: realm)
+    }
+
+    /// Checks a nonce presented with credentials, and the nonce-count when qop is used.
+    public func verify(_ nonce: String, realm: String, nonceCount: UInt32?, now: Int64) -> Verdict {
+        let parts = nonce.split(separator: ".", omittingEmptySubsequences: false)
+        guard parts.count == 2, let issued = Int64(parts[0], radix: 16),
+              constantTimeEqual(signature(stamp: String(parts[0]), realm: realm), String(parts[1]))
+        else { return .invalid }
+        guard now - issued < lifetimeSeconds, issued <= now + 5 else { return .stale }
+        guard let nonceCount else { return .fresh }
+        let shard = counts[Int(UInt(bitPattern: nonce.hashValue) % UInt(counts.count))]
+        return shard.withLockedValue { table -> Verdict in
+            if table.count > 4_096 { table = table.filter { now - $0.value.issued < lifetimeSeconds } }
+            if let last = table[nonce], nonceCount <= last.count { return .stale }
+            table[nonce] = (nonceCount, issued)
+            return .fresh
+        }
+    }
+
+    private func signature(stamp: String, realm: String) -> String {
+        Hashing.hexString(Hashing.hmacSHA256(key: secret, Array((stamp + ":" + realm).utf8)).prefix(16))
+    }
+
+    private func constantTimeEqual(_ a: String, _ b: String) -> Bool {
+        let x = Array(a.utf8)
+        let y = Array(b.utf8)
+        guard x.count == y.count else { return false }
+        var difference: UInt8 = 0
+        for index in x.indices { difference |= x[index] ^ y[index] }
+        return difference == 0
+    }
+}
