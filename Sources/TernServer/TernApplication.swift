@@ -29,8 +29,16 @@ public struct TernApplication: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         do {
             let store = try await openBindingStore(group: group)
+            var credentials: any CredentialStore = FileCredentialStore(entries: [])
+            if let path = configuration.credentialsFile, configuration.authentication != nil {
+                let text = try String(contentsOfFile: path, encoding: .utf8)
+                let file = try FileCredentialStore(text: text)
+                logger.notice("loaded credentials", metadata: ["file": "\(path)", "users": "\(file.count)"])
+                credentials = file
+            }
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
-                                       logger: logger, bindingStore: store, onListening: onListening)
+                                       logger: logger, bindingStore: store, credentials: credentials,
+                                       onListening: onListening)
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],

@@ -105,6 +105,49 @@ extension TernConfiguration {
                                          message: "must not exceed registrar.max_expires")
             }
         }
+        if let node = reader.take("proxy") {
+            var section = try MappingReader(node, path: "proxy")
+            proxy.recordRoute = try section.bool("record_route") ?? proxy.recordRoute
+            proxy.redirect = try section.bool("redirect") ?? proxy.redirect
+            proxy.removeDeadBindings = try section.bool("remove_dead_bindings") ?? proxy.removeDeadBindings
+            if let text = try section.string("outbound_proxy"), !text.isEmpty {
+                do {
+                    proxy.outboundProxy = try SIPURI(parsing: text)
+                } catch {
+                    throw section.error("outbound_proxy", node, "not a SIP URI: \(error.reason)")
+                }
+            }
+            try section.finish()
+        }
+        if let node = reader.take("auth") {
+            var section = try MappingReader(node, path: "auth")
+            var settings = DigestAuthenticator.Configuration()
+            let enabled = try section.bool("enabled") ?? true
+            credentialsFile = try section.string("credentials_file")
+            settings.realm = try section.string("realm").flatMap { $0.isEmpty ? nil : $0 }
+            if let names = try section.strings("algorithms") {
+                settings.algorithms = []
+                for name in names {
+                    guard let algorithm = Hashing.Algorithm(digestName: name) else {
+                        throw section.error("algorithms", node, "\(name): expected MD5 or SHA-256")
+                    }
+                    settings.algorithms.append(algorithm)
+                }
+            }
+            settings.nonceLifetimeSeconds = Int64(try section.int("nonce_lifetime", in: 1...86_400) ?? Int(settings.nonceLifetimeSeconds))
+            if let secret = try section.string("secret"), !secret.isEmpty { settings.secret = Array(secret.utf8) }
+            settings.trustTLSConnections = try section.bool("trust_tls_connections") ?? settings.trustTLSConnections
+            settings.tlsTrustSeconds = Int64(try section.int("tls_trust_seconds", in: 1...86_400) ?? Int(settings.tlsTrustSeconds))
+            settings.maxFailuresPerMinute = try section.int("max_failures_per_minute", in: 1...100_000) ?? settings.maxFailuresPerMinute
+            try section.finish()
+            if enabled {
+                guard credentialsFile != nil else {
+                    throw ConfigurationError(key: "auth.credentials_file", line: node.mark.map { $0.line },
+                                             message: "needed when auth is enabled")
+                }
+                authentication = settings
+            }
+        }
         if let node = reader.take("storage") {
             var section = try MappingReader(node, path: "storage")
             sqlitePath = try section.string("sqlite_path") ?? sqlitePath
@@ -180,6 +223,20 @@ extension TernConfiguration {
             "  single_contact: \(registrar.singleContactPerAOR)",
             "  max_contacts: \(registrar.maxContactsPerAOR)",
             "  remove_on_flow_close: \(removeBindingsOnFlowClose)",
+            "proxy:",
+            "  record_route: \(proxy.recordRoute)",
+            "  redirect: \(proxy.redirect)",
+            "  outbound_proxy: \"\(proxy.outboundProxy?.description ?? "")\"",
+            "  remove_dead_bindings: \(proxy.removeDeadBindings)",
+            "auth:",
+            "  enabled: \(authentication != nil)",
+            "  credentials_file: \"\(credentialsFile ?? "")\"",
+            "  realm: \"\(authentication?.realm ?? "")\"",
+            "  algorithms: [\((authentication?.algorithms ?? [.sha256, .md5]).map(\.rawValue).joined(separator: ", "))]",
+            "  nonce_lifetime: \(authentication?.nonceLifetimeSeconds ?? 300)",
+            "  trust_tls_connections: \(authentication?.trustTLSConnections ?? false)",
+            "  tls_trust_seconds: \(authentication?.tlsTrustSeconds ?? 3600)",
+            "  max_failures_per_minute: \(authentication?.maxFailuresPerMinute ?? 20)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
         ]

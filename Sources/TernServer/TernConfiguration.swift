@@ -36,6 +36,13 @@ public struct TernConfiguration: Sendable {
     /// `storage.sqlite_path`: the embedded store for what survives a restart (default
     /// `data/tern.sqlite`; empty keeps everything in memory).
     public var sqlitePath: String
+    /// `proxy.*`: record_route (true), redirect (false), outbound_proxy (none), remove_dead_bindings (true).
+    public var proxy: StatefulProxy.Configuration
+    /// `auth.*`: enabled (false), credentials_file (HA1 lines), realm (the request's domain),
+    /// algorithms ([SHA-256, MD5]), nonce_lifetime (300 s), secret (random per start),
+    /// trust_tls_connections (false), tls_trust_seconds (3600), max_failures_per_minute (20).
+    public var authentication: DigestAuthenticator.Configuration?
+    public var credentialsFile: String?
     /// `hosts`: names resolved without DNS (RFC 3263 targets given by name), name → IP address.
     public var staticHosts: [String: String]
 
@@ -60,6 +67,9 @@ public struct TernConfiguration: Sendable {
         registrar = Registrar.Configuration()
         removeBindingsOnFlowClose = true
         sqlitePath = "data/tern.sqlite"
+        proxy = StatefulProxy.Configuration()
+        authentication = nil
+        credentialsFile = nil
     }
 
     /// The core's configuration derived from this one.
@@ -83,6 +93,8 @@ public struct TernConfiguration: Sendable {
                 serverHeader: serverHeader.isEmpty ? nil : serverHeader
             ),
             registrar: registrar,
+            proxy: proxy,
+            authentication: authentication,
             removeBindingsOnFlowClose: removeBindingsOnFlowClose,
             drainTimeout: .seconds(Int64(drainTimeoutSeconds))
         )

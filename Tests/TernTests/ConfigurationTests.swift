@@ -1,6 +1,7 @@
 import CoreProxy
 import Foundation
 import Logging
+import SIP
 import Testing
 @testable import TernServer
 
@@ -57,6 +58,7 @@ import Testing
         #expect(configuration.logLevel == .debug)
         #expect(configuration.drainTimeoutSeconds == 1)
         #expect(configuration.threads == 2)
+        #expect(configuration.authentication == nil)
         // What --check-config prints reads back to the same configuration.
         let again = try TernConfiguration(yaml: configuration.yamlDescription)
         #expect(again.yamlDescription == configuration.yamlDescription)
@@ -73,6 +75,10 @@ import Testing
         ("listen:\n  - sctp:127.0.0.1:5060\n", "listen: sctp:127.0.0.1:5060: SCTP is not available on this system"),
         ("log:\n  level: loud\n", "log.level (line 2): expected trace, debug, info, notice, warning, error or critical"),
         ("hosts:\n  edge: not-an-ip\n", "hosts.edge (line 2): expected an IPv4 or IPv6 address"),
+        ("auth:\n  enabled: true\n", "auth.credentials_file (line 2): needed when auth is enabled"),
+        ("auth:\n  credentials_file: f\n  algorithms: [SHA-512]\n", "auth.algorithms (line 2): SHA-512: expected MD5 or SHA-256"),
+        ("proxy:\n  outbound_proxy: \"not a uri\"\n", "proxy.outbound_proxy (line 2): not a SIP URI: no scheme"),
+        ("registrar:\n  min_expires: 900\n  max_expires: 600\n", "registrar.min_expires (line 2): must not exceed registrar.max_expires"),
     ]
 
     @Test(arguments: errors)
@@ -83,6 +89,28 @@ import Testing
         } catch {
             #expect(error.description == message)
         }
+    }
+
+    @Test func authenticationSectionIsRead() throws {
+        let configuration = try TernConfiguration(yaml: """
+        auth:
+          credentials_file: /etc/tern/ha1
+          realm: tern.test
+          algorithms: [MD5]
+          nonce_lifetime: 60
+          trust_tls_connections: true
+        proxy:
+          outbound_proxy: sip:edge.example.net:5070
+          redirect: true
+        """)
+        let auth = try #require(configuration.authentication)
+        #expect(auth.realm == "tern.test")
+        #expect(auth.algorithms == [.md5])
+        #expect(auth.nonceLifetimeSeconds == 60)
+        #expect(auth.trustTLSConnections)
+        #expect(configuration.credentialsFile == "/etc/tern/ha1")
+        #expect(configuration.proxy.outboundProxy?.port == 5070)
+        #expect(configuration.proxy.redirect)
     }
 
     @Test func exampleConfigurationIsValid() throws {
