@@ -23,9 +23,10 @@ build-release: deps
 run: build
 	.build/debug/tern $(ARGS)
 
-## Installs what is missing, runs the SIPp load test, then every Swift test (unit, end to end, conformance, fuzz).
+## Installs what is missing, runs the SIPp smoke flows and load test, then every Swift test (unit, end to end, conformance, fuzz).
 test: deps-test
 	$(SWIFT) build --build-tests
+	TERN=.build/debug/tern scripts/sipp-smoke.sh
 	TERN=.build/debug/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
 	$(SWIFT) test
 

@@ -13,7 +13,8 @@ total=$((RATE * DURATION))
 work=$(mktemp -d -t tern-sipp.XXXXXX)
 trap 'stop_tern; rm -rf "$work" "${TERN_LOG:-}"' EXIT
 
-start_tern "$TERN" --listen udp:127.0.0.1:0 --log-level info
+printf 'storage:\n  sqlite_path: "%s"\n' "$work/tern.sqlite" > "$work/tern.yaml"
+start_tern "$TERN" --config "$work/tern.yaml" --listen udp:127.0.0.1:0 --log-level info
 port=$(tern_port udp)
 cpu_before=$(cpu_seconds "$TERN_PID")
 sipp_port=$(free_port)

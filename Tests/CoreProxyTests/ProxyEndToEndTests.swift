@@ -134,6 +134,52 @@ struct ProxyEndToEndTests {
         }
     }
 
+    @Test func callerCancelsWhileRinging() async throws {
+        try await withTestServer { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            _ = try await bob.register()
+            let alice = try await Agent.connect(server, user: "alice")
+            let branch = SIPIdentifiers.branch()
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "cancel-1", branch: branch)
+            let invite = try await bob.next()
+            try await bob.answer(invite, 180)
+            #expect(try await alice.next().statusCode == 180)
+            try await alice.send("CANCEL", to: "sip:bob@tern.test", callID: "cancel-1", branch: branch)
+            #expect(try await alice.next().statusCode == 200, "the CANCEL is answered hop by hop")
+            let cancel = try await bob.next()
+            #expect(cancel.method == .cancel)
+            try await bob.answer(cancel, 200)
+            try await bob.answer(invite, 487)
+            let terminated = try await alice.next()
+            #expect(terminated.statusCode == 487)
+            #expect(try terminated.cseq()?.method == .invite)
+        }
+    }
+
+    @Test func cancelDoesNotWaitForASilentBranch() async throws {
+        try await withTestServer { server in
+            let ringing = try await Agent.connect(server, user: "bob")
+            let silent = try await Agent.connect(server, user: "bob")
+            _ = try await ringing.register(instance: "urn:uuid:ringing")
+            _ = try await silent.register(instance: "urn:uuid:silent")
+            let alice = try await Agent.connect(server, user: "alice")
+            let branch = SIPIdentifiers.branch()
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "silent-branch", branch: branch)
+            let invite = try await ringing.next()
+            _ = try await silent.next()  // never answered, not even 100
+            try await ringing.answer(invite, 180)
+            #expect(try await alice.next().statusCode == 180)
+            try await alice.send("CANCEL", to: "sip:bob@tern.test", callID: "silent-branch", branch: branch)
+            #expect(try await alice.next().statusCode == 200)
+            let cancel = try await ringing.next()
+            try await ringing.answer(cancel, 200)
+            try await ringing.answer(invite, 487)
+            // The caller hears 487 now, not after the silent branch's Timer B (32 s).
+            let final = try await alice.next(timeout: .seconds(3))
+            #expect(final.statusCode == 487)
+        }
+    }
+
     @Test func messageReachesRegisteredUser() async throws {
         try await withTestServer { server in
             let bob = try await Agent.connect(server, user: "bob", transport: .tcp)

@@ -73,12 +73,16 @@ public struct Binding: Sendable, Hashable {
         return value
     }
 
-    /// Whether the device is behind NAT: it sent from an address other than the one in its Contact.
-    public var isBehindNAT: Bool {
-        guard let source, let ip = source.ipAddress else { return false }
-        let host = contact.hostWithoutBrackets
-        let port = contact.port ?? transport.defaultPort
-        return host != ip || port != source.port
+    /// Whether the device is behind NAT (decided at registration by ``NATDetection``): requests for it
+    /// then go to the address its REGISTER came from, not to its Contact.
+    public var isBehindNAT: Bool = false
+
+    /// Whether requests for this device must use the flow its REGISTER arrived on: always for
+    /// connections (RFC 5626 §5.3, and the only way through NAT), for UDP when behind NAT or when
+    /// the device asked for outbound (reg-id). Otherwise the Contact is reachable as it stands, which
+    /// also makes third-party registrations work.
+    public var routesOverFlow: Bool {
+        transport.isReliable || isBehindNAT || regID != nil
     }
 }
 

@@ -89,6 +89,7 @@ struct StoredBinding: Codable {
     var path: [String]
     var userAgent: String?
     var temporaryGRUUs: [String]
+    var behindNAT: Bool?
 
     init(_ binding: Binding) {
         aor = binding.aor
@@ -105,6 +106,7 @@ struct StoredBinding: Codable {
         path = binding.path
         userAgent = binding.userAgent
         temporaryGRUUs = binding.temporaryGRUUs
+        behindNAT = binding.isBehindNAT
     }
 
     var binding: Binding? {
@@ -131,6 +133,7 @@ struct StoredBinding: Codable {
         binding.path = path
         binding.userAgent = userAgent
         binding.temporaryGRUUs = temporaryGRUUs
+        binding.isBehindNAT = behindNAT ?? false
         return binding
     }
 }

@@ -96,8 +96,9 @@ final class ProxyContext: Sendable {
             if code == 100 { return }
             if code < 200 {
                 let cancelNow = state.withLockedValue { state -> Bool in
+                    let first = !state.branches[index].provisionalSeen
                     state.branches[index].provisionalSeen = true
-                    return state.branches[index].cancelRequested
+                    return first && state.branches[index].cancelRequested
                 }
                 if cancelNow { sendCancel(branch: index) }
                 if !state.withLockedValue({ $0.answered }) { forwardUpstream(response) }
@@ -203,10 +204,19 @@ final class ProxyContext: Sendable {
 
     // MARK: - CANCEL (RFC 3261 §16.10)
 
-    /// Cancels every branch still waiting for a final response.
+    /// Cancels every branch still waiting for a final response. A branch that has not answered at all
+    /// cannot be cancelled yet (RFC 3261 §9.1); rather than hold the caller until its Timer B, it
+    /// counts as ended with 487 now, and still gets its CANCEL if a provisional response shows up.
     func cancel() {
-        state.withLockedValue { $0.cancelled = true }
+        state.withLockedValue { state in
+            state.cancelled = true
+            for index in state.branches.indices where state.branches[index].final == nil && !state.branches[index].anyResponse {
+                state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(487))
+                state.branches[index].cancelRequested = true
+            }
+        }
         cancelPendingBranches()
+        branchCompleted()
     }
 
     private func cancelPendingBranches() {

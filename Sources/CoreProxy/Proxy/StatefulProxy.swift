@@ -133,7 +133,9 @@ public final class StatefulProxy: Sendable {
             if let newest = bindings.max(by: { $0.expiresAt < $1.expiresAt }) { bindings = [newest] }
         }
         let targets = bindings.map { binding in
-            ProxyTarget(uri: binding.contact, flow: binding.flow, transport: binding.transport, routes: binding.path,
+            ProxyTarget(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
+                        transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
+                        routes: binding.path,
                         q: binding.q, binding: (binding.aor, binding.key))
         }
         let levels = Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)

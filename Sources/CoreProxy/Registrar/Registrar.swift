@@ -145,6 +145,7 @@ public final class Registrar: SIPRequestHandler {
         binding.instanceID = address.instanceID
         // reg-id without an instance means nothing (RFC 5626 §6, step 3 of the registrar's rules).
         binding.regID = address.instanceID == nil ? nil : address.regID
+        binding.isBehindNAT = NATDetection.isBehindNAT(request: inbound.message, contact: address.uri, source: inbound.source)
         binding.path = inbound.message.values(.path)
         binding.userAgent = inbound.message.firstValue(.userAgent)
         if supportsGRUU, binding.instanceID != nil {
