@@ -30,10 +30,11 @@ test: deps-test
 	TERN=.build/debug/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
 	$(SWIFT) test
 
-## Release build, parser throughput and allocations, SIPp load at the server.
-bench: deps-test build-release
+## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios.
+bench: build-release
+	@scripts/install-deps.sh bench
 	.build/release/tern-parser-bench
-	TERN=.build/release/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
+	TERN=.build/release/tern scripts/bench.sh
 
 clean:
 	rm -rf .build

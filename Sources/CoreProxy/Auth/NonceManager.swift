@@ -24,16 +24,17 @@ public final class NonceManager: Sendable {
         self.counts = (0..<16).map { _ in NIOLockedValueBox([:]) }
     }
 
-    /// A new nonce for `realm` issued at `now` (Unix seconds).
+    /// A new nonce for `realm` issued at `now` (Unix seconds): the time, a random salt so that no two
+    /// challenges share a nonce (nonce-counts are per client), and the signature of both.
     public func make(realm: String, now: Int64) -> String {
-        let stamp = String(now, radix: 16)
+        let stamp = String(now, radix: 16) + "-" + Hashing.hexString(Hashing.randomBytes(6))
         return stamp + "." + signature(stamp: stamp, realm: realm)
     }
 
     /// Checks a nonce presented with credentials, and the nonce-count when qop is used.
     public func verify(_ nonce: String, realm: String, nonceCount: UInt32?, now: Int64) -> Verdict {
         let parts = nonce.split(separator: ".", omittingEmptySubsequences: false)
-        guard parts.count == 2, let issued = Int64(parts[0], radix: 16),
+        guard parts.count == 2, let issued = parts[0].split(separator: "-").first.flatMap({ Int64($0, radix: 16) }),
               constantTimeEqual(signature(stamp: String(parts[0]), realm: realm), String(parts[1]))
         else { return .invalid }
         guard now - issued < lifetimeSeconds, issued <= now + 5 else { return .stale }

@@ -1,0 +1,194 @@
+#!/usr/bin/env bash
+# `make bench`: Tern and, where installed, Kamailio (scripts/bench/kamailio.cfg) on loopback under the
+# same SIPp scenarios, one server at a time:
+#   reg      REGISTER of N distinct users
+#   digest   REGISTER of N users with a digest challenge each (401, then credentials)
+#   message  MESSAGE through the proxy to a registered SIPp UAS
+#   call     INVITE/180/200/ACK/BYE through the proxy to a registered SIPp UAS
+# For each: offered rate, successes, failures, response time p50/p99, server CPU per operation
+# (from /proc, the figure that holds on a noisy machine), memory; then Tern/Kamailio ratios.
+# Loopback only; every SIPp run is bounded in count and time.
+#   TERN=.build/release/tern USERS=10000 REG_RATE=2000 MSG_RATE=2000 CALLS=2000 CALL_RATE=200 scripts/bench.sh
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+TERN=${TERN:-.build/release/tern}
+USERS=${USERS:-10000}
+REG_RATE=${REG_RATE:-2000}
+DIGEST_RATE=${DIGEST_RATE:-1000}
+MESSAGES=${MESSAGES:-10000}
+MSG_RATE=${MSG_RATE:-2000}
+CALLS=${CALLS:-2000}
+CALL_RATE=${CALL_RATE:-200}
+work=$(mktemp -d -t tern-bench.XXXXXX)
+results="$work/results.tsv"
+server_pid=
+bg_pids=()
+
+cleanup() {
+  local pid
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  stop_server
+}
+trap cleanup EXIT
+
+# CPU seconds of a process and all its children (Kamailio forks its workers).
+tree_cpu() {
+  local total=0 pid
+  for pid in $1 $(pgrep -P "$1" 2>/dev/null); do
+    [ -r "/proc/$pid/stat" ] && total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", t + ($14 + $15) / hz }' "/proc/$pid/stat")
+  done
+  echo "$total"
+}
+
+# Proportional set size in KiB of a process tree (shared memory counted once overall).
+tree_pss() {
+  local total=0 pid value
+  for pid in $1 $(pgrep -P "$1" 2>/dev/null); do
+    value=$(awk '/^Pss:/ { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo 0)
+    total=$((total + ${value:-0}))
+  done
+  echo "$total"
+}
+
+start_server() {  # start_server tern|kamailio [auth]
+  local kind=$1 auth=${2:-}
+  port=$(free_port)
+  domain="127.0.0.1:$port"
+  mkdir -p "$work/$kind$auth"
+  if [ "$kind" = tern ]; then
+    {
+      printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
+      printf 'storage:\n  sqlite_path: "%s"\n' "$work/$kind$auth/tern.sqlite"
+      if [ -n "$auth" ]; then
+        printf 'auth:\n  credentials_file: "%s"\n  algorithms: [MD5]\n' "$work/ha1.txt"
+      fi
+    } > "$work/$kind$auth/tern.yaml"
+    "$TERN" --config "$work/$kind$auth/tern.yaml" 2> "$work/$kind$auth/server.log" &
+    server_pid=$!
+  else
+    local defines=(-A SIP_IP=127.0.0.1 -A "SIP_PORT=$port" -A CHILDREN=2)
+    [ -n "$auth" ] && defines+=(-A WITH_AUTH)
+    kamailio -DD -E -m 512 -M 32 -f "$here/bench/kamailio.cfg" -Y "$work/$kind$auth" -w "$work/$kind$auth" \
+      "${defines[@]}" 2> "$work/$kind$auth/server.log" &
+    server_pid=$!
+  fi
+  for _ in $(seq 1 100); do
+    if python3 - "$port" <<'PY' 2>/dev/null; then break; fi
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(0.1)
+s.sendto(b"OPTIONS sip:127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKprobe\r\nFrom: <sip:p@x>;tag=1\r\nTo: <sip:127.0.0.1>\r\nCall-ID: probe\r\nCSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n", ("127.0.0.1", int(sys.argv[1])))
+s.recvfrom(65535)
+PY
+    sleep 0.1
+  done
+}
+
+stop_server() {
+  [ -n "$server_pid" ] || return 0
+  kill -TERM "$server_pid" 2>/dev/null || true
+  wait "$server_pid" 2>/dev/null || true
+  server_pid=
+}
+
+# run_load NAME SCENARIO COUNT RATE [extra args]: one SIPp UAC run; appends a results line.
+run_load() {
+  local name=$1 scenario=$2 count=$3 rate=$4; shift 4
+  local dir="$work/$server_kind/$name" cpu_before cpu_after status
+  mkdir -p "$dir"
+  cpu_before=$(tree_cpu "$server_pid")
+  ( cd "$dir" && LD_PRELOAD=${LD_PRELOAD_SIPP:-} timeout $((count / rate + 60)) sipp "$domain" -sf "$here/sipp/$scenario" -t u1 -i 127.0.0.1 \
+      -p "$(free_port)" -nostdin -key domain "$domain" -m "$count" -r "$rate" -rp 1000 -l $((rate * 10)) \
+      -buff_size 4194304 -recv_timeout 5000 -trace_stat -stf stat.csv -trace_rtt -rtt_freq 1 -trace_err "$@" \
+      > sipp.out 2>&1 )
+  status=$?
+  sleep 0.5
+  cpu_after=$(tree_cpu "$server_pid")
+  python3 - "$dir" "$server_kind" "$name" "$count" "$rate" "$cpu_before" "$cpu_after" "$status" >> "$results" <<'PY'
+import csv, glob, sys
+d, kind, name, count, rate, c0, c1, status = sys.argv[1:]
+rows = list(csv.reader(open(d + "/stat.csv"), delimiter=";"))
+head, last = rows[0], rows[-1]
+def col(n):
+    return int(last[head.index(n)])
+ok, failed = col("SuccessfulCall(C)"), col("FailedCall(C)")
+times = []
+for path in glob.glob(d + "/*_rtt.csv"):
+    for line in open(path):
+        parts = line.strip().split(";")
+        if len(parts) >= 3:
+            try:
+                times.append(float(parts[1]))
+            except ValueError:
+                pass
+times.sort()
+pct = lambda p: times[min(len(times) - 1, int(len(times) * p))] if times else float("nan")
+cpu = float(c1) - float(c0)
+per_op = cpu * 1e6 / ok if ok else float("nan")
+print("\t".join([kind, name, rate, count, str(ok), str(failed), "%.2f" % pct(0.5), "%.2f" % pct(0.99),
+                 "%.1f" % per_op, status]))
+PY
+}
+
+# with_uas NAME UAS_SCENARIO USER: starts a SIPp UAS for COUNT calls and registers its contact.
+with_uas() {
+  local name=$1 uas=$2 user=$3 count=$4 uas_port
+  uas_port=$(free_port)
+  mkdir -p "$work/$server_kind/$name-uas"
+  ( cd "$work/$server_kind/$name-uas" && exec timeout 300 sipp -sf "$here/sipp/$uas" -t u1 -i 127.0.0.1 -p "$uas_port" \
+      -nostdin -m "$count" -buff_size 4194304 -trace_err > sipp.out 2>&1 ) &
+  bg_pids+=($!)
+  ( cd "$work/$server_kind/$name-uas" && timeout 20 sipp "$domain" -sf "$here/sipp/register_contact.xml" -t u1 \
+      -i 127.0.0.1 -p "$(free_port)" -nostdin -key domain "$domain" -s "$user" -key contact_host 127.0.0.1 \
+      -key contact_port "$uas_port" -m 1 > reg.out 2>&1 )
+}
+
+# Microsecond response times: SIPp reads a coarse clock (see scripts/bench/fine_clock.c).
+if cc -shared -fPIC -O2 -o "$work/fine_clock.so" "$here/bench/fine_clock.c" -ldl 2>/dev/null; then
+  export LD_PRELOAD_SIPP="$work/fine_clock.so"
+fi
+
+{ echo SEQUENTIAL; for i in $(seq -w 1 "$USERS"); do echo "user$i;pw-user$i"; done; } > "$work/users.csv"
+python3 - "$USERS" > "$work/ha1.txt" <<'PY'
+import hashlib, sys
+n = int(sys.argv[1])
+for i in range(1, n + 1):
+    user = "user%0*d" % (len(str(n)), i)
+    print(user, "127.0.0.1", hashlib.md5(("%s:127.0.0.1:pw-%s" % (user, user)).encode()).hexdigest())
+PY
+
+servers=(tern)
+if command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
+memory_lines=()
+for server_kind in "${servers[@]}"; do
+  start_server "$server_kind"
+  pss_before=$(tree_pss "$server_pid")
+  run_load reg register.xml "$USERS" "$REG_RATE" -inf "$work/users.csv"
+  pss_after=$(tree_pss "$server_pid")
+  memory_lines+=("$server_kind: PSS $((pss_before / 1024)) MiB before, $((pss_after / 1024)) MiB after $USERS bindings ($(( (pss_after - pss_before) * 1024 / USERS )) bytes per binding)")
+  with_uas message uas_message.xml msguas "$MESSAGES"
+  run_load message uac_message.xml "$MESSAGES" "$MSG_RATE" -s msguas
+  with_uas call uas_call.xml calluas "$CALLS"
+  run_load call uac_call.xml "$CALLS" "$CALL_RATE" -s calluas -d 100
+  stop_server
+  start_server "$server_kind" auth
+  run_load digest register.xml "$USERS" "$DIGEST_RATE" -inf "$work/users.csv"
+  stop_server
+  for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  bg_pids=()
+done
+
+echo
+echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/op  sipp_rc"
+awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
+for line in "${memory_lines[@]}"; do echo "$line"; done
+if [ "${#servers[@]}" -gt 1 ]; then
+  echo
+  echo "Tern/Kamailio CPU per operation (target <= 0.67):"
+  awk -F'\t' '{ cpu[$1 FS $2] = $9; p99[$1 FS $2] = $8 } END {
+    split("reg digest message call", names, " ")
+    for (i = 1; i <= 4; i++) { n = names[i]; t = cpu["tern" FS n]; k = cpu["kamailio" FS n]
+      if (k > 0) printf "  %-8s %.2f  (p99 %s ms vs %s ms)\n", n, t / k, p99["tern" FS n], p99["kamailio" FS n] } }' "$results"
+fi
+echo "raw SIPp output: $work"
