@@ -24,17 +24,21 @@ public final class SQLiteWriter: Sendable {
     private let database: NIOLockedValueBox<SQLiteDatabaseBox>
     private let pending = NIOLockedValueBox(Pending())
     private let maxPending: Int
+    private let batchDelay: TimeAmount
     private let logger: Logger
     private let dropped = Counter(label: "tern.storage.sqlite_dropped")
     private let failed = Counter(label: "tern.storage.sqlite_failed")
 
     /// Opens `path` on the database thread and runs `schema` there before returning.
-    public init(path: String, schema: [String], maxPending: Int = 100_000, logger: Logger,
-                group: any EventLoopGroup) async throws {
+    ///
+    /// - Parameter batchDelay: how long a write may wait for others to join its transaction (default 20 ms).
+    public init(path: String, schema: [String], maxPending: Int = 100_000, batchDelay: TimeAmount = .milliseconds(20),
+                logger: Logger, group: any EventLoopGroup) async throws {
         self.pool = NIOThreadPool(numberOfThreads: 1)
         self.pool.start()
         self.loop = group.next()
         self.maxPending = maxPending
+        self.batchDelay = batchDelay
         self.logger = logger
         let box = try await pool.runIfActive(eventLoop: loop) { () -> SQLiteDatabaseBox in
             let db = try SQLiteDatabase(path: path)
@@ -64,9 +68,12 @@ public final class SQLiteWriter: Sendable {
             return false
         }
         if scheduleDrain {
-            pool.submit { [self] state in
-                guard case .active = state else { return }
-                drain()
+            // Wait a moment so that writes arriving together share one transaction (one WAL commit).
+            loop.scheduleTask(in: batchDelay) { [self] in
+                pool.submit { [self] state in
+                    guard case .active = state else { return }
+                    drain()
+                }
             }
         }
         return true

@@ -2,6 +2,7 @@ public import NIOCore
 import NIOConcurrencyHelpers
 public import Logging
 import Metrics
+public import SIP
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -55,6 +56,10 @@ public final class LocationService: Sendable {
     private let observers = NIOLockedValueBox<[any LocationObserver]>([])
     private let expiryTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let bindingGauge = Gauge(label: "tern.location.bindings")
+    /// Running count of bindings, kept by the change events (counting the shards would be O(n) per change).
+    private let liveCount = NIOLockedValueBox(0)
+    /// Flow of each registered contact (normalized), for in-dialog requests sent to a Contact.
+    private let flowsByContact = NIOLockedValueBox<[String: SIPFlow]>([:])
     private let changes = NIOLockedValueBox<[BindingEvent.Kind: Counter]>([:])
 
     public init(store: (any BindingStore)?, clock: any LocationClock = SystemLocationClock(), logger: Logger,
@@ -96,7 +101,12 @@ public final class LocationService: Sendable {
         return shards.flatMap { shard in shard.withLockedValue { Array($0.values.joined()) } }.filter { $0.expiresAt > now }
     }
 
-    public var bindingCount: Int { shards.reduce(0) { $0 + $1.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } } }
+    public var bindingCount: Int { liveCount.withLockedValue { $0 } }
+
+    /// The flow to use for a Contact URI a device registered (a dialog's remote target), if it needs one.
+    public func flow(forContact uri: SIPURI) -> SIPFlow? {
+        flowsByContact.withLockedValue { $0[ContactKey.normalized(uri)] }
+    }
 
     // MARK: - Changing
 
@@ -175,7 +185,13 @@ public final class LocationService: Sendable {
                 table[binding.aor] = bindings
             }
         }
-        bindingGauge.record(bindingCount)
+        liveCount.withLockedValue { $0 = loaded.count }
+        flowsByContact.withLockedValue { table in
+            for binding in loaded where binding.routesOverFlow {
+                if let flow = binding.flow { table[ContactKey.normalized(binding.contact)] = flow }
+            }
+        }
+        bindingGauge.record(loaded.count)
         logger.notice("restored bindings", metadata: ["count": "\(loaded.count)"])
     }
 
@@ -201,6 +217,8 @@ public final class LocationService: Sendable {
             if let old = beforeByKey[new.key], old.expiresAt > now {
                 if old != new { events.append(BindingEvent(kind: .refreshed, binding: new)) }
             } else {
+                // A lapsed binding the sweep has not reached yet ends before its successor starts.
+                if let old = beforeByKey[new.key] { events.append(BindingEvent(kind: .expired, binding: old)) }
                 events.append(BindingEvent(kind: .added, binding: new))
             }
         }
@@ -210,14 +228,27 @@ public final class LocationService: Sendable {
     private func publish(_ events: [BindingEvent]) {
         guard !events.isEmpty else { return }
         let counters = changes.withLockedValue { $0 }
+        var delta = 0
         for event in events {
             counters[event.kind]?.increment()
+            let contactKey = ContactKey.normalized(event.binding.contact)
             switch event.kind {
-            case .added, .refreshed: store?.save(event.binding)
-            case .removed, .expired: store?.delete(aor: event.binding.aor, key: event.binding.key)
+            case .added, .refreshed:
+                if event.kind == .added { delta += 1 }
+                store?.save(event.binding)
+                let flow = event.binding.routesOverFlow ? event.binding.flow : nil
+                flowsByContact.withLockedValue { $0[contactKey] = flow }
+            case .removed, .expired:
+                delta -= 1
+                store?.delete(aor: event.binding.aor, key: event.binding.key)
+                flowsByContact.withLockedValue { $0[contactKey] = nil }
             }
         }
-        bindingGauge.record(bindingCount)
+        let count = liveCount.withLockedValue { count -> Int in
+            count += delta
+            return count
+        }
+        bindingGauge.record(count)
         let observers = observers.withLockedValue { $0 }
         for observer in observers {
             for event in events { observer.locationChanged(event) }

@@ -1,4 +1,3 @@
-import Foundation
 public import Logging
 public import NIOCore
 import SIP
@@ -10,17 +9,31 @@ public import SQLiteSupport
 public final class SQLiteBindingStore: BindingStore {
     private let writer: SQLiteWriter
 
+    /// One column per field: encoding JSON per write cost more than the rest of a REGISTER.
     public static let schema = [
         """
-        CREATE TABLE IF NOT EXISTS bindings (
+        CREATE TABLE IF NOT EXISTS location (
             aor TEXT NOT NULL,
             binding_key TEXT NOT NULL,
             expires_at INTEGER NOT NULL,
-            data TEXT NOT NULL,
+            contact TEXT NOT NULL,
+            contact_parameters TEXT NOT NULL,
+            call_id TEXT NOT NULL,
+            cseq INTEGER NOT NULL,
+            instance_id TEXT,
+            reg_id INTEGER,
+            transport TEXT NOT NULL,
+            udp_listener INTEGER,
+            source_ip TEXT,
+            source_port INTEGER,
+            path TEXT NOT NULL,
+            user_agent TEXT,
+            temporary_gruus TEXT NOT NULL,
+            behind_nat INTEGER NOT NULL,
             PRIMARY KEY (aor, binding_key)
         )
         """,
-        "CREATE INDEX IF NOT EXISTS bindings_expiry ON bindings (expires_at)",
+        "CREATE INDEX IF NOT EXISTS location_expiry ON location (expires_at)",
     ]
 
     public init(writer: SQLiteWriter) {
@@ -33,34 +46,24 @@ public final class SQLiteBindingStore: BindingStore {
     }
 
     public func save(_ binding: Binding) {
-        guard let data = try? JSONEncoder().encode(StoredBinding(binding)) else { return }
-        let text = String(decoding: data, as: UTF8.self)
-        let aor = binding.aor
-        let key = binding.key
-        let expiresAt = binding.expiresAt
-        writer.enqueue(key: aor + "\n" + key) { db throws(SQLiteDatabase.Error) in
-            try db.query("INSERT OR REPLACE INTO bindings (aor, binding_key, expires_at, data) VALUES (?, ?, ?, ?)",
-                         [.text(aor), .text(key), .integer(expiresAt), .text(text)])
+        let row = BindingRow(binding)
+        writer.enqueue(key: binding.aor + "\n" + binding.key) { db throws(SQLiteDatabase.Error) in
+            try db.query(BindingRow.insert, row.values)
         }
     }
 
     public func delete(aor: String, key: String) {
         writer.enqueue(key: aor + "\n" + key) { db throws(SQLiteDatabase.Error) in
-            try db.query("DELETE FROM bindings WHERE aor = ? AND binding_key = ?", [.text(aor), .text(key)])
+            try db.query("DELETE FROM location WHERE aor = ? AND binding_key = ?", [.text(aor), .text(key)])
         }
     }
 
     public func loadAll(validAt now: Int64) async throws -> [Binding] {
         let rows = try await writer.perform { db in
-            try db.query("DELETE FROM bindings WHERE expires_at <= ?", [.integer(now)])
-            return try db.query("SELECT data FROM bindings")
+            try db.query("DELETE FROM location WHERE expires_at <= ?", [.integer(now)])
+            return try db.query("SELECT " + BindingRow.columns + " FROM location")
         }
-        return rows.compactMap { row in
-            guard let text = row.first?.text,
-                  let stored = try? JSONDecoder().decode(StoredBinding.self, from: Data(text.utf8))
-            else { return nil }
-            return stored.binding
-        }
+        return rows.compactMap(BindingRow.binding(from:))
     }
 
     public func flush() async throws {
@@ -72,68 +75,49 @@ public final class SQLiteBindingStore: BindingStore {
     }
 }
 
-/// The stored form of a ``Binding``: plain strings, so the file outlives type changes.
-struct StoredBinding: Codable {
-    var aor: String
-    var contact: String
-    var contactParameters: String
-    var expiresAt: Int64
-    var callID: String
-    var cseq: UInt32
-    var instanceID: String?
-    var regID: UInt32?
-    var transport: String
-    /// For UDP: the listener id and remote address, enough to rebuild the flow.
-    var udpListener: Int?
-    var source: String?
-    var path: [String]
-    var userAgent: String?
-    var temporaryGRUUs: [String]
-    var behindNAT: Bool?
+/// The stored form of a ``Binding``: plain columns, so the file outlives type changes.
+struct BindingRow {
+    static let columns = "aor, binding_key, expires_at, contact, contact_parameters, call_id, cseq, instance_id, reg_id, "
+        + "transport, udp_listener, source_ip, source_port, path, user_agent, temporary_gruus, behind_nat"
+    static let insert = "INSERT OR REPLACE INTO location (" + columns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+    let values: [SQLiteDatabase.Value]
 
     init(_ binding: Binding) {
-        aor = binding.aor
-        contact = binding.contact.description
-        contactParameters = binding.contactParameters.description
-        expiresAt = binding.expiresAt
-        callID = binding.callID
-        cseq = binding.cseq
-        instanceID = binding.instanceID
-        regID = binding.regID
-        transport = binding.transport.rawValue
-        if case .datagram(let listener, _) = binding.flow { udpListener = listener.rawValue }
-        source = binding.source.flatMap { address in address.ipAddress.map { "\($0)|\(address.port ?? 0)" } }
-        path = binding.path
-        userAgent = binding.userAgent
-        temporaryGRUUs = binding.temporaryGRUUs
-        behindNAT = binding.isBehindNAT
+        var udpListener = SQLiteDatabase.Value.null
+        if case .datagram(let listener, _) = binding.flow { udpListener = .integer(Int64(listener.rawValue)) }
+        values = [
+            .text(binding.aor), .text(binding.key), .integer(binding.expiresAt), .text(binding.contact.description),
+            .text(binding.contactParameters.description), .text(binding.callID), .integer(Int64(binding.cseq)),
+            binding.instanceID.map { .text($0) } ?? .null, binding.regID.map { .integer(Int64($0)) } ?? .null,
+            .text(binding.transport.rawValue), udpListener,
+            binding.source?.ipAddress.map { .text($0) } ?? .null, binding.source?.port.map { .integer(Int64($0)) } ?? .null,
+            .text(binding.path.joined(separator: "\n")), binding.userAgent.map { .text($0) } ?? .null,
+            .text(binding.temporaryGRUUs.joined(separator: "\n")), .integer(binding.isBehindNAT ? 1 : 0),
+        ]
     }
 
-    var binding: Binding? {
-        guard let uri = try? SIPURI(parsing: contact), let transport = SIPTransportProtocol(rawValue: transport) else {
-            return nil
-        }
+    static func binding(from row: [SQLiteDatabase.Value]) -> Binding? {
+        guard row.count == 17, let aor = row[0].text, let contactText = row[3].text,
+              let contact = try? SIPURI(parsing: contactText), let transport = row[9].text.flatMap(SIPTransportProtocol.init(rawValue:)),
+              let expiresAt = row[2].integer, let callID = row[5].text, let cseq = row[6].integer
+        else { return nil }
         var parameters = SIPParameters()
-        if let parsed = try? SIPAddress(parsing: "<sip:x>" + contactParameters) { parameters = parsed.parameters }
-        var sourceAddress: SocketAddress?
-        if let source {
-            let parts = source.split(separator: "|")
-            if parts.count == 2, let port = Int(parts[1]) {
-                sourceAddress = try? SocketAddress(ipAddress: String(parts[0]), port: port)
-            }
+        if let text = row[4].text, !text.isEmpty, let parsed = try? SIPAddress(parsing: "<sip:x>" + text) {
+            parameters = parsed.parameters
         }
+        var source: SocketAddress?
+        if let ip = row[11].text, let port = row[12].integer { source = try? SocketAddress(ipAddress: ip, port: Int(port)) }
         var flow: SIPFlow?
-        if let udpListener, let sourceAddress {
-            flow = .datagram(listener: ListenerID(udpListener), remote: sourceAddress)
-        }
-        var binding = Binding(aor: aor, contact: uri, contactParameters: parameters, expiresAt: expiresAt, callID: callID,
-                              cseq: cseq, transport: transport, flow: flow, source: sourceAddress)
-        binding.instanceID = instanceID
-        binding.regID = regID
-        binding.path = path
-        binding.userAgent = userAgent
-        binding.temporaryGRUUs = temporaryGRUUs
-        binding.isBehindNAT = behindNAT ?? false
+        if let listener = row[10].integer, let source { flow = .datagram(listener: ListenerID(Int(listener)), remote: source) }
+        var binding = Binding(aor: aor, contact: contact, contactParameters: parameters, expiresAt: expiresAt, callID: callID,
+                              cseq: UInt32(clamping: cseq), transport: transport, flow: flow, source: source)
+        binding.instanceID = row[7].text
+        binding.regID = row[8].integer.map { UInt32(clamping: $0) }
+        binding.path = (row[13].text ?? "").split(separator: "\n").map(String.init)
+        binding.userAgent = row[14].text
+        binding.temporaryGRUUs = (row[15].text ?? "").split(separator: "\n").map(String.init)
+        binding.isBehindNAT = row[16].integer == 1
         return binding
     }
 }

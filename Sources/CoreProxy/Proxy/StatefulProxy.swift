@@ -293,8 +293,7 @@ public final class StatefulProxy: Sendable {
     }
 
     private func registeredFlow(for uri: SIPURI) -> SIPFlow? {
-        let key = ContactKey.normalized(uri)
-        return location.allBindings.first { ContactKey.normalized($0.contact) == key }?.flow
+        location.flow(forContact: uri)
     }
 
     /// A response no client transaction matched (a 2xx retransmitted after the transaction ended):
