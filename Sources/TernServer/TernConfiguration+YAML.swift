@@ -109,6 +109,7 @@ extension TernConfiguration {
             var section = try MappingReader(node, path: "proxy")
             proxy.recordRoute = try section.bool("record_route") ?? proxy.recordRoute
             proxy.redirect = try section.bool("redirect") ?? proxy.redirect
+            proxy.redirectDomains = try section.strings("redirect_domains") ?? proxy.redirectDomains
             proxy.removeDeadBindings = try section.bool("remove_dead_bindings") ?? proxy.removeDeadBindings
             if let text = try section.string("outbound_proxy"), !text.isEmpty {
                 do {
@@ -226,6 +227,7 @@ extension TernConfiguration {
             "proxy:",
             "  record_route: \(proxy.recordRoute)",
             "  redirect: \(proxy.redirect)",
+            "  redirect_domains: [\(proxy.redirectDomains.joined(separator: ", "))]",
             "  outbound_proxy: \"\(proxy.outboundProxy?.description ?? "")\"",
             "  remove_dead_bindings: \(proxy.removeDeadBindings)",
             "auth:",

@@ -25,13 +25,14 @@ struct ProxyEndToEndTests {
             Agent(try await TestSIPClient.connect(transport, host: "127.0.0.1", port: server.port(transport)), user: user)
         }
 
-        func register(instance: String? = nil, q: String? = nil, expires: Int = 600) async throws -> SIPMessage {
+        func register(instance: String? = nil, q: String? = nil, expires: Int = 600,
+                      domain: String = "tern.test") async throws -> SIPMessage {
             cseq += 1
             var contact = "<sip:\(user)@\(viaHost);transport=\(client.transport.rawValue)>"
             if let instance { contact += ";+sip.instance=\"<\(instance)>\"" }
             if let q { contact += ";q=\(q)" }
             let text = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/\(transportToken) \(viaHost);branch=\(SIPIdentifiers.branch());rport\r\n"
-                + "Max-Forwards: 70\r\nFrom: <sip:\(user)@tern.test>;tag=\(SIPIdentifiers.tag())\r\nTo: <sip:\(user)@tern.test>\r\n"
+                + "Max-Forwards: 70\r\nFrom: <sip:\(user)@\(domain)>;tag=\(SIPIdentifiers.tag())\r\nTo: <sip:\(user)@\(domain)>\r\n"
                 + "Call-ID: reg-\(user)-\(port)\r\nCSeq: \(cseq) REGISTER\r\nContact: \(contact)\r\nExpires: \(expires)\r\nContent-Length: 0\r\n\r\n"
             try await client.send(text)
             return try await client.receive()
@@ -259,7 +260,7 @@ struct ProxyEndToEndTests {
             let alice = try await Agent.connect(server, user: "alice")
             try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "dead-flow")
             let response = try await alice.next()
-            #expect(response.statusCode == 500, "the only branch was unreachable (a 503 is not passed on)")
+            #expect(response.statusCode == 480, "the only device is unreachable")
             #expect(server.server.location.bindings(for: "sip:bob@tern.test").isEmpty)
         }
     }
@@ -317,6 +318,48 @@ struct ProxyEndToEndTests {
             }
             #expect(contacts.first?.uri.port == bob.port)
         }
+    }
+
+    @Test func redirectPerDomain() async throws {
+        try await withTestServer(proxy: StatefulProxy.Configuration(redirectDomains: ["moved.test"])) { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            _ = try await bob.register()
+            let carol = try await Agent.connect(server, user: "carol")
+            _ = try await carol.register(domain: "moved.test")
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("MESSAGE", to: "sip:bob@tern.test", callID: "not-moved", body: "x")
+            let forwarded = try await bob.next(.message)
+            try await bob.answer(forwarded, 200)
+            #expect(try await alice.next().statusCode == 200)
+            try await alice.send("MESSAGE", to: "sip:carol@moved.test", callID: "moved", body: "x")
+            let moved = try await alice.next()
+            #expect(moved.statusCode == 302)
+            #expect(await carol.client.receiveIfAny(timeout: .milliseconds(200)) == nil)
+        }
+    }
+
+    @Test func foreignDomainsGoToTheOutboundProxy() async throws {
+        // The outbound proxy is a peer socket that exists before the server starts.
+        let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: 9)
+        let peerPort = try #require(peer.channel.localAddress?.port)
+        let outbound = try SIPURI(parsing: "sip:127.0.0.1:\(peerPort)")
+        try await withTestServer(registrar: Registrar.Configuration(domains: ["tern.test"]),
+                                 proxy: StatefulProxy.Configuration(outboundProxy: outbound)) { server in
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("MESSAGE", to: "sip:someone@elsewhere.example", callID: "outbound", body: "relay me")
+            let relayed = try await peer.receive()
+            #expect(relayed.method == .message)
+            #expect(try relayed.requestURI().host == "elsewhere.example", "the Request-URI is kept")
+            #expect(try relayed.routes().first?.uri.port == peerPort, "routed through the outbound proxy")
+            var answer = SIPMessage.response(to: relayed, status: SIPStatus(202), toTag: "far")
+            answer.setHeader(.via, relayed.values(.via).joined(separator: ", "))
+            // The answer goes back to Tern (the peer socket was made before Tern had a port).
+            let back = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            try await back.send(answer.serializedString)
+            #expect(try await alice.next().statusCode == 202)
+            await back.close()
+        }
+        await peer.close()
     }
 
     @Test func sequentialForkingByQ() async throws {

@@ -128,8 +128,9 @@ final class ProxyContext: Sendable {
             branchCompleted()
         case .transportError(let error):
             let target = state.withLockedValue { state -> ProxyTarget in
+                // The device cannot be reached at all: for the caller it is temporarily unavailable.
                 state.branches[index].final = SIPMessage.response(to: state.branches[index].request,
-                                                                  status: SIPStatus(503, "Unreachable"))
+                                                                  status: SIPStatus(480))
                 return state.branches[index].target
             }
             proxy.targetIsDead(target, reason: "\(error)")

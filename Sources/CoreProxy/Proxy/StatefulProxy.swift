@@ -13,6 +13,8 @@ public final class StatefulProxy: Sendable {
         public var recordRoute: Bool
         /// Answer 302 with the contacts instead of forwarding (default false).
         public var redirect: Bool
+        /// Domains answered in redirect mode even when ``redirect`` is off (default none).
+        public var redirectDomains: [String]
         /// Where requests for domains Tern does not serve go; nil refuses them with 403 (default nil).
         public var outboundProxy: SIPURI?
         /// Remove a binding whose target fails at send time or never answers (default true).
@@ -20,10 +22,11 @@ public final class StatefulProxy: Sendable {
         /// How long a CANCEL without its INVITE is remembered (default 32 s).
         public var cancelMemory: TimeAmount
 
-        public init(recordRoute: Bool = true, redirect: Bool = false, outboundProxy: SIPURI? = nil,
-                    removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32)) {
+        public init(recordRoute: Bool = true, redirect: Bool = false, redirectDomains: [String] = [],
+                    outboundProxy: SIPURI? = nil, removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32)) {
             self.recordRoute = recordRoute
             self.redirect = redirect
+            self.redirectDomains = redirectDomains
             self.outboundProxy = outboundProxy
             self.removeDeadBindings = removeDeadBindings
             self.cancelMemory = cancelMemory
@@ -98,7 +101,7 @@ public final class StatefulProxy: Sendable {
             transaction.respond(SIPStatus(404))
             return
         }
-        if configuration.redirect {
+        if configuration.redirect || configuration.redirectDomains.contains(where: { $0.caseInsensitiveEquals(requestURI.host) }) {
             var headers: [(SIPHeaderName, String)] = []
             for target in targets.flatMap({ $0 }) {
                 var parameters = SIPParameters()
@@ -207,8 +210,13 @@ public final class StatefulProxy: Sendable {
         if let flow = target.flow {
             return try transactions.sendRequest(request, over: flow, reliable: target.transport.isReliable, on: loop, handler: handler)
         }
-        let next = (try? request.routes())?.first?.uri
-        let destination = SIPDestination(uri: next ?? target.uri)
+        let routes: [SIPAddress]
+        do {
+            routes = try request.routes()
+        } catch {
+            routes = []
+        }
+        let destination = SIPDestination(uri: routes.first?.uri ?? target.uri)
         return try transactions.sendRequest(request, to: destination, on: loop, handler: handler)
     }
 
