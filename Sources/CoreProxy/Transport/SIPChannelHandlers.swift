@@ -5,6 +5,25 @@ import SIP
 import Logging
 import Metrics
 
+extension TransportLayer {
+    /// What every connection handler does with the idle event: close, count.
+    func closeIfIdle(context: ChannelHandlerContext, event: Any) {
+        guard event is IdleStateHandler.IdleStateEvent else {
+            context.fireUserInboundEventTriggered(event)
+            return
+        }
+        metrics.idleClosed.increment()
+        context.close(promise: nil)
+    }
+
+    /// What every connection handler does with an error: count, log, close that connection only.
+    func closeAfterError(context: ChannelHandlerContext, connection: ConnectionID, error: any Error) {
+        metrics.streamErrors.increment()
+        logger.debug("closing connection after error", metadata: ["connection": "\(connection)", "error": "\(error)"])
+        context.close(promise: nil)
+    }
+}
+
 /// One UDP listener: each datagram is one message (RFC 3261 §18.1.1).
 final class SIPDatagramHandler: ChannelInboundHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
@@ -84,22 +103,13 @@ final class SIPStreamConnectionHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            transportLayer.metrics.idleClosed.increment()
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+        transportLayer.closeIfIdle(context: context, event: event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
         // A framing error means the message boundary is lost: nothing later on this stream can be
         // trusted, so the connection closes. Other clients are untouched.
-        transportLayer.metrics.streamErrors.increment()
-        transportLayer.logger.debug("closing connection after error", metadata: [
-            "connection": "\(connection)", "error": "\(error)",
-        ])
-        context.close(promise: nil)
+        transportLayer.closeAfterError(context: context, connection: connection, error: error)
     }
 }
 
@@ -184,17 +194,11 @@ final class SIPWebSocketHandler: ChannelInboundHandler {
     }
 
     func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
-        if event is IdleStateHandler.IdleStateEvent {
-            transportLayer.metrics.idleClosed.increment()
-            context.close(promise: nil)
-            return
-        }
-        context.fireUserInboundEventTriggered(event)
+        transportLayer.closeIfIdle(context: context, event: event)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        transportLayer.metrics.streamErrors.increment()
-        context.close(promise: nil)
+        transportLayer.closeAfterError(context: context, connection: connection, error: error)
     }
 }
 
