@@ -166,7 +166,10 @@ for server_kind in "${servers[@]}"; do
   pss_before=$(tree_pss "$server_pid")
   run_load reg register.xml "$USERS" "$REG_RATE" -inf "$work/users.csv"
   pss_after=$(tree_pss "$server_pid")
-  memory_lines+=("$server_kind: PSS $((pss_before / 1024)) MiB before, $((pss_after / 1024)) MiB after $USERS bindings ($(( (pss_after - pss_before) * 1024 / USERS )) bytes per binding)")
+  # Again once the REGISTER transactions have ended (Timer J, 32 s on UDP): bindings alone.
+  sleep "${SETTLE_SECONDS:-34}"
+  pss_settled=$(tree_pss "$server_pid")
+  memory_lines+=("$server_kind: PSS $((pss_before / 1024)) MiB before, $((pss_after / 1024)) MiB right after $USERS registrations ($(( (pss_after - pss_before) * 1024 / USERS )) bytes each), $((pss_settled / 1024)) MiB once their transactions ended ($(( (pss_settled - pss_before) * 1024 / USERS )) bytes per binding)")
   with_uas message uas_message.xml msguas "$MESSAGES"
   run_load message uac_message.xml "$MESSAGES" "$MSG_RATE" -s msguas
   with_uas call uas_call.xml calluas "$CALLS"
