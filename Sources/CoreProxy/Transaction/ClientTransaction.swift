@@ -21,7 +21,7 @@ public final class ClientTransaction: Sendable {
     private let layer: TransactionLayer
     private let handler: @Sendable (ClientTransactionEvent) -> Void
     private let state: NIOLockedValueBox<Inner>
-    private let timers = TransactionTimerTable<ClientTransactionStateMachine.Timer>()
+    private let timers: TransactionTimerTable<ClientTransactionStateMachine.Timer>
 
     struct Inner {
         var machine: ClientTransactionStateMachine
@@ -40,6 +40,7 @@ public final class ClientTransaction: Sendable {
         self.request = request
         self.requestBytes = request.serialized()
         self.layer = layer
+        self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
         self.handler = handler
         let machine = ClientTransactionStateMachine(isInvite: request.method == .invite, reliable: reliable,

@@ -16,7 +16,7 @@ public final class ServerTransaction: Sendable {
     private let layer: TransactionLayer
     private let responseFlow: SIPFlow
     private let state: NIOLockedValueBox<Inner>
-    private let timers = TransactionTimerTable<ServerTransactionStateMachine.Timer>()
+    private let timers: TransactionTimerTable<ServerTransactionStateMachine.Timer>
 
     struct Inner {
         var machine: ServerTransactionStateMachine
@@ -28,6 +28,7 @@ public final class ServerTransaction: Sendable {
         self.key = key
         self.inbound = inbound
         self.layer = layer
+        self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
         self.localTag = SIPIdentifiers.tag()
         self.responseFlow = ResponseRouting.flow(for: inbound)

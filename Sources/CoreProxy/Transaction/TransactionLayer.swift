@@ -34,6 +34,7 @@ public final class TransactionLayer: Sendable {
     public let timers: TransactionTimers
     let sender: any SIPMessageSender
     let metrics = TransactionMetrics()
+    let wheels = CoarseTimerWheels()
     private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)
     private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerTransaction]>]
     private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientTransaction]>]
