@@ -1,4 +1,5 @@
 import CoreProxy
+import NIOCore
 import SIP
 import Logging
 import Yams
@@ -111,6 +112,7 @@ extension TernConfiguration {
             proxy.redirect = try section.bool("redirect") ?? proxy.redirect
             proxy.redirectDomains = try section.strings("redirect_domains") ?? proxy.redirectDomains
             proxy.removeDeadBindings = try section.bool("remove_dead_bindings") ?? proxy.removeDeadBindings
+            if let seconds = try section.int("timer_c", in: 181...7_200) { proxy.timerC = .seconds(Int64(seconds)) }
             if let text = try section.string("outbound_proxy"), !text.isEmpty {
                 do {
                     proxy.outboundProxy = try SIPURI(parsing: text)
@@ -230,6 +232,7 @@ extension TernConfiguration {
             "  redirect_domains: [\(proxy.redirectDomains.joined(separator: ", "))]",
             "  outbound_proxy: \"\(proxy.outboundProxy?.description ?? "")\"",
             "  remove_dead_bindings: \(proxy.removeDeadBindings)",
+            "  timer_c: \(proxy.timerC.nanoseconds / 1_000_000_000)",
             "auth:",
             "  enabled: \(authentication != nil)",
             "  credentials_file: \"\(credentialsFile ?? "")\"",

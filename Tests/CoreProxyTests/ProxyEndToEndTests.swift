@@ -189,6 +189,24 @@ struct ProxyEndToEndTests {
         }
     }
 
+    @Test func timerCCancelsABranchThatRingsTooLong() async throws {
+        try await withTestServer(proxy: StatefulProxy.Configuration(timerC: .seconds(1))) { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            _ = try await bob.register()
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "timer-c")
+            let invite = try await bob.next(.invite)
+            try await bob.answer(invite, 180)
+            #expect(try await alice.next().statusCode == 180)
+            // Nobody answers: after Timer C the proxy cancels bob's branch and tells alice 408.
+            let cancel = try await bob.next(.cancel, timeout: .seconds(4))
+            try await bob.answer(cancel, 200)
+            try await bob.answer(invite, 487)
+            let final = try await alice.next(timeout: .seconds(4))
+            #expect(final.statusCode == 408, "RFC 3261 §16.8: Timer C counts as a 408 for that branch")
+        }
+    }
+
     @Test func messageReachesRegisteredUser() async throws {
         try await withTestServer { server in
             let bob = try await Agent.connect(server, user: "bob", transport: .tcp)

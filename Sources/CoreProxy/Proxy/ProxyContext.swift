@@ -26,6 +26,7 @@ final class ProxyContext: Sendable {
         var anyResponse = false
         var final: SIPMessage?
         var cancelRequested = false
+        var timerC: CoarseTimerWheel.Token?
     }
 
     struct State {
@@ -101,6 +102,7 @@ final class ProxyContext: Sendable {
                     return first && state.branches[index].cancelRequested
                 }
                 if cancelNow { sendCancel(branch: index) }
+                if isInvite { restartTimerC(branch: index) }
                 if !state.withLockedValue({ $0.answered }) { forwardUpstream(response) }
                 return
             }
@@ -201,6 +203,31 @@ final class ProxyContext: Sendable {
             }
         }
         server.respond(upstream)
+    }
+
+    // MARK: - Timer C (RFC 3261 §16.6 step 11, §16.8)
+
+    private func restartTimerC(branch index: Int) {
+        let wheel = proxy.transactions.wheels.wheel(for: server.eventLoop)
+        let token = wheel.schedule(after: proxy.configuration.timerC) { [self] in timerCFired(branch: index) }
+        let previous = state.withLockedValue { state -> CoarseTimerWheel.Token? in
+            defer { state.branches[index].timerC = token }
+            return state.branches[index].timerC
+        }
+        if let previous { wheel.cancel(previous) }
+    }
+
+    /// A branch that kept ringing too long: cancelled, and for the choice of response it timed out.
+    private func timerCFired(branch index: Int) {
+        let ringing = state.withLockedValue { state -> Bool in
+            guard state.branches[index].final == nil else { return false }
+            state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(408))
+            state.branches[index].cancelRequested = true
+            return true
+        }
+        guard ringing else { return }
+        sendCancel(branch: index)
+        branchCompleted()
     }
 
     // MARK: - CANCEL (RFC 3261 §16.10)

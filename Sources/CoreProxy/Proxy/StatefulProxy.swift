@@ -21,15 +21,20 @@ public final class StatefulProxy: Sendable {
         public var removeDeadBindings: Bool
         /// How long a CANCEL without its INVITE is remembered (default 32 s).
         public var cancelMemory: TimeAmount
+        /// Timer C (RFC 3261 §16.6 step 11): an INVITE branch that rings without a final answer this
+        /// long after its last provisional response is cancelled and counts as 408 (default 181 s: RFC 3261 wants more than 3 minutes).
+        public var timerC: TimeAmount
 
         public init(recordRoute: Bool = true, redirect: Bool = false, redirectDomains: [String] = [],
-                    outboundProxy: SIPURI? = nil, removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32)) {
+                    outboundProxy: SIPURI? = nil, removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32),
+                    timerC: TimeAmount = .seconds(181)) {
             self.recordRoute = recordRoute
             self.redirect = redirect
             self.redirectDomains = redirectDomains
             self.outboundProxy = outboundProxy
             self.removeDeadBindings = removeDeadBindings
             self.cancelMemory = cancelMemory
+            self.timerC = timerC
         }
     }
 
