@@ -24,13 +24,17 @@ run: build
 	.build/debug/tern $(ARGS)
 
 ## Installs what is missing, runs the SIPp smoke flows and load test, then every Swift test (unit, end to end, conformance, fuzz).
+## The outside services (a MongoDB-wire server) run on ephemeral ports for the whole run and stop
+## at its end, pass or fail (scripts/services.sh).
 test: deps-test
 	$(SWIFT) build --build-tests
-	TERN=.build/debug/tern scripts/sipp-smoke.sh
-	# The load test measures what users run: a release build (a debug build is ~8x slower per message).
-	$(SWIFT) build -c release --product tern
-	TERN=.build/release/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh
-	$(SWIFT) test
+	scripts/services.sh start
+	status=0; . .services/env && export TERN_REQUIRE_SERVICES=1 && { \
+	  TERN=.build/debug/tern scripts/sipp-smoke.sh && \
+	  $(SWIFT) build -c release --product tern && \
+	  TERN=.build/release/tern RATE=$(RATE) DURATION=$(DURATION) scripts/sipp-options-load.sh && \
+	  $(SWIFT) test; } || status=$$?; \
+	scripts/services.sh stop; exit $$status
 
 ## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios.
 bench: build-release

@@ -42,6 +42,11 @@ let package = Package(
             providers: [.apt(["libssl-dev"])]
         ),
         .systemLibrary(
+            name: "CMongoC",
+            pkgConfig: "libmongoc-1.0",
+            providers: [.apt(["libmongoc-dev"])]
+        ),
+        .systemLibrary(
             name: "CSQLite",
             pkgConfig: "sqlite3",
             providers: [.apt(["libsqlite3-dev"])]
@@ -52,6 +57,19 @@ let package = Package(
             name: "SQLiteSupport",
             dependencies: [
                 "CSQLite",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
+        // MARK: - MongoDB (the networked store) through libmongoc, on its own threads
+        .target(
+            name: "MongoSupport",
+            dependencies: [
+                "CMongoC",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -76,6 +94,7 @@ let package = Package(
             dependencies: [
                 "SIP",
                 "SQLiteSupport",
+                "MongoSupport",
                 "CLibCrypto",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
@@ -100,7 +119,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus",
+                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -147,7 +166,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy",
+                "SIP", "CoreProxy", "MongoSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -164,7 +183,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

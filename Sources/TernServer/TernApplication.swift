@@ -1,4 +1,5 @@
 public import CoreProxy
+import MongoSupport
 public import Logging
 import NIOCore
 import Foundation
@@ -27,15 +28,11 @@ public struct TernApplication: Sendable {
                     onListening: @escaping @Sendable ([BoundListener]) -> Void = { _ in }) async throws {
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        var mongo: MongoDatabase?
         do {
-            let store = try await openBindingStore(group: group)
-            var credentials: any CredentialStore = FileCredentialStore(entries: [])
-            if let path = configuration.credentialsFile, configuration.authentication != nil {
-                let text = try String(contentsOfFile: path, encoding: .utf8)
-                let file = try FileCredentialStore(text: text)
-                logger.notice("loaded credentials", metadata: ["file": "\(path)", "users": "\(file.count)"])
-                credentials = file
-            }
+            mongo = try openMongoDB()
+            let store = try await openBindingStore(group: group, mongo: mongo)
+            let credentials = try await openCredentialStore(mongo: mongo)
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
                                        logger: logger, bindingStore: store, credentials: credentials,
                                        onListening: onListening)
@@ -48,14 +45,57 @@ public struct TernApplication: Sendable {
             )
             try await serviceGroup.run()
         } catch {
+            await mongo?.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
+        await mongo?.shutdown()
         try await group.shutdownGracefully()
     }
 
-    /// The embedded SQLite store, its directory created when missing; nil when the path is empty.
-    private func openBindingStore(group: any EventLoopGroup) async throws -> (any BindingStore)? {
+    /// The MongoDB client when a store uses it.
+    private func openMongoDB() throws -> MongoDatabase? {
+        guard let settings = configuration.mongoDB else { return nil }
+        let usesMongo = configuration.locationStore == .mongodb
+            || (configuration.authentication != nil && configuration.credentialsSource == .mongodb)
+        guard usesMongo else { return nil }
+        return try MongoDatabase(uri: settings.uri, database: settings.database, threads: settings.threads, logger: logger)
+    }
+
+    /// HA1 hashes from the configured file or MongoDB (empty when authentication is off).
+    private func openCredentialStore(mongo: MongoDatabase?) async throws -> any CredentialStore {
+        guard configuration.authentication != nil else { return FileCredentialStore(entries: []) }
+        if configuration.credentialsSource == .mongodb, let mongo {
+            let store = MongoCredentialStore(database: mongo, cacheSeconds: Int64(configuration.credentialsCacheSeconds),
+                                             logger: logger)
+            do {
+                try await store.prepare()
+            } catch {
+                // Lookups retry on every request; a database that comes up later is used then.
+                logger.error("MongoDB credential index not created", metadata: ["error": "\(error)"])
+            }
+            logger.notice("credentials from MongoDB", metadata: ["collection": "\(MongoCredentialStore.collection)"])
+            return store
+        }
+        guard let path = configuration.credentialsFile else { return FileCredentialStore(entries: []) }
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let file = try FileCredentialStore(text: text)
+        logger.notice("loaded credentials", metadata: ["file": "\(path)", "users": "\(file.count)"])
+        return file
+    }
+
+    /// Where bindings survive a restart: MongoDB (shared by nodes), the embedded SQLite file (its
+    /// directory created when missing), or nowhere (memory, or an empty SQLite path).
+    private func openBindingStore(group: any EventLoopGroup, mongo: MongoDatabase?) async throws -> (any BindingStore)? {
+        if configuration.locationStore == .memory { return nil }
+        if configuration.locationStore == .mongodb, let mongo {
+            let store = MongoBindingStore(database: mongo, node: configuration.nodeName, loop: group.next(), logger: logger)
+            // Bindings must come back before serving: a MongoDB that is down at start stops the start.
+            try await store.prepare()
+            logger.notice("location in MongoDB", metadata: ["collection": "\(MongoBindingStore.collection)",
+                                                            "node": "\(configuration.nodeName)"])
+            return store
+        }
         let path = configuration.sqlitePath
         guard !path.isEmpty else { return nil }
         let directory = (path as NSString).deletingLastPathComponent

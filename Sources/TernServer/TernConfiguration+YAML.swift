@@ -40,7 +40,8 @@ extension TernConfiguration {
                 }
             }
         }
-        if let node = reader.take("tls") {
+        // An empty mapping (what --check-config prints without TLS) means no TLS.
+        if let node = reader.take("tls"), node.mapping.map({ !$0.isEmpty }) ?? true {
             var tlsReader = try MappingReader(node, path: "tls")
             guard let certificate = try tlsReader.string("certificate"),
                   let key = try tlsReader.string("private_key")
@@ -127,6 +128,13 @@ extension TernConfiguration {
             var settings = DigestAuthenticator.Configuration()
             let enabled = try section.bool("enabled") ?? true
             credentialsFile = try section.string("credentials_file")
+            if let source = try section.string("credentials") {
+                guard let kind = CredentialsSource(rawValue: source) else {
+                    throw section.error("credentials", node, "\(source): expected file or mongodb")
+                }
+                credentialsSource = kind
+            }
+            credentialsCacheSeconds = try section.int("credentials_cache_seconds", in: 0...86_400) ?? credentialsCacheSeconds
             settings.realm = try section.string("realm").flatMap { $0.isEmpty ? nil : $0 }
             if let names = try section.strings("algorithms") {
                 settings.algorithms = []
@@ -144,7 +152,7 @@ extension TernConfiguration {
             settings.maxFailuresPerMinute = try section.int("max_failures_per_minute", in: 1...100_000) ?? settings.maxFailuresPerMinute
             try section.finish()
             if enabled {
-                guard credentialsFile != nil else {
+                guard credentialsFile != nil || credentialsSource == .mongodb else {
                     throw ConfigurationError(key: "auth.credentials_file", line: node.mark.map { $0.line },
                                              message: "needed when auth is enabled")
                 }
@@ -154,6 +162,29 @@ extension TernConfiguration {
         if let node = reader.take("storage") {
             var section = try MappingReader(node, path: "storage")
             sqlitePath = try section.string("sqlite_path") ?? sqlitePath
+            if let kind = try section.string("location") {
+                guard let parsed = LocationStoreKind(rawValue: kind) else {
+                    throw section.error("location", node, "\(kind): expected sqlite, mongodb or memory")
+                }
+                locationStore = parsed
+            }
+            if let name = try section.string("node"), !name.isEmpty { nodeName = name }
+            if let mongoNode = section.take("mongodb") {
+                var mongo = try MappingReader(mongoNode, path: "storage.mongodb")
+                if let uri = try mongo.string("uri"), !uri.isEmpty {
+                    guard uri.hasPrefix("mongodb://") || uri.hasPrefix("mongodb+srv://") else {
+                        throw mongo.error("uri", mongoNode, "expected a mongodb:// URI")
+                    }
+                    mongoDB = MongoDBSettings(uri: uri)
+                }
+                let database = try mongo.string("database").flatMap { $0.isEmpty ? nil : $0 }
+                let threads = try mongo.int("threads", in: 1...64)
+                try mongo.finish()
+                if mongoDB != nil {
+                    mongoDB?.database = database
+                    mongoDB?.threads = threads ?? 4
+                }
+            }
             try section.finish()
         }
         if let node = reader.take("hosts") {
@@ -184,6 +215,12 @@ extension TernConfiguration {
         if listeners.isEmpty {
             throw ConfigurationError(key: "listen", line: nil, message: "at least one listener is needed")
         }
+        if locationStore == .mongodb, mongoDB == nil {
+            throw ConfigurationError(key: "storage.location", line: nil, message: "mongodb needs storage.mongodb.uri")
+        }
+        if authentication != nil, credentialsSource == .mongodb, mongoDB == nil {
+            throw ConfigurationError(key: "auth.credentials", line: nil, message: "mongodb needs storage.mongodb.uri")
+        }
     }
 
     /// The effective configuration as YAML, every key shown.
@@ -199,7 +236,7 @@ extension TernConfiguration {
                 "  client_certificates: \(tls.clientCertificates.rawValue)",
             ]
         } else {
-            lines.append("tls: (none)")
+            lines.append("tls: {}")
         }
         lines += [
             "limits:",
@@ -235,7 +272,9 @@ extension TernConfiguration {
             "  timer_c: \(proxy.timerC.nanoseconds / 1_000_000_000)",
             "auth:",
             "  enabled: \(authentication != nil)",
+            "  credentials: \(credentialsSource.rawValue)",
             "  credentials_file: \"\(credentialsFile ?? "")\"",
+            "  credentials_cache_seconds: \(credentialsCacheSeconds)",
             "  realm: \"\(authentication?.realm ?? "")\"",
             "  algorithms: [\((authentication?.algorithms ?? [.sha256, .md5]).map(\.rawValue).joined(separator: ", "))]",
             "  nonce_lifetime: \(authentication?.nonceLifetimeSeconds ?? 300)",
@@ -244,6 +283,12 @@ extension TernConfiguration {
             "  max_failures_per_minute: \(authentication?.maxFailuresPerMinute ?? 20)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
+            "  location: \(locationStore.rawValue)",
+            "  node: \"\(nodeName)\"",
+            "  mongodb:",
+            "    uri: \"\(mongoDB?.uri ?? "")\"",
+            "    database: \"\(mongoDB?.database ?? "")\"",
+            "    threads: \(mongoDB?.threads ?? 4)",
         ]
         if staticHosts.isEmpty {
             lines.append("hosts: {}")

@@ -1,6 +1,7 @@
 public import CoreProxy
 public import Logging
 import NIOCore
+import Foundation
 
 /// Everything `tern` can be configured with. Every field has its default here, once; the YAML
 /// reader (``TernConfiguration/init(yaml:)``) and `--check-config` both start from it.
@@ -36,6 +37,13 @@ public struct TernConfiguration: Sendable {
     /// `storage.sqlite_path`: the embedded store for what survives a restart (default
     /// `data/tern.sqlite`; empty keeps everything in memory).
     public var sqlitePath: String
+    /// `storage.location`: where bindings survive a restart: `sqlite` (default), `mongodb` (a
+    /// table several nodes share) or `memory` (nowhere).
+    public var locationStore: LocationStoreKind
+    /// `storage.node`: this node's name in shared tables (default: the host name).
+    public var nodeName: String
+    /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
+    public var mongoDB: MongoDBSettings?
     /// `proxy.*`: record_route (true), redirect (false), outbound_proxy (none), remove_dead_bindings (true).
     public var proxy: StatefulProxy.Configuration
     /// `auth.*`: enabled (false), credentials_file (HA1 lines), realm (the request's domain),
@@ -43,6 +51,10 @@ public struct TernConfiguration: Sendable {
     /// trust_tls_connections (false), tls_trust_seconds (3600), max_failures_per_minute (20).
     public var authentication: DigestAuthenticator.Configuration?
     public var credentialsFile: String?
+    /// `auth.credentials`: `file` (default; `credentials_file`) or `mongodb` (collection
+    /// `subscriber`), with `credentials_cache_seconds` (60).
+    public var credentialsSource: CredentialsSource
+    public var credentialsCacheSeconds: Int
     /// `hosts`: names resolved without DNS (RFC 3263 targets given by name), name → IP address.
     public var staticHosts: [String: String]
 
@@ -70,6 +82,30 @@ public struct TernConfiguration: Sendable {
         proxy = StatefulProxy.Configuration()
         authentication = nil
         credentialsFile = nil
+        credentialsSource = .file
+        credentialsCacheSeconds = 60
+        locationStore = .sqlite
+        nodeName = ProcessInfo.processInfo.hostName
+        mongoDB = nil
+    }
+
+    public enum LocationStoreKind: String, Sendable, CaseIterable {
+        case sqlite, mongodb, memory
+    }
+
+    public enum CredentialsSource: String, Sendable, CaseIterable {
+        case file, mongodb
+    }
+
+    public struct MongoDBSettings: Sendable {
+        public var uri: String
+        public var database: String?
+        public var threads: Int
+        public init(uri: String, database: String? = nil, threads: Int = 4) {
+            self.uri = uri
+            self.database = database
+            self.threads = threads
+        }
     }
 
     /// The core's configuration derived from this one.

@@ -79,6 +79,11 @@ import Testing
         ("auth:\n  credentials_file: f\n  algorithms: [SHA-512]\n", "auth.algorithms (line 2): SHA-512: expected MD5 or SHA-256"),
         ("proxy:\n  outbound_proxy: \"not a uri\"\n", "proxy.outbound_proxy (line 2): not a SIP URI: no scheme"),
         ("registrar:\n  min_expires: 900\n  max_expires: 600\n", "registrar.min_expires (line 2): must not exceed registrar.max_expires"),
+        ("storage:\n  location: redis\n", "storage.location (line 2): redis: expected sqlite, mongodb or memory"),
+        ("storage:\n  location: mongodb\n", "storage.location: mongodb needs storage.mongodb.uri"),
+        ("storage:\n  mongodb:\n    uri: http://db\n", "storage.mongodb.uri (line 3): expected a mongodb:// URI"),
+        ("auth:\n  credentials: ldap\n", "auth.credentials (line 2): ldap: expected file or mongodb"),
+        ("auth:\n  credentials: mongodb\n", "auth.credentials: mongodb needs storage.mongodb.uri"),
     ]
 
     @Test(arguments: errors)
@@ -111,6 +116,29 @@ import Testing
         #expect(configuration.credentialsFile == "/etc/tern/ha1")
         #expect(configuration.proxy.outboundProxy?.port == 5070)
         #expect(configuration.proxy.redirect)
+    }
+
+    @Test func mongoDBStorageIsRead() throws {
+        let configuration = try TernConfiguration(yaml: """
+        storage:
+          location: mongodb
+          node: node-7
+          mongodb:
+            uri: mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=2000
+            database: sip
+            threads: 8
+        auth:
+          credentials: mongodb
+          credentials_cache_seconds: 30
+        """)
+        #expect(configuration.locationStore == .mongodb)
+        #expect(configuration.nodeName == "node-7")
+        #expect(configuration.mongoDB?.uri == "mongodb://127.0.0.1:27017/?serverSelectionTimeoutMS=2000")
+        #expect(configuration.mongoDB?.database == "sip" && configuration.mongoDB?.threads == 8)
+        #expect(configuration.credentialsSource == .mongodb && configuration.credentialsCacheSeconds == 30)
+        #expect(configuration.authentication != nil, "credentials from MongoDB need no file")
+        let again = try TernConfiguration(yaml: configuration.yamlDescription)
+        #expect(again.yamlDescription == configuration.yamlDescription)
     }
 
     @Test func exampleConfigurationIsValid() throws {

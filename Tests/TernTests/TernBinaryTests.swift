@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import MongoSupport
 import NIOCore
 import NIOPosix
 import Testing
@@ -114,6 +116,75 @@ struct TernBinaryTests {
         let tern = try TernProcess(["--check-config", file.path])
         #expect(try await tern.waitForExit() != 0)
         #expect(tern.output.contains("timers.t9_ms (line 4): unknown key"))
+    }
+
+    static var mongoURI: String? { ProcessInfo.processInfo.environment["TERN_TEST_MONGODB_URI"].flatMap { $0.isEmpty ? nil : $0 } }
+    static var mongoEnabled: Bool { mongoURI != nil || ProcessInfo.processInfo.environment["TERN_REQUIRE_SERVICES"] == "1" }
+
+    @Test(.enabled(if: mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
+    func locationAndCredentialsInMongoDB() async throws {
+        let uri = try #require(Self.mongoURI)
+        let databaseName = "bin_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
+        // HA1 = MD5("alice:tern.test:wonderland").
+        try await database.perform { session in
+            try session.insert("subscriber", ["username": .string("alice"), "realm": .string("tern.test"),
+                                              "ha1_md5": .string("a3f1c6d3b4a6c1c0e8b6b8f7f4d3e1a0")])
+        }
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tern-mongo-\(UUID().uuidString).yaml")
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          location: mongodb
+          node: bin-node
+          mongodb:
+            uri: "\(uri)"
+            database: \(databaseName)
+        auth:
+          enabled: true
+          credentials: mongodb
+        registrar:
+          domains: [tern.test]
+        """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let tern = try TernProcess(["--config", file.path])
+        let listeners = try await tern.listeners(count: 1)
+        let port = try #require(Int(listeners[0].split(separator: ":").last ?? ""))
+        #expect(tern.output.contains("location in MongoDB") && tern.output.contains("credentials from MongoDB"))
+        let register = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKmongo1;rport\r\n"
+            + "From: <sip:alice@tern.test>;tag=1\r\nTo: <sip:alice@tern.test>\r\nCall-ID: bin-mongo\r\nCSeq: 1 REGISTER\r\n"
+            + "Contact: <sip:alice@127.0.0.1:9>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        #expect(try await udpExchange(port: port, register).hasPrefix("SIP/2.0 401"), "challenged: credentials come from MongoDB")
+        kill(tern.process.processIdentifier, SIGTERM)
+        #expect(try await tern.waitForExit() == 0)
+
+        // The same, with authentication off, to see the binding land in the shared table.
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          location: mongodb
+          node: bin-node
+          mongodb:
+            uri: "\(uri)"
+            database: \(databaseName)
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let open = try TernProcess(["--config", file.path])
+        let openPort = try #require(Int(try await open.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        #expect(try await udpExchange(port: openPort, register.replacingOccurrences(of: "mongo1", with: "mongo2")
+            .replacingOccurrences(of: "CSeq: 1", with: "CSeq: 2")).hasPrefix("SIP/2.0 200"))
+        kill(open.process.processIdentifier, SIGTERM)
+        #expect(try await open.waitForExit() == 0)
+        let stored = try await database.perform { session in
+            try session.find("location", filter: ["aor": .string("sip:alice@tern.test")])
+        }
+        #expect(stored.count == 1)
+        #expect(stored.first?["node"]?.string == "bin-node" && stored.first?["contact"]?.string == "sip:alice@127.0.0.1:9")
+        try await database.perform { try $0.command(["dropDatabase": .int32(1)]) }
+        await database.shutdown()
     }
 
     /// Sends one datagram from a fresh socket and returns the first reply as text.

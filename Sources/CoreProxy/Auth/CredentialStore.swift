@@ -1,3 +1,5 @@
+public import NIOCore
+
 /// A user's stored digest secrets: HA1 = H(username:realm:password) per algorithm (RFC 7616 §3.4.2).
 public struct DigestCredentials: Sendable, Hashable {
     public var ha1MD5: String?
@@ -13,9 +15,18 @@ public struct DigestCredentials: Sendable, Hashable {
     }
 }
 
-/// Where HA1 hashes come from (a file, MongoDB...).
+/// The answer of a ``CredentialStore``: at once from memory, or later from a database.
+public enum CredentialLookup: Sendable {
+    /// Known now; nil: no such user.
+    case known(DigestCredentials?)
+    /// Being fetched; the future completes on the loop that asked.
+    case fetching(EventLoopFuture<DigestCredentials?>)
+}
+
+/// Where HA1 hashes come from (a file, MongoDB...). Never blocks: a store that needs I/O answers
+/// ``CredentialLookup/fetching(_:)``.
 public protocol CredentialStore: Sendable {
-    func credentials(user: String, realm: String) -> DigestCredentials?
+    func lookup(user: String, realm: String, on loop: any EventLoop) -> CredentialLookup
 }
 
 /// HA1 hashes from a text file, one user per line: `user realm md5-ha1 [sha256-ha1]`; `#` starts a
@@ -61,6 +72,10 @@ public struct FileCredentialStore: CredentialStore {
 
     public func credentials(user: String, realm: String) -> DigestCredentials? {
         entries[Self.key(user, realm)]
+    }
+
+    public func lookup(user: String, realm: String, on loop: any EventLoop) -> CredentialLookup {
+        .known(credentials(user: user, realm: realm))
     }
 
     private static func key(_ user: String, _ realm: String) -> String { user + "\u{0}" + realm.lowercased() }

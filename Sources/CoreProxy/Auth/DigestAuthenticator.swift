@@ -1,6 +1,6 @@
 public import Logging
 import NIOConcurrencyHelpers
-import NIOCore
+public import NIOCore
 public import SIP
 import Metrics
 #if canImport(Glibc)
@@ -41,11 +41,13 @@ public final class DigestAuthenticator: Sendable {
         }
     }
 
-    public enum Outcome: Sendable, Equatable {
+    public enum Outcome: Sendable {
         /// Authenticated as this user (or trusted on its connection).
         case accepted(user: String)
         /// Answered with a challenge or a refusal; the request goes no further.
         case answered
+        /// The credentials are being fetched; the outcome follows on the transaction's event loop.
+        case pending(EventLoopFuture<Outcome>)
     }
 
     public let configuration: Configuration
@@ -109,26 +111,66 @@ public final class DigestAuthenticator: Sendable {
             transaction.respond(SIPStatus(400, "Bad Credentials: qop without nc or cnonce"))
             return .answered
         }
-        // Only the response proves anything; the nonce-count is recorded after the check.
-        guard let stored = credentials.credentials(user: username, realm: realm), let ha1 = stored.ha1(algorithm) else {
-            recordFailure(sourceKey, now: now, reason: "unknown user \(username)")
+        let attempt = Attempt(username: username, claimedUser: claimedUser, realm: realm, nonce: nonce, response: response,
+                              uri: uri, algorithm: algorithm, qop: qop, nc: presented["nc"], nonceCount: nonceCount,
+                              cnonce: presented["cnonce"], sourceKey: sourceKey, proxying: proxying, now: now)
+        switch credentials.lookup(user: username, realm: realm, on: transaction.eventLoop) {
+        case .known(let stored):
+            return verify(attempt, stored: stored, transaction: transaction, request: request)
+        case .fetching(let future):
+            return .pending(future.map { [self] stored in
+                verify(attempt, stored: stored, transaction: transaction, request: request)
+            }.recover { [logger] error in
+                logger.error("credential lookup failed", metadata: ["user": "\(username)", "error": "\(error)"])
+                // Another registrar may be able to answer (RFC 3263 failover on 503).
+                transaction.respond(SIPStatus(503, "Credential Store Unavailable"), headers: [(.retryAfter, "5")])
+                return .answered
+            })
+        }
+    }
+
+    /// What a request presented, carried across a credential fetch.
+    private struct Attempt: Sendable {
+        var username: String
+        var claimedUser: String
+        var realm: String
+        var nonce: String
+        var response: String
+        var uri: String
+        var algorithm: Hashing.Algorithm
+        var qop: String?
+        var nc: String?
+        var nonceCount: UInt32?
+        var cnonce: String?
+        var sourceKey: String
+        var proxying: Bool
+        var now: Int64
+    }
+
+    /// Checks the response against the stored secret; only the response proves anything, and the
+    /// nonce-count is recorded after that check.
+    private func verify(_ attempt: Attempt, stored: DigestCredentials?, transaction: ServerTransaction, request: SIPMessage) -> Outcome {
+        let (username, realm, now, proxying) = (attempt.username, attempt.realm, attempt.now, attempt.proxying)
+        guard let stored, let ha1 = stored.ha1(attempt.algorithm) else {
+            recordFailure(attempt.sourceKey, now: now, reason: "unknown user \(username)")
             challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
             return .answered
         }
+        let algorithm = attempt.algorithm
         let method = request.method?.rawValue ?? ""
-        let ha2 = Hashing.hex(algorithm, method + ":" + uri)
+        let ha2 = Hashing.hex(algorithm, method + ":" + attempt.uri)
         let expected: String
-        if let qop, let nc = presented["nc"], let cnonce = presented["cnonce"] {
-            expected = Hashing.hex(algorithm, ha1 + ":" + nonce + ":" + nc + ":" + cnonce + ":" + qop + ":" + ha2)
+        if let qop = attempt.qop, let nc = attempt.nc, let cnonce = attempt.cnonce {
+            expected = Hashing.hex(algorithm, ha1 + ":" + attempt.nonce + ":" + nc + ":" + cnonce + ":" + qop + ":" + ha2)
         } else {
-            expected = Hashing.hex(algorithm, ha1 + ":" + nonce + ":" + ha2)
+            expected = Hashing.hex(algorithm, ha1 + ":" + attempt.nonce + ":" + ha2)
         }
-        guard expected == response.lowercased() else {
-            recordFailure(sourceKey, now: now, reason: "wrong response for \(username)")
+        guard expected == attempt.response.lowercased() else {
+            recordFailure(attempt.sourceKey, now: now, reason: "wrong response for \(username)")
             challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
             return .answered
         }
-        switch nonces.verify(nonce, realm: realm, nonceCount: qop == nil ? nil : nonceCount, now: now) {
+        switch nonces.verify(attempt.nonce, realm: realm, nonceCount: attempt.qop == nil ? nil : attempt.nonceCount, now: now) {
         case .fresh:
             break
         case .stale, .invalid:
@@ -136,10 +178,11 @@ public final class DigestAuthenticator: Sendable {
             challenge(transaction, realm: realm, proxying: proxying, stale: true, now: now)
             return .answered
         }
-        guard username == claimedUser else {
+        guard username == attempt.claimedUser else {
             transaction.respond(SIPStatus(403, "Identity Mismatch"))
             return .answered
         }
+        let inbound = transaction.inbound
         if configuration.trustTLSConnections, inbound.transport.isSecure, let connection = inbound.connectionID {
             let until = now + configuration.tlsTrustSeconds
             trusted.withLockedValue { table in

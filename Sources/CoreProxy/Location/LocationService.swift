@@ -32,6 +32,12 @@ public protocol BindingStore: Sendable {
     func close() async
 }
 
+/// A store that other nodes write too (MongoDB): bindings this node does not hold can be read.
+public protocol SharedBindingStore: BindingStore {
+    /// The unexpired bindings of `aor` held by other nodes, completing on `loop`.
+    func bindings(for aor: String, validAt now: Int64, on loop: any EventLoop) -> EventLoopFuture<[Binding]>
+}
+
 /// Wall-clock milliseconds, injectable so expiry is tested without waiting.
 public protocol LocationClock: Sendable {
     func nowMilliseconds() -> Int64
@@ -51,6 +57,8 @@ public struct SystemLocationClock: LocationClock {
 public final class LocationService: Sendable {
     public let clock: any LocationClock
     private let store: (any BindingStore)?
+    /// The store when other nodes share it: requests for users with no binding here look there.
+    public let sharedStore: (any SharedBindingStore)?
     private let logger: Logger
     private let shards: [NIOLockedValueBox<[String: [Binding]]>]
     private let observers = NIOLockedValueBox<[any LocationObserver]>([])
@@ -65,6 +73,7 @@ public final class LocationService: Sendable {
     public init(store: (any BindingStore)?, clock: any LocationClock = SystemLocationClock(), logger: Logger,
                 shardCount: Int = 32) {
         self.store = store
+        self.sharedStore = store as? any SharedBindingStore
         self.clock = clock
         self.logger = logger
         self.shards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }

@@ -120,7 +120,6 @@ public final class RequestPipeline: TransactionUser {
         }
         // Decide who answers: a Route that remains names the next hop (§16.4); a feature that owns
         // the method; the server itself for OPTIONS without a user; otherwise the proxy.
-        enum Destination { case nextHop, handler(any SIPRequestHandler), server, proxy }
         let uri = try? routed.requestURI()
         let forServer = uri.map { $0.user == nil } ?? true
         let destination: Destination
@@ -148,11 +147,29 @@ public final class RequestPipeline: TransactionUser {
                 let fromHost = ((try? routed.from()) ?? nil)?.uri.host ?? ""
                 check = check && (proxy?.identity.servesDomain(fromHost) ?? false)
             }
-            if check, case .answered = authenticator.authenticate(transaction, request: routed, proxying: proxying) {
-                return
+            if check {
+                switch authenticator.authenticate(transaction, request: routed, proxying: proxying) {
+                case .accepted: break
+                case .answered: return
+                case .pending(let outcome):
+                    outcome.whenSuccess { [self, routed, routedToUs] outcome in
+                        if case .accepted = outcome {
+                            dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, method: method)
+                        }
+                    }
+                    return
+                }
             }
         }
+        dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, method: method)
+    }
 
+    private enum Destination { case nextHop, handler(any SIPRequestHandler), server, proxy }
+
+    /// The last stage: the proxy, the feature that owns the method, or the server's own answer.
+    private func dispatch(_ transaction: ServerTransaction, request routed: SIPMessage, to destination: Destination,
+                          routedToUs: Bool, method: SIPMethod) {
+        let proxy = proxyBox.withLockedValue { $0 }
         switch destination {
         case .nextHop:
             proxy?.proxy.route(transaction, request: routed, routedToUs: true)

@@ -102,6 +102,26 @@ public final class StatefulProxy: Sendable {
             return
         }
         let targets = locate(requestURI)
+        if targets.isEmpty, let shared = location.sharedStore, let aor = AddressOfRecord.canonical(requestURI) {
+            // Not registered here: another node sharing the location table may hold the user.
+            shared.bindings(for: aor, validAt: location.clock.nowMilliseconds(), on: transaction.eventLoop)
+                .whenComplete { [self] result in
+                    switch result {
+                    case .success(let bindings):
+                        deliver(transaction, request: request, requestURI: requestURI,
+                                targets: levels(bindings.map(foreignTarget)))
+                    case .failure(let error):
+                        logger.error("shared location lookup failed", metadata: ["aor": "\(aor)", "error": "\(error)"])
+                        transaction.respond(SIPStatus(503, "Location Store Unavailable"), headers: [(.retryAfter, "5")])
+                    }
+                }
+            return
+        }
+        deliver(transaction, request: request, requestURI: requestURI, targets: targets)
+    }
+
+    /// Answers from the targets found: 404 when none, 302 in redirect mode, otherwise forwards.
+    private func deliver(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, targets: [[ProxyTarget]]) {
         guard !targets.isEmpty else {
             transaction.respond(SIPStatus(404))
             return
@@ -140,14 +160,31 @@ public final class StatefulProxy: Sendable {
             // One device: its most recent flow.
             if let newest = bindings.max(by: { $0.expiresAt < $1.expiresAt }) { bindings = [newest] }
         }
-        let targets = bindings.map { binding in
+        return levels(bindings.map { binding in
             ProxyTarget(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
                         transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
                         routes: binding.path,
                         q: binding.q, binding: (binding.aor, binding.key))
+        })
+    }
+
+    /// Targets grouped by q, highest first (parallel within a level, sequential across levels).
+    private func levels(_ targets: [ProxyTarget]) -> [[ProxyTarget]] {
+        Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)
+    }
+
+    /// A binding that another node holds. Its connection lives on that node, so a connection
+    /// binding is reached at its Contact (or through its Path); a UDP binding that needs its flow
+    /// is reached from one of this node's UDP sockets at the address its REGISTER came from.
+    private func foreignTarget(_ binding: Binding) -> ProxyTarget {
+        var flow: SIPFlow?
+        if binding.routesOverFlow, binding.transport == .udp, let source = binding.source,
+           let udp = identity.listener(for: .udp, ipv6: source.protocol == .inet6) {
+            flow = .datagram(listener: udp.id, remote: source)
         }
-        let levels = Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)
-        return levels
+        let transport = flow != nil ? SIPTransportProtocol.udp : SIPDestination(uri: binding.contact).transport
+        // Not this node's to remove when it fails: its owner sees the dead flow.
+        return ProxyTarget(uri: binding.contact, flow: flow, transport: transport, routes: binding.path, q: binding.q, binding: nil)
     }
 
     private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]]) {
