@@ -284,6 +284,14 @@ import Testing
         #expect(try parsed.cseq() == SIPCSeq(314159, .invite))
     }
 
+    @Test(arguments: [
+        ("<sip:a@b>;tag=1", true), ("<sip:a@b> ; TAG = 1", true), ("sip:a@b;tag=1", true),
+        ("<sip:a@b;tag=inside>", false), ("<sip:a@b>;tagged=1", false), ("<sip:a@b>;xtag=1", false), ("<sip:a@b>", false),
+    ])
+    func tagParameterIsFoundOnlyOutsideTheURI(_ value: String, _ expected: Bool) {
+        #expect(SIPMessage.hasTagParameter(value) == expected)
+    }
+
     @Test func responseKeepsAnExistingToTagAndCanCopyRecordRoute() throws {
         let request = try SIPMessageParser().parse("BYE sip:alice@pc33.atlanta.example.com SIP/2.0\r\n"
             + "Via: SIP/2.0/TCP 192.0.2.4;branch=z9hG4bKnashds7\r\nRecord-Route: <sip:p1.example.com;lr>\r\n"

@@ -55,10 +55,25 @@ public final class RequestPipeline: TransactionUser {
     private let authenticatorBox = NIOLockedValueBox<DigestAuthenticator?>(nil)
     private let handlers = NIOLockedValueBox<[SIPMethod: any SIPRequestHandler]>([:])
     private let handlerOptionTags = NIOLockedValueBox<[String]>([])
+    /// Allow and Supported as they change only when a feature registers; read on every request.
+    private let capabilities: NIOLockedValueBox<Capabilities>
+
+    private struct Capabilities {
+        var allowValue: String
+        var supportedLowercased: Set<String>
+    }
 
     public init(configuration: Configuration = Configuration(), logger: Logger) {
         self.configuration = configuration
         self.logger = logger
+        self.capabilities = NIOLockedValueBox(Capabilities(allowValue: "", supportedLowercased: []))
+        refreshCapabilities()
+    }
+
+    private func refreshCapabilities() {
+        let allow = allowedMethods.map(\.rawValue).joined(separator: ", ")
+        let supported = Set(supportedExtensions.map { $0.lowercased() })
+        capabilities.withLockedValue { $0 = Capabilities(allowValue: allow, supportedLowercased: supported) }
     }
 
     /// Registers a feature for its methods; a later registration for the same method replaces it.
@@ -69,6 +84,7 @@ public final class RequestPipeline: TransactionUser {
         handlerOptionTags.withLockedValue { tags in
             for tag in handler.optionTags where !tags.contains(tag) { tags.append(tag) }
         }
+        refreshCapabilities()
     }
 
     /// Option tags this server supports: configured ones plus those of the registered handlers.
@@ -96,7 +112,7 @@ public final class RequestPipeline: TransactionUser {
         return all.sorted { $0.rawValue < $1.rawValue }
     }
 
-    private var allowValue: String { allowedMethods.map(\.rawValue).joined(separator: ", ") }
+    private var allowValue: String { capabilities.withLockedValue { $0.allowValue } }
 
     // MARK: - Stages
 
@@ -210,9 +226,10 @@ public final class RequestPipeline: TransactionUser {
     }
 
     private func unsupportedExtensions(_ request: SIPMessage) -> [String] {
-        let supported = Set(supportedExtensions.map { $0.lowercased() })
         var tags = request.proxyRequire
         if request.method != .cancel { tags += request.require }
+        guard !tags.isEmpty else { return [] }
+        let supported = capabilities.withLockedValue { $0.supportedLowercased }
         var seen = Set<String>()
         return tags.filter { tag in
             let lower = tag.lowercased()

@@ -7,6 +7,9 @@ public import SIP
 public final class LocalIdentity: Sendable {
     private let domains: Set<String>
     private let listeners = NIOLockedValueBox<[BoundListener]>([])
+    /// Each listener's address as 16 bytes (IPv4 mapped) and port, parsed once: a URI is checked
+    /// against them on every request.
+    private let ownAddresses = NIOLockedValueBox<[(address: IPv6Address, port: Int)]>([])
 
     /// - Parameter domains: the served domains; empty means every domain is served.
     public init(domains: [String]) {
@@ -15,6 +18,18 @@ public final class LocalIdentity: Sendable {
 
     func setListeners(_ bound: [BoundListener]) {
         listeners.withLockedValue { $0 = bound }
+        let parsed = bound.compactMap { listener -> (address: IPv6Address, port: Int)? in
+            guard let ip = listener.address.ipAddress, let address = Self.address(ip) else { return nil }
+            return (address, listener.port)
+        }
+        ownAddresses.withLockedValue { $0 = parsed }
+    }
+
+    private static func address(_ host: String) -> IPv6Address? {
+        let bare = host.hasPrefix("[") && host.hasSuffix("]") ? host.utf8.dropFirst().dropLast() : host.utf8[...]
+        if let v6 = IPv6Address(bare) { return v6 }
+        guard bare.first.map({ $0 >= UInt8(ascii: "0") && $0 <= UInt8(ascii: "9") }) ?? false else { return nil }
+        return IPv6Address(("::ffff:" + String(decoding: bare, as: UTF8.self)).utf8)
     }
 
     public var boundListeners: [BoundListener] { listeners.withLockedValue { $0 } }
@@ -26,16 +41,10 @@ public final class LocalIdentity: Sendable {
 
     /// Whether host and port name one of Tern's own listeners (port nil: any of them).
     public func isOwnAddress(host: String, port: Int?) -> Bool {
-        let bare = host.hasPrefix("[") ? String(host.dropFirst().dropLast()) : host
-        let wanted = IPv6Address(bare.utf8) ?? IPv6Address(("::ffff:" + bare).utf8)
-        return listeners.withLockedValue { listeners in
-            listeners.contains { listener in
-                guard let ip = listener.address.ipAddress else { return false }
-                if let port, port != listener.port { return false }
-                if ip == bare { return true }
-                let own = IPv6Address(ip.utf8) ?? IPv6Address(("::ffff:" + ip).utf8)
-                return own != nil && own == wanted
-            }
+        // A name is never one of our addresses (listeners bind to addresses), so no parse for domains.
+        guard let wanted = Self.address(host) else { return false }
+        return ownAddresses.withLockedValue { own in
+            own.contains { $0.address == wanted && (port == nil || port == $0.port) }
         }
     }
 

@@ -88,6 +88,28 @@ extension SIPMessage {
         )
     }
 
+    /// Whether a From/To value carries a `tag` parameter (after the URI's closing `>` when there
+    /// is one, so a `;tag=` inside the URI does not count). A byte scan: this runs for every response.
+    static func hasTagParameter(_ value: String) -> Bool {
+        var utf8 = Array(value.utf8)
+        if let close = utf8.lastIndex(of: UInt8(ascii: ">")) { utf8.removeSubrange(0...close) }
+        var index = 0
+        while index < utf8.count {
+            if utf8[index] == UInt8(ascii: ";") {
+                var cursor = index + 1
+                while cursor < utf8.count, utf8[cursor] == 0x20 || utf8[cursor] == 0x09 { cursor += 1 }
+                if cursor + 3 <= utf8.count, utf8[cursor] | 0x20 == UInt8(ascii: "t"), utf8[cursor + 1] | 0x20 == UInt8(ascii: "a"),
+                   utf8[cursor + 2] | 0x20 == UInt8(ascii: "g") {
+                    cursor += 3
+                    while cursor < utf8.count, utf8[cursor] == 0x20 || utf8[cursor] == 0x09 { cursor += 1 }
+                    if cursor < utf8.count, utf8[cursor] == UInt8(ascii: "=") { return true }
+                }
+            }
+            index += 1
+        }
+        return false
+    }
+
     /// A response to `request` (RFC 3261 §8.2.6.2): Via, From, To, Call-ID and CSeq copied (Record-Route
     /// too for 18x/2xx when asked), a To tag added when `toTag` is given and the To has none.
     public static func response(to request: SIPMessage, status: SIPStatus, toTag: String? = nil,
@@ -100,7 +122,7 @@ extension SIPMessage {
         for name in copied {
             for index in request.fields.indices where request.matches(index, name) {
                 var value = request.fieldValue(index)
-                if name == .to, let toTag, !value.lowercased().contains(";tag=") {
+                if name == .to, let toTag, !Self.hasTagParameter(value) {
                     value += ";tag=" + toTag
                 }
                 fields.append(SIPHeaderField(name: name, value: value))
