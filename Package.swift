@@ -41,6 +41,7 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "CMongoC",
             pkgConfig: "libmongoc-1.0",
@@ -134,6 +135,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernServer",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

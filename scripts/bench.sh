@@ -8,12 +8,15 @@
 # For each: offered rate, successes, failures, response time p50/p99, server CPU per operation
 # (from /proc, the figure that holds on a noisy machine), memory; then Tern/Kamailio ratios.
 # Loopback only; every SIPp run is bounded in count and time.
+# Tern keeps bindings in memory only by default, as scripts/bench/kamailio.cfg does (usrloc db_mode 0):
+# like for like. TERN_STORE=sqlite measures Tern with its embedded write-behind store instead.
 #   TERN=.build/release/tern USERS=10000 REG_RATE=2000 MSG_RATE=2000 CALLS=2000 CALL_RATE=200 scripts/bench.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
 . "$here/lib.sh"
 TERN=${TERN:-.build/release/tern}
+TERN_STORE=${TERN_STORE:-memory}
 USERS=${USERS:-10000}
 REG_RATE=${REG_RATE:-2000}
 DIGEST_RATE=${DIGEST_RATE:-1000}
@@ -60,7 +63,11 @@ start_server() {  # start_server tern|kamailio [auth]
   if [ "$kind" = tern ]; then
     {
       printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
-      printf 'storage:\n  sqlite_path: "%s"\n' "$work/$kind$auth/tern.sqlite"
+      if [ "$TERN_STORE" = sqlite ]; then
+        printf 'storage:\n  sqlite_path: "%s"\n' "$work/$kind$auth/tern.sqlite"
+      else
+        printf 'storage:\n  location: memory\n'
+      fi
       if [ -n "$auth" ]; then
         printf 'auth:\n  credentials_file: "%s"\n  algorithms: [MD5]\n' "$work/ha1.txt"
       fi
@@ -183,6 +190,7 @@ for server_kind in "${servers[@]}"; do
 done
 
 echo
+echo "Tern's bindings: $TERN_STORE (TERN_STORE); Kamailio's: memory (usrloc db_mode 0)"
 echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/op  sipp_rc"
 awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
 for line in "${memory_lines[@]}"; do echo "$line"; done

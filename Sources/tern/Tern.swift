@@ -1,6 +1,7 @@
 import ArgumentParser
 import CoreProxy
 import Foundation
+import CMalloc
 import Logging
 import TernServer
 
@@ -26,6 +27,7 @@ struct Tern: AsyncParsableCommand {
     var logLevel: String?
 
     func run() async throws {
+        tuneAllocator()
         if let checkConfig {
             let configuration = try load(checkConfig)
             print(configuration.yamlDescription, terminator: "")
@@ -78,4 +80,13 @@ struct Tern: AsyncParsableCommand {
             throw ValidationError("\(path): \(error)")
         }
     }
+}
+
+/// glibc's defaults grow and shrink the heap a little at a time; under SIP load (thousands of
+/// short-lived transactions a second) that showed as `mprotect` and page-fault time in profiles.
+/// Growing by 64 MiB, trimming only above 256 MiB and a fixed mmap threshold took roughly 5–10%
+/// off the CPU per REGISTER in alternating runs (within this machine's noise, never worse).
+/// Untouched reserve costs no resident memory.
+private func tuneAllocator() {
+    tern_tune_allocator(64 << 20, 256 << 20, 1 << 20)
 }

@@ -9,7 +9,7 @@ public final class LocalIdentity: Sendable {
     private let listeners = NIOLockedValueBox<[BoundListener]>([])
     /// Each listener's address as 16 bytes (IPv4 mapped) and port, parsed once: a URI is checked
     /// against them on every request.
-    private let ownAddresses = NIOLockedValueBox<[(address: IPv6Address, port: Int)]>([])
+    private let ownAddresses = NIOLockedValueBox<[(address: IPv6Address, text: String, port: Int)]>([])
 
     /// - Parameter domains: the served domains; empty means every domain is served.
     public init(domains: [String]) {
@@ -18,9 +18,9 @@ public final class LocalIdentity: Sendable {
 
     func setListeners(_ bound: [BoundListener]) {
         listeners.withLockedValue { $0 = bound }
-        let parsed = bound.compactMap { listener -> (address: IPv6Address, port: Int)? in
+        let parsed = bound.compactMap { listener -> (address: IPv6Address, text: String, port: Int)? in
             guard let ip = listener.address.ipAddress, let address = Self.address(ip) else { return nil }
-            return (address, listener.port)
+            return (address, ip, listener.port)
         }
         ownAddresses.withLockedValue { $0 = parsed }
     }
@@ -41,7 +41,13 @@ public final class LocalIdentity: Sendable {
 
     /// Whether host and port name one of Tern's own listeners (port nil: any of them).
     public func isOwnAddress(host: String, port: Int?) -> Bool {
-        // A name is never one of our addresses (listeners bind to addresses), so no parse for domains.
+        // IPv4 addresses and names compare as text (RFC 3261 §19.1.4); only IPv6 has several
+        // spellings of one address and needs parsing.
+        if !host.utf8.contains(UInt8(ascii: ":")) {
+            return ownAddresses.withLockedValue { own in
+                own.contains { $0.text == host && (port == nil || port == $0.port) }
+            }
+        }
         guard let wanted = Self.address(host) else { return false }
         return ownAddresses.withLockedValue { own in
             own.contains { $0.address == wanted && (port == nil || port == $0.port) }

@@ -1,0 +1,11 @@
+#ifndef TERN_CMALLOC_SHIM_H
+#define TERN_CMALLOC_SHIM_H
+// glibc's allocator settings; Swift's Glibc module does not include <malloc.h>.
+#include <malloc.h>
+
+static inline void tern_tune_allocator(int top_pad, int trim_threshold, int mmap_threshold) {
+    mallopt(M_TOP_PAD, top_pad);
+    mallopt(M_TRIM_THRESHOLD, trim_threshold);
+    mallopt(M_MMAP_THRESHOLD, mmap_threshold);
+}
+#endif
