@@ -112,7 +112,16 @@ let package = Package(
 
         // MARK: - Feature modules (filled by later issues)
         .target(name: "Presence", dependencies: ["SIP", "CoreProxy"], swiftSettings: strictSettings),
-        .target(name: "Messaging", dependencies: ["SIP", "CoreProxy"], swiftSettings: strictSettings),
+        .target(
+            name: "Messaging",
+            dependencies: [
+                "SIP", "CoreProxy", "MongoSupport", "SQLiteSupport",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(name: "IMS", dependencies: ["SIP", "CoreProxy", "Presence"], swiftSettings: strictSettings),
         .target(name: "EventBus", dependencies: [], swiftSettings: strictSettings),
 
@@ -168,7 +177,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy", "MongoSupport",
+                "SIP", "CoreProxy", "MongoSupport", "Messaging",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -185,7 +194,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

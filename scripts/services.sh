@@ -32,6 +32,8 @@ start_mongodb() {
   for _ in $(seq 1 300); do
     if tcp_ready "$port"; then
       echo "export TERN_TEST_MONGODB_URI='mongodb://127.0.0.1:$port/?serverSelectionTimeoutMS=2000&retryWrites=false'" >> "$state/env"
+      # Tests that stop and restart a server of their own (MongoDB down mid-test) start it with this.
+      echo "export TERN_TEST_SECANTUSD='$PWD/$venv/bin/secantusd-py'" >> "$state/env"
       return 0
     fi
     kill -0 "$(cat "$state/mongodb.pid")" 2>/dev/null || { cat "$state/mongodb.log" >&2; echo "MongoDB test server exited" >&2; return 1; }

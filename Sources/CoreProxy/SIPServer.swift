@@ -2,10 +2,17 @@ public import NIOCore
 public import Logging
 public import ServiceLifecycle
 import SIP
+import NIOConcurrencyHelpers
 
 /// The signalling core as one service: transports, the transaction layer, the inbound stages and
 /// the request pipeline, wired in that order.
 ///
+/// A module with work of its own beside requests (sweeps, deliveries) started and stopped with the server.
+public protocol ServerFeature: Sendable {
+    func start()
+    func stop() async
+}
+
 /// `run()` binds every listener, reports them through `onListening`, serves until graceful shutdown,
 /// then stops accepting, lets live transactions finish (bounded by ``Configuration/drainTimeout``),
 /// and closes what is left.
@@ -54,6 +61,13 @@ public final class SIPServer: Service {
     private let group: any EventLoopGroup
     private let logger: Logger
     private let onListening: @Sendable ([BoundListener]) -> Void
+    private let features = NIOLockedValueBox<[any ServerFeature]>([])
+
+    /// Adds a feature that starts once bindings are restored and listeners are up, and stops after
+    /// the transactions have drained, before the transports close.
+    public func addFeature(_ feature: any ServerFeature) {
+        features.withLockedValue { $0.append(feature) }
+    }
 
     /// - Parameters:
     ///   - bindingStore: where bindings survive restarts; nil keeps them in memory only.
@@ -107,11 +121,13 @@ public final class SIPServer: Service {
         for listener in listeners {
             logger.notice("listening", metadata: ["listener": "\(listener)"])
         }
+        for feature in features.withLockedValue({ $0 }) { feature.start() }
         onListening(listeners)
         try? await gracefulShutdown()
         logger.notice("shutting down: no new connections, finishing transactions")
         await transportLayer.stopListening()
         await drainTransactions()
+        for feature in features.withLockedValue({ $0 }).reversed() { await feature.stop() }
         await transportLayer.shutdown()
         await location.shutdown()
     }

@@ -166,10 +166,13 @@ public struct MongoSession {
         try command(["createIndexes": .string(collection), "indexes": .array(indexes.map { .document($0) })])
     }
 
-    public func insert(_ collection: String, _ document: BSONDocument) throws {
+    /// Inserts one document. `journaled`: acknowledged only once the server's journal has it (a
+    /// promise made to a user, such as a stored message, survives a server crash).
+    public func insert(_ collection: String, _ document: BSONDocument, journaled: Bool = false) throws {
         try withCollection(collection) { handle in
             var error = bson_error_t()
-            let ok = document.withBSON { mongoc_collection_insert_one(handle, $0, nil, nil, &error) }
+            let options: BSONDocument = journaled ? ["writeConcern": .document(["w": .int32(1), "j": .bool(true)])] : [:]
+            let ok = document.withBSON { d in options.withBSON { o in mongoc_collection_insert_one(handle, d, o, nil, &error) } }
             guard ok else { throw MongoError(error) }
         }
     }

@@ -32,6 +32,9 @@ public final class SQLiteDatabase {
         sqlite3_close_v2(handle)
     }
 
+    /// Rows changed by the last INSERT, UPDATE or DELETE.
+    public var changes: Int { Int(sqlite3_changes(handle)) }
+
     /// Runs statements that return no rows.
     public func execute(_ sql: String) throws(Error) {
         var message: UnsafeMutablePointer<CChar>?

@@ -87,6 +87,14 @@ public final class SQLiteWriter: Sendable {
         }.get()
     }
 
+    /// The same as ``perform(_:)``, completing on `loop`, for callers on an event loop.
+    public func perform<T: Sendable>(on loop: any EventLoop, _ body: @escaping @Sendable (SQLiteDatabase) throws -> T) -> EventLoopFuture<T> {
+        pool.runIfActive(eventLoop: loop) { [self] in
+            drain()
+            return try database.withLockedValue { try body($0.database) }
+        }
+    }
+
     /// Waits until every queued write is in the database.
     public func flush() async throws {
         try await perform { _ in () }

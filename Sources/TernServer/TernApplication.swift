@@ -1,5 +1,6 @@
 public import CoreProxy
 import MongoSupport
+import Messaging
 public import Logging
 import NIOCore
 import Foundation
@@ -29,6 +30,7 @@ public struct TernApplication: Sendable {
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var mongo: MongoDatabase?
+        var messageStoreToClose: SQLiteMessageStore?
         do {
             mongo = try openMongoDB()
             let store = try await openBindingStore(group: group, mongo: mongo)
@@ -36,6 +38,13 @@ public struct TernApplication: Sendable {
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
                                        logger: logger, bindingStore: store, credentials: credentials,
                                        onListening: onListening)
+            if let settings = configuration.messaging {
+                let store = try await openMessageStore(group: group, mongo: mongo)
+                messageStoreToClose = store as? SQLiteMessageStore
+                let messaging = MessagingService(configuration: settings, store: store, proxy: server.proxy,
+                                                 location: server.location, group: group, logger: logger)
+                server.addFeature(messaging)
+            }
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
                     services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
@@ -45,10 +54,12 @@ public struct TernApplication: Sendable {
             )
             try await serviceGroup.run()
         } catch {
+            await messageStoreToClose?.close()
             await mongo?.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
+        await messageStoreToClose?.close()
         await mongo?.shutdown()
         try await group.shutdownGracefully()
     }
@@ -58,8 +69,25 @@ public struct TernApplication: Sendable {
         guard let settings = configuration.mongoDB else { return nil }
         let usesMongo = configuration.locationStore == .mongodb
             || (configuration.authentication != nil && configuration.credentialsSource == .mongodb)
+            || (configuration.messaging != nil && configuration.messageStore == .mongodb)
         guard usesMongo else { return nil }
         return try MongoDatabase(uri: settings.uri, database: settings.database, threads: settings.threads, logger: logger)
+    }
+
+    /// Offline messages in MongoDB, or in the embedded file (in memory when `storage.sqlite_path` is empty).
+    private func openMessageStore(group: any EventLoopGroup, mongo: MongoDatabase?) async throws -> any MessageStore {
+        if configuration.messageStore == .mongodb, let mongo {
+            let store = MongoMessageStore(database: mongo, collection: configuration.messageCollection)
+            try await store.prepare()
+            logger.notice("offline messages in MongoDB", metadata: ["collection": "\(configuration.messageCollection)"])
+            return store
+        }
+        let path = configuration.sqlitePath.isEmpty ? ":memory:" : configuration.sqlitePath
+        if path != ":memory:" {
+            let directory = (path as NSString).deletingLastPathComponent
+            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
+        }
+        return try await SQLiteMessageStore.open(path: path, logger: logger, group: group)
     }
 
     /// HA1 hashes from the configured file or MongoDB (empty when authentication is off).

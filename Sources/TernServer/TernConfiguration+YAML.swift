@@ -1,4 +1,5 @@
 import CoreProxy
+import Messaging
 import NIOCore
 import SIP
 import Logging
@@ -187,6 +188,29 @@ extension TernConfiguration {
             }
             try section.finish()
         }
+        if let node = reader.take("messaging") {
+            var section = try MappingReader(node, path: "messaging")
+            var settings = messaging ?? MessagingService.Configuration()
+            let enabled = try section.bool("enabled") ?? true
+            if let kind = try section.string("store") {
+                guard let parsed = MessageStoreKind(rawValue: kind) else {
+                    throw section.error("store", node, "\(kind): expected sqlite or mongodb")
+                }
+                messageStore = parsed
+            }
+            messageCollection = try section.string("collection").flatMap { $0.isEmpty ? nil : $0 } ?? messageCollection
+            settings.maxAgeSeconds = Int64(try section.int("max_age", in: 1...31_536_000) ?? Int(settings.maxAgeSeconds))
+            settings.maxPerUser = try section.int("max_per_user", in: 1...1_000_000) ?? settings.maxPerUser
+            let code = try section.int("over_limit_status", in: 400...699) ?? settings.overLimitStatus.code
+            let reason = try section.string("over_limit_reason") ?? settings.overLimitStatus.reason
+            settings.overLimitStatus = SIPStatus(code, reason)
+            settings.maxBodyBytes = try section.int("max_body_bytes", in: 0...16_777_216) ?? settings.maxBodyBytes
+            settings.perDeviceRate = try section.double("per_device_rate", in: 0...100_000) ?? settings.perDeviceRate
+            settings.totalRate = try section.double("total_rate", in: 0...1_000_000) ?? settings.totalRate
+            if let seconds = try section.int("retry_after_failure", in: 1...86_400) { settings.retryAfterFailure = .seconds(Int64(seconds)) }
+            try section.finish()
+            messaging = enabled ? settings : nil
+        }
         if let node = reader.take("hosts") {
             let hosts = try MappingReader(node, path: "hosts")
             for entry in hosts.entries {
@@ -218,10 +242,15 @@ extension TernConfiguration {
         if locationStore == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "storage.location", line: nil, message: "mongodb needs storage.mongodb.uri")
         }
+        if messaging != nil, messageStore == .mongodb, mongoDB == nil {
+            throw ConfigurationError(key: "messaging.store", line: nil, message: "mongodb needs storage.mongodb.uri")
+        }
         if authentication != nil, credentialsSource == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "auth.credentials", line: nil, message: "mongodb needs storage.mongodb.uri")
         }
     }
+
+    private var messagingDescribed: MessagingService.Configuration { messaging ?? MessagingService.Configuration() }
 
     /// The effective configuration as YAML, every key shown.
     public var yamlDescription: String {
@@ -281,6 +310,18 @@ extension TernConfiguration {
             "  trust_tls_connections: \(authentication?.trustTLSConnections ?? false)",
             "  tls_trust_seconds: \(authentication?.tlsTrustSeconds ?? 3600)",
             "  max_failures_per_minute: \(authentication?.maxFailuresPerMinute ?? 20)",
+            "messaging:",
+            "  enabled: \(messaging != nil)",
+            "  store: \(messageStore.rawValue)",
+            "  collection: \(messageCollection)",
+            "  max_age: \(messagingDescribed.maxAgeSeconds)",
+            "  max_per_user: \(messagingDescribed.maxPerUser)",
+            "  over_limit_status: \(messagingDescribed.overLimitStatus.code)",
+            "  over_limit_reason: \"\(messagingDescribed.overLimitStatus.reason)\"",
+            "  max_body_bytes: \(messagingDescribed.maxBodyBytes)",
+            "  per_device_rate: \(messagingDescribed.perDeviceRate)",
+            "  total_rate: \(messagingDescribed.totalRate)",
+            "  retry_after_failure: \(messagingDescribed.retryAfterFailure.nanoseconds / 1_000_000_000)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",
@@ -350,6 +391,15 @@ private struct MappingReader {
         case "false", "no", "off": return false
         default: throw error(key, node, "expected true or false")
         }
+    }
+
+    mutating func double(_ key: String, in range: ClosedRange<Double>) throws(ConfigurationError) -> Double? {
+        guard let node = take(key) else { return nil }
+        guard let text = node.string, let value = Double(text) else { throw error(key, node, "expected a number") }
+        guard range.contains(value) else {
+            throw error(key, node, "\(value) is out of range \(range.lowerBound)...\(range.upperBound)")
+        }
+        return value
     }
 
     mutating func int(_ key: String, in range: ClosedRange<Int>) throws(ConfigurationError) -> Int? {

@@ -1,4 +1,5 @@
 public import CoreProxy
+public import Messaging
 public import Logging
 import NIOCore
 import Foundation
@@ -40,6 +41,13 @@ public struct TernConfiguration: Sendable {
     /// `storage.location`: where bindings survive a restart: `sqlite` (default), `mongodb` (a
     /// table several nodes share) or `memory` (nowhere).
     public var locationStore: LocationStoreKind
+    /// `messaging.*`: offline messages (store and forward, RFC 3428). enabled (true), store
+    /// (`sqlite`: the embedded file, or `mongodb`), collection (`messages`), max_age (604800 s),
+    /// max_per_user (1000), over_limit_status/reason (486 Mailbox Full), max_body_bytes (65536),
+    /// per_device_rate (10/s), total_rate (200/s), retry_after_failure (30 s).
+    public var messaging: MessagingService.Configuration?
+    public var messageStore: MessageStoreKind
+    public var messageCollection: String
     /// `storage.node`: this node's name in shared tables (default: the host name).
     public var nodeName: String
     /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
@@ -87,6 +95,13 @@ public struct TernConfiguration: Sendable {
         locationStore = .sqlite
         nodeName = ProcessInfo.processInfo.hostName
         mongoDB = nil
+        messaging = MessagingService.Configuration()
+        messageStore = .sqlite
+        messageCollection = "messages"
+    }
+
+    public enum MessageStoreKind: String, Sendable, CaseIterable {
+        case sqlite, mongodb
     }
 
     public enum LocationStoreKind: String, Sendable, CaseIterable {

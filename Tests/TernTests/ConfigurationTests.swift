@@ -4,6 +4,8 @@ import Logging
 import SIP
 import Testing
 @testable import TernServer
+import Messaging
+import NIOCore
 
 @Suite struct ConfigurationTests {
     @Test func emptyFileGivesDefaults() throws {
@@ -84,6 +86,9 @@ import Testing
         ("storage:\n  mongodb:\n    uri: http://db\n", "storage.mongodb.uri (line 3): expected a mongodb:// URI"),
         ("auth:\n  credentials: ldap\n", "auth.credentials (line 2): ldap: expected file or mongodb"),
         ("auth:\n  credentials: mongodb\n", "auth.credentials: mongodb needs storage.mongodb.uri"),
+        ("messaging:\n  store: mongodb\n", "messaging.store: mongodb needs storage.mongodb.uri"),
+        ("messaging:\n  store: redis\n", "messaging.store (line 2): redis: expected sqlite or mongodb"),
+        ("messaging:\n  total_rate: fast\n", "messaging.total_rate (line 2): expected a number"),
     ]
 
     @Test(arguments: errors)
@@ -137,6 +142,33 @@ import Testing
         #expect(configuration.mongoDB?.database == "sip" && configuration.mongoDB?.threads == 8)
         #expect(configuration.credentialsSource == .mongodb && configuration.credentialsCacheSeconds == 30)
         #expect(configuration.authentication != nil, "credentials from MongoDB need no file")
+        let again = try TernConfiguration(yaml: configuration.yamlDescription)
+        #expect(again.yamlDescription == configuration.yamlDescription)
+    }
+
+    @Test func messagingSectionIsRead() throws {
+        let configuration = try TernConfiguration(yaml: """
+        messaging:
+          store: mongodb
+          collection: offline
+          max_age: 3600
+          max_per_user: 50
+          over_limit_status: 507
+          over_limit_reason: Full
+          max_body_bytes: 1024
+          per_device_rate: 2.5
+          total_rate: 40
+          retry_after_failure: 9
+        storage:
+          mongodb:
+            uri: mongodb://127.0.0.1:27017
+        """)
+        let messaging = try #require(configuration.messaging)
+        #expect(configuration.messageStore == .mongodb && configuration.messageCollection == "offline")
+        #expect(messaging.maxAgeSeconds == 3600 && messaging.maxPerUser == 50 && messaging.maxBodyBytes == 1024)
+        #expect(messaging.overLimitStatus.code == 507 && messaging.overLimitStatus.reason == "Full")
+        #expect(messaging.perDeviceRate == 2.5 && messaging.totalRate == 40 && messaging.retryAfterFailure == .seconds(9))
+        #expect(try TernConfiguration(yaml: "messaging:\n  enabled: false\n").messaging == nil)
         let again = try TernConfiguration(yaml: configuration.yamlDescription)
         #expect(again.yamlDescription == configuration.yamlDescription)
     }

@@ -43,11 +43,14 @@ final class ProxyContext: Sendable {
     let request: SIPMessage
     let proxy: StatefulProxy
     let state: NIOLockedValueBox<State>
+    /// The local user the targets came from (the location service), for undeliverable requests.
+    let localAOR: String?
 
-    init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]]) {
+    init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]], localAOR: String? = nil) {
         self.server = server
         self.request = request
         self.proxy = proxy
+        self.localAOR = localAOR
         self.state = NIOLockedValueBox(State(levels: levels))
     }
 
@@ -162,6 +165,13 @@ final class ProxyContext: Sendable {
         }
         defer { proxy.contextFinished(self) }
         guard !alreadyFinished, !answered else { return }
+        let bestStatus = ProxyContext.bestResponse(finals)?.statusCode
+        // Every device was away (no answer, unreachable, unavailable): a feature may keep the request.
+        if let localAOR, bestStatus == nil || [408, 480, 503].contains(bestStatus ?? 0),
+           !state.withLockedValue({ $0.cancelled }), let handler = proxy.undeliverableHandler(for: request),
+           handler.undeliverable(server, request: request, aor: localAOR, status: bestStatus) {
+            return
+        }
         guard var best = ProxyContext.bestResponse(finals) else {
             server.respond(SIPStatus(480))
             return

@@ -4,6 +4,16 @@ public import Logging
 public import SIP
 import Metrics
 
+/// A feature that takes over requests for a local user that cannot be delivered now (the user has
+/// no binding, or every branch failed with 408, 480 or 503): offline messaging stores them.
+public protocol UndeliverableRequestHandler: Sendable {
+    /// - Parameters:
+    ///   - status: the best final status the branches gave; nil when there was no binding at all.
+    /// - Returns: true when the handler answers the transaction (now or later); false leaves the
+    ///   proxy's own answer (404, or the best response).
+    func undeliverable(_ transaction: ServerTransaction, request: SIPMessage, aor: String, status: Int?) -> Bool
+}
+
 /// The stateful proxy and redirect server (RFC 3261 §16, §8.3): request targets from the location
 /// service, forking, Record-Route, loose routing, CANCEL, best-response selection, and the
 /// CANCEL-before-INVITE race.
@@ -51,6 +61,7 @@ public final class StatefulProxy: Sendable {
     private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
     private let deadTargets = Counter(label: "tern.proxy.dead_targets")
     private let forwarded = Counter(label: "tern.proxy.requests_forwarded")
+    private let undeliverableHandlers = NIOLockedValueBox<[SIPMethod: any UndeliverableRequestHandler]>([:])
 
     public init(configuration: Configuration, transactions: TransactionLayer, transport: TransportLayer,
                 location: LocationService, identity: LocalIdentity, logger: Logger) {
@@ -60,6 +71,43 @@ public final class StatefulProxy: Sendable {
         self.location = location
         self.identity = identity
         self.logger = logger
+    }
+
+    /// Lets a feature take over undeliverable out-of-dialog requests of one method.
+    public func setUndeliverableHandler(_ handler: any UndeliverableRequestHandler, for method: SIPMethod) {
+        undeliverableHandlers.withLockedValue { $0[method] = handler }
+    }
+
+    func undeliverableHandler(for request: SIPMessage) -> (any UndeliverableRequestHandler)? {
+        guard let method = request.method, ((try? request.to()) ?? nil)?.tag == nil else { return nil }
+        return undeliverableHandlers.withLockedValue { $0[method] }
+    }
+
+    /// Sends a request that Tern itself originates (a stored message, a notification) to one
+    /// registered device: over its flow when it has one, through its Path, with Tern's Via.
+    ///
+    /// - Parameter handler: receives the responses, a timeout or a transport error. A device that
+    ///   cannot be reached at send time or never answers has its binding removed, as for proxied requests.
+    public func originate(_ request: SIPMessage, to binding: Binding, on loop: any EventLoop,
+                          handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
+        let target = ProxyTarget(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
+                                 transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
+                                 routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
+        var out = request
+        out.setRequestURI(target.uri)
+        if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
+        for route in target.routes.reversed() { out.prependHeader(.route, route) }
+        let via = identity.listener(for: target.transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
+        out.prependHeader(.via, "SIP/2.0/" + target.transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
+            + SIPIdentifiers.tag() + ";rport")
+        _ = try send(out, to: target, on: loop) { [self] event in
+            switch event {
+            case .timeout: targetIsDead(target, reason: "no reply")
+            case .transportError(let error): targetIsDead(target, reason: "\(error)")
+            case .response: break
+            }
+            handler(event)
+        }
     }
 
     // MARK: - Routing a new request (RFC 3261 §16.3–§16.5)
@@ -109,7 +157,7 @@ public final class StatefulProxy: Sendable {
                     switch result {
                     case .success(let bindings):
                         deliver(transaction, request: request, requestURI: requestURI,
-                                targets: levels(bindings.map(foreignTarget)))
+                                targets: levels(bindings.map(foreignTarget)), aor: aor)
                     case .failure(let error):
                         logger.error("shared location lookup failed", metadata: ["aor": "\(aor)", "error": "\(error)"])
                         transaction.respond(SIPStatus(503, "Location Store Unavailable"), headers: [(.retryAfter, "5")])
@@ -117,12 +165,18 @@ public final class StatefulProxy: Sendable {
                 }
             return
         }
-        deliver(transaction, request: request, requestURI: requestURI, targets: targets)
+        deliver(transaction, request: request, requestURI: requestURI, targets: targets, aor: AddressOfRecord.canonical(requestURI))
     }
 
-    /// Answers from the targets found: 404 when none, 302 in redirect mode, otherwise forwards.
-    private func deliver(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, targets: [[ProxyTarget]]) {
+    /// Answers from the targets found: 404 when none (unless a feature takes the request over),
+    /// 302 in redirect mode, otherwise forwards.
+    private func deliver(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, targets: [[ProxyTarget]],
+                         aor: String?) {
         guard !targets.isEmpty else {
+            if let aor, let handler = undeliverableHandler(for: request),
+               handler.undeliverable(transaction, request: request, aor: aor, status: nil) {
+                return
+            }
             transaction.respond(SIPStatus(404))
             return
         }
@@ -136,7 +190,7 @@ public final class StatefulProxy: Sendable {
             transaction.respond(SIPStatus(302), headers: headers)
             return
         }
-        start(transaction, request: request, levels: targets)
+        start(transaction, request: request, levels: targets, aor: aor)
     }
 
     private func isRegisteredDomain(_ uri: SIPURI) -> Bool {
@@ -187,8 +241,8 @@ public final class StatefulProxy: Sendable {
         return ProxyTarget(uri: binding.contact, flow: flow, transport: transport, routes: binding.path, q: binding.q, binding: nil)
     }
 
-    private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]]) {
-        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels)
+    private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]], aor: String? = nil) {
+        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels, localAOR: aor)
         if transaction.request.method == .invite {
             contexts.withLockedValue { $0[transaction.key] = context }
         }

@@ -3,11 +3,11 @@ import Glibc
 #endif
 
 /// RFC 1123 dates for the Date header (RFC 3261 §20.17), e.g. `Sat, 13 Nov 2010 23:29:00 GMT`.
-enum HTTPDate {
+public enum HTTPDate {
     private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
-    static func now() -> String {
+    public static func now() -> String {
         var seconds = time(nil)
         var parts = tm()
         gmtime_r(&seconds, &parts)
