@@ -33,11 +33,14 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         public var retryAfterFailure: TimeAmount
         /// How often lapsed messages are swept (default 5 s).
         public var expirySweepInterval: TimeAmount
+        /// Tell the sender (a user of a domain Tern serves) with a MESSAGE from
+        /// `postmaster@<recipient's domain>` when their message lapsed undelivered (default false).
+        public var reportExpired: Bool
 
         public init(maxAgeSeconds: Int64 = 7 * 86_400, maxPerUser: Int = 1000,
                     overLimitStatus: SIPStatus = SIPStatus(486, "Mailbox Full"), maxBodyBytes: Int = 65_536,
                     perDeviceRate: Double = 10, totalRate: Double = 200, retryAfterFailure: TimeAmount = .seconds(30),
-                    expirySweepInterval: TimeAmount = .seconds(5)) {
+                    expirySweepInterval: TimeAmount = .seconds(5), reportExpired: Bool = false) {
             self.maxAgeSeconds = maxAgeSeconds
             self.maxPerUser = maxPerUser
             self.overLimitStatus = overLimitStatus
@@ -46,6 +49,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
             self.totalRate = totalRate
             self.retryAfterFailure = retryAfterFailure
             self.expirySweepInterval = expirySweepInterval
+            self.reportExpired = reportExpired
         }
     }
 
@@ -59,6 +63,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
     public let store: any MessageStore
     private let proxy: StatefulProxy
     private let location: LocationService
+    private let identity: LocalIdentity?
     private let group: any EventLoopGroup
     private let logger: Logger
     private let totalThrottle: DeliveryThrottle
@@ -73,12 +78,14 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
     /// Batch read from the store per round of a drain.
     private static let batch = 50
 
+    /// - Parameter identity: the domains Tern serves (expiry reports go only to their users).
     public init(configuration: Configuration, store: any MessageStore, proxy: StatefulProxy, location: LocationService,
-                group: any EventLoopGroup, logger: Logger) {
+                identity: LocalIdentity? = nil, group: any EventLoopGroup, logger: Logger) {
         self.configuration = configuration
         self.store = store
         self.proxy = proxy
         self.location = location
+        self.identity = identity
         self.group = group
         self.logger = logger
         self.totalThrottle = DeliveryThrottle(rate: configuration.totalRate)
@@ -315,10 +322,24 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         store.removeExpired(now: Self.nowMilliseconds(), limit: 1000, on: loop).whenComplete { [self] result in
             switch result {
             case .success(let lapsed):
-                for message in lapsed { publish(.expired, message) }
+                for message in lapsed {
+                    publish(.expired, message)
+                    if configuration.reportExpired { reportExpiry(message) }
+                }
             case .failure(let error):
                 logger.warning("expiry sweep failed", metadata: ["error": "\(error)"])
             }
+        }
+    }
+
+    /// A short text to the sender of a message that lapsed (RFC 3428 has no delivery report of
+    /// its own; IMDN-capable clients get theirs from the recipient's device).
+    private func reportExpiry(_ message: StoredMessage) {
+        guard let identity, let sender = try? SIPAddress(parsing: message.from), let senderAOR = AddressOfRecord.canonical(sender.uri),
+              identity.servesDomain(sender.uri.host), let recipient = try? SIPURI(parsing: message.recipient) else { return }
+        let text = "Your message to \(message.recipient) of \(message.date) was not delivered: it expired undelivered."
+        Task { [self] in
+            _ = try? await sendMessage(from: "sip:postmaster@" + recipient.host, to: senderAOR, body: Array(text.utf8))
         }
     }
 

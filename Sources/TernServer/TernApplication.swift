@@ -42,7 +42,8 @@ public struct TernApplication: Sendable {
                 let store = try await openMessageStore(group: group, mongo: mongo)
                 messageStoreToClose = store as? SQLiteMessageStore
                 let messaging = MessagingService(configuration: settings, store: store, proxy: server.proxy,
-                                                 location: server.location, group: group, logger: logger)
+                                                 location: server.location, identity: server.identity, group: group,
+                                                 logger: logger)
                 server.addFeature(messaging)
             }
             let serviceGroup = ServiceGroup(

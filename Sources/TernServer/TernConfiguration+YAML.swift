@@ -199,6 +199,13 @@ extension TernConfiguration {
                 messageStore = parsed
             }
             messageCollection = try section.string("collection").flatMap { $0.isEmpty ? nil : $0 } ?? messageCollection
+            if let fork = try section.string("fork") {
+                switch fork {
+                case "all": proxy.newestDeviceOnly.remove(.message)
+                case "newest": proxy.newestDeviceOnly.insert(.message)
+                default: throw section.error("fork", node, "\(fork): expected all or newest")
+                }
+            }
             settings.maxAgeSeconds = Int64(try section.int("max_age", in: 1...31_536_000) ?? Int(settings.maxAgeSeconds))
             settings.maxPerUser = try section.int("max_per_user", in: 1...1_000_000) ?? settings.maxPerUser
             let code = try section.int("over_limit_status", in: 400...699) ?? settings.overLimitStatus.code
@@ -208,6 +215,7 @@ extension TernConfiguration {
             settings.perDeviceRate = try section.double("per_device_rate", in: 0...100_000) ?? settings.perDeviceRate
             settings.totalRate = try section.double("total_rate", in: 0...1_000_000) ?? settings.totalRate
             if let seconds = try section.int("retry_after_failure", in: 1...86_400) { settings.retryAfterFailure = .seconds(Int64(seconds)) }
+            settings.reportExpired = try section.bool("report_expired") ?? settings.reportExpired
             try section.finish()
             messaging = enabled ? settings : nil
         }
@@ -314,6 +322,7 @@ extension TernConfiguration {
             "  enabled: \(messaging != nil)",
             "  store: \(messageStore.rawValue)",
             "  collection: \(messageCollection)",
+            "  fork: \(proxy.newestDeviceOnly.contains(.message) ? "newest" : "all")",
             "  max_age: \(messagingDescribed.maxAgeSeconds)",
             "  max_per_user: \(messagingDescribed.maxPerUser)",
             "  over_limit_status: \(messagingDescribed.overLimitStatus.code)",
@@ -322,6 +331,7 @@ extension TernConfiguration {
             "  per_device_rate: \(messagingDescribed.perDeviceRate)",
             "  total_rate: \(messagingDescribed.totalRate)",
             "  retry_after_failure: \(messagingDescribed.retryAfterFailure.nanoseconds / 1_000_000_000)",
+            "  report_expired: \(messagingDescribed.reportExpired)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

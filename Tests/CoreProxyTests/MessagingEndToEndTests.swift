@@ -67,12 +67,12 @@ struct MessagingEndToEndTests {
 
     /// Runs a server with offline messaging over `store`.
     static func withMessaging<T: Sendable>(store: any MessageStore, configuration: MessagingService.Configuration = settings(),
-                                           events: EventLog = EventLog(),
+                                           events: EventLog = EventLog(), proxy: StatefulProxy.Configuration = StatefulProxy.Configuration(),
                                            _ body: @Sendable (RunningServer, MessagingService) async throws -> T) async throws -> T {
         let box = NIOLockedValueBox<MessagingService?>(nil)
-        return try await withTestServer(configure: { server in
+        return try await withTestServer(proxy: proxy, configure: { server in
             let messaging = MessagingService(configuration: configuration, store: store, proxy: server.proxy, location: server.location,
-                                             group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                                             identity: server.identity, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
             messaging.addObserver(events)
             server.addFeature(messaging)
             box.withLockedValue { $0 = messaging }
@@ -354,6 +354,79 @@ struct MessagingEndToEndTests {
                 #expect(String(buffer: delivered.body) == text)
                 try await bob.answer(delivered, 200)
             }
+            try await Self.eventually("store emptied") { try await messaging.storedMessages(for: "sip:bob@tern.test").isEmpty }
+            await alice.client.close()
+            await bob.client.close()
+        }
+        await database.shutdown()
+        await server.remove()
+    }
+
+    @Test func onlyTheNewestDeviceGetsAMessageWhenConfigured() async throws {
+        let (store, close) = try await Self.makeStore(.sqlite)
+        try await Self.withMessaging(store: store, proxy: StatefulProxy.Configuration(newestDeviceOnly: [.message])) { server, _ in
+            let desk = try await Agent.connect(server, user: "bob")
+            let mobile = try await Agent.connect(server, user: "bob")
+            #expect(try await desk.register(instance: "urn:uuid:desk").statusCode == 200)
+            try await Task.sleep(for: .milliseconds(5))
+            #expect(try await mobile.register(instance: "urn:uuid:mobile").statusCode == 200)
+            let alice = try await Agent.connect(server, user: "alice")
+            let sending = Task { try await Self.message(from: alice, to: "bob", "to the phone in use") }
+            let atMobile = try await mobile.next(.message)
+            try await mobile.answer(atMobile, 200)
+            #expect(try await sending.value.statusCode == 200)
+            #expect(await desk.client.receiveIfAny(timeout: .milliseconds(300))?.method != .message)
+            // The desk phone registers again: it is now the one in use.
+            try await Task.sleep(for: .milliseconds(5))
+            #expect(try await desk.register(instance: "urn:uuid:desk").statusCode == 200)
+            let next = Task { try await Self.message(from: alice, to: "bob", "now the desk") }
+            try await desk.answer(try await desk.next(.message), 200)
+            #expect(try await next.value.statusCode == 200)
+            for agent in [desk, mobile, alice] { await agent.client.close() }
+        }
+        await close()
+    }
+
+    @Test func aLapsedMessageIsReportedToItsSenderWhenConfigured() async throws {
+        let (store, close) = try await Self.makeStore(.sqlite)
+        let configuration = Self.settings { $0.maxAgeSeconds = 1; $0.reportExpired = true }
+        try await Self.withMessaging(store: store, configuration: configuration) { server, _ in
+            let alice = try await Agent.connect(server, user: "alice")
+            #expect(try await alice.register().statusCode == 200)
+            #expect(try await Self.message(from: alice, to: "bob", "hello?").statusCode == 202)
+            let report = try await alice.next(.message)
+            #expect(try report.from()?.uri.user == "postmaster")
+            #expect(String(buffer: report.body).contains("sip:bob@tern.test"))
+            try await alice.answer(report, 200)
+            await alice.client.close()
+        }
+        await close()
+    }
+
+    /// The documented at-least-once window: a device's 2xx arrived, but the delete did not reach
+    /// the store (here: MongoDB killed in between). The message is delivered again; never lost.
+    @Test(.enabled(if: TestServices.mongoEnabled, "needs the MongoDB test server"))
+    func aDeliveryWhoseDeleteWasLostIsDeliveredAgain() async throws {
+        let server = try await OwnMongoServer()
+        let database = try MongoDatabase(uri: server.uri, database: "window", threads: 2, logger: Self.logger)
+        let store = MongoMessageStore(database: database)
+        try await store.prepare()
+        try await Self.withMessaging(store: store) { sip, messaging in
+            let alice = try await Agent.connect(sip, user: "alice")
+            #expect(try await Self.message(from: alice, to: "bob", "once or twice").statusCode == 202)
+            let bob = try await Agent.connect(sip, user: "bob")
+            #expect(try await bob.register().statusCode == 200)
+            let first = try await bob.next(.message)
+            try await server.stop()
+            try await bob.answer(first, 200)
+            try await Task.sleep(for: .seconds(1))
+            try await server.start()
+            try await Self.eventually("MongoDB back", timeout: .seconds(20)) { (try? await database.ping()) != nil }
+            #expect(try await messaging.storedMessages(for: "sip:bob@tern.test").count == 1, "the delete was lost, not the message")
+            #expect(try await bob.register().statusCode == 200)
+            let second = try await bob.next(.message)
+            #expect(String(buffer: second.body) == "once or twice")
+            try await bob.answer(second, 200)
             try await Self.eventually("store emptied") { try await messaging.storedMessages(for: "sip:bob@tern.test").isEmpty }
             await alice.client.close()
             await bob.client.close()

@@ -151,6 +151,7 @@ import NIOCore
         messaging:
           store: mongodb
           collection: offline
+          fork: newest
           max_age: 3600
           max_per_user: 50
           over_limit_status: 507
@@ -165,6 +166,7 @@ import NIOCore
         """)
         let messaging = try #require(configuration.messaging)
         #expect(configuration.messageStore == .mongodb && configuration.messageCollection == "offline")
+        #expect(configuration.proxy.newestDeviceOnly == [.message])
         #expect(messaging.maxAgeSeconds == 3600 && messaging.maxPerUser == 50 && messaging.maxBodyBytes == 1024)
         #expect(messaging.overLimitStatus.code == 507 && messaging.overLimitStatus.reason == "Full")
         #expect(messaging.perDeviceRate == 2.5 && messaging.totalRate == 40 && messaging.retryAfterFailure == .seconds(9))

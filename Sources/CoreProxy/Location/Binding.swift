@@ -29,6 +29,9 @@ public struct Binding: Sendable, Hashable {
     public var userAgent: String?
     /// Temporary GRUUs handed out for this instance since its Call-ID last changed (RFC 5627 §4.2).
     public var temporaryGRUUs: [String]
+    /// Unix milliseconds of the REGISTER that last added or refreshed it (0 when unknown, after a
+    /// restart from a store that does not keep it): "the device the user used last".
+    public var registeredAt: Int64 = 0
 
     public init(aor: String, contact: SIPURI, contactParameters: SIPParameters, expiresAt: Int64, callID: String,
                 cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?) {

@@ -172,6 +172,7 @@ public final class MongoBindingStore: SharedBindingStore {
             "path": .array(binding.path.map { .string($0) }),
             "temporary_gruus": .array(binding.temporaryGRUUs.map { .string($0) }),
             "behind_nat": .bool(binding.isBehindNAT),
+            "registered_at": .date(binding.registeredAt),
         ]
         if let instance = binding.instanceID { document["instance_id"] = .string(instance) }
         if let regID = binding.regID { document["reg_id"] = .int64(Int64(regID)) }
@@ -213,6 +214,7 @@ public final class MongoBindingStore: SharedBindingStore {
         binding.temporaryGRUUs = document["temporary_gruus"]?.array?.compactMap(\.string) ?? []
         binding.userAgent = document["user_agent"]?.string
         binding.isBehindNAT = document["behind_nat"]?.bool ?? false
+        binding.registeredAt = document["registered_at"]?.int64 ?? 0
         return binding
     }
 }

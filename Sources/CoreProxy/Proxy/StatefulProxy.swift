@@ -34,10 +34,13 @@ public final class StatefulProxy: Sendable {
         /// Timer C (RFC 3261 §16.6 step 11): an INVITE branch that rings without a final answer this
         /// long after its last provisional response is cancelled and counts as 408 (default 181 s: RFC 3261 wants more than 3 minutes).
         public var timerC: TimeAmount
+        /// Methods sent only to the device the user registered from last instead of to every device
+        /// (default none; e.g. MESSAGE, so a text reaches the phone in use and not every tablet).
+        public var newestDeviceOnly: Set<SIPMethod>
 
         public init(recordRoute: Bool = true, redirect: Bool = false, redirectDomains: [String] = [],
                     outboundProxy: SIPURI? = nil, removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32),
-                    timerC: TimeAmount = .seconds(181)) {
+                    timerC: TimeAmount = .seconds(181), newestDeviceOnly: Set<SIPMethod> = []) {
             self.recordRoute = recordRoute
             self.redirect = redirect
             self.redirectDomains = redirectDomains
@@ -45,6 +48,7 @@ public final class StatefulProxy: Sendable {
             self.removeDeadBindings = removeDeadBindings
             self.cancelMemory = cancelMemory
             self.timerC = timerC
+            self.newestDeviceOnly = newestDeviceOnly
         }
     }
 
@@ -149,7 +153,7 @@ public final class StatefulProxy: Sendable {
             start(transaction, request: request, levels: [[target]])
             return
         }
-        let targets = locate(requestURI)
+        let targets = locate(requestURI, method: request.method)
         if targets.isEmpty, let shared = location.sharedStore, let aor = AddressOfRecord.canonical(requestURI) {
             // Not registered here: another node sharing the location table may hold the user.
             shared.bindings(for: aor, validAt: location.clock.nowMilliseconds(), on: transaction.eventLoop)
@@ -199,9 +203,13 @@ public final class StatefulProxy: Sendable {
     }
 
     /// The bindings of the AOR grouped by q, highest first; a GRUU selects only its device (RFC 5627 §5.1).
-    private func locate(_ uri: SIPURI) -> [[ProxyTarget]] {
+    private func locate(_ uri: SIPURI, method: SIPMethod?) -> [[ProxyTarget]] {
         guard let aor = AddressOfRecord.canonical(uri) else { return [] }
         var bindings = location.bindings(for: aor)
+        if let method, configuration.newestDeviceOnly.contains(method),
+           let newest = bindings.max(by: { ($0.registeredAt, $0.expiresAt) < ($1.registeredAt, $1.expiresAt) }) {
+            bindings = [newest]
+        }
         if case .some(let gr) = uri.parameters["gr"] {
             if let instance = gr {
                 bindings = bindings.filter { $0.instanceID == percentDecoded(instance) }

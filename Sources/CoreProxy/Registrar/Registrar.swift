@@ -143,6 +143,7 @@ public final class Registrar: SIPRequestHandler {
                               expiresAt: now + Int64(expires) * 1000, callID: callID, cseq: cseq,
                               transport: inbound.transport, flow: inbound.flow, source: inbound.source)
         binding.instanceID = address.instanceID
+        binding.registeredAt = now
         // reg-id without an instance means nothing (RFC 5626 §6, step 3 of the registrar's rules).
         binding.regID = address.instanceID == nil ? nil : address.regID
         binding.isBehindNAT = NATDetection.isBehindNAT(request: inbound.message, contact: address.uri, source: inbound.source)
