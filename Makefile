@@ -36,11 +36,13 @@ test: deps-test
 	  $(SWIFT) test; } || status=$$?; \
 	scripts/services.sh stop; exit $$status
 
-## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios.
+## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios;
+## offline-message store and drain rates with SQLite and MongoDB.
 bench: build-release
 	@scripts/install-deps.sh bench
 	.build/release/tern-parser-bench
 	TERN=.build/release/tern scripts/bench.sh
+	TERN=.build/release/tern scripts/bench-messaging.sh
 
 clean:
 	rm -rf .build

@@ -3,6 +3,9 @@ public import NIOCore
 /// Where offline messages wait (MongoDB, or the embedded SQLite file). Every call runs on the
 /// store's own threads and completes on the event loop given.
 public protocol MessageStore: Sendable {
+    /// Whether other nodes store into it too (then this node cannot know every recipient with
+    /// messages waiting, and asks the store when a user registers).
+    var isShared: Bool { get }
     /// Creates tables, collections and indexes.
     func prepare() async throws
     /// Stores `message` unless its recipient already has `limit` waiting. Completes only once the

@@ -71,6 +71,12 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
     private let observers = NIOLockedValueBox<[any MessagingObserver]>([])
     private let sweepTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let stopped = NIOLockedValueBox(false)
+    /// Recipients known to have messages waiting: a registration of anyone else costs no store read.
+    /// Complete for a store of this node's own; for a shared one, see ``sharedRecheck``.
+    private let waiting = NIOLockedValueBox<Set<String>>([])
+    /// Shared store: when each registered user was last looked up (a refresh looks again after this).
+    private let lastChecked = NIOLockedValueBox<[String: Int64]>([:])
+    private static let sharedRecheckMilliseconds: Int64 = 300_000
     private let counters: [MessagingEvent.Kind: Counter]
     private let storeFailures = Counter(label: "tern.messaging.store_failures")
     private let refusedOverLimit = Counter(label: "tern.messaging.over_limit")
@@ -107,6 +113,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         sweepTask.withLockedValue { $0 = task }
         // Users registered before a restart with messages waiting get them without re-registering.
         store.recipients(on: loop).whenSuccess { [self] recipients in
+            waiting.withLockedValue { $0.formUnion(recipients) }
             for recipient in recipients where !location.bindings(for: recipient).isEmpty { deliver(to: recipient) }
         }
     }
@@ -148,6 +155,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
             case .success(true):
                 // The 202 leaves only now that the store holds the message.
                 transaction.respond(SIPStatus(202))
+                waiting.withLockedValue { _ = $0.insert(aor) }
                 publish(.stored, message)
                 if status != nil {
                     // The user is registered but no device answered: try again later.
@@ -168,13 +176,30 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
     // MARK: - Delivering
 
     public func locationChanged(_ event: BindingEvent) {
+        let aor = event.binding.aor
         switch event.kind {
         case .added, .refreshed:
+            guard shouldLookUp(aor, newDevice: event.kind == .added) else { return }
             // After this returns, the registrar sends its 200 OK; the drain starts on the next tick.
-            let aor = event.binding.aor
             group.next().execute { [self] in deliver(to: aor) }
         case .removed, .expired:
-            break
+            if store.isShared, location.bindings(for: aor).isEmpty {
+                lastChecked.withLockedValue { $0[aor] = nil }
+            }
+        }
+    }
+
+    /// Whether a registration should look for stored messages: always when the store is this
+    /// node's own and the user has some; with a shared store also for a new device, and for a
+    /// refresh when the last look is old (another node may have stored something).
+    private func shouldLookUp(_ aor: String, newDevice: Bool) -> Bool {
+        if waiting.withLockedValue({ $0.contains(aor) }) { return true }
+        guard store.isShared else { return false }
+        let now = Self.nowMilliseconds()
+        return lastChecked.withLockedValue { table in
+            if !newDevice, let last = table[aor], now - last < Self.sharedRecheckMilliseconds { return false }
+            table[aor] = now
+            return true
         }
     }
 
@@ -199,6 +224,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         store.pending(for: aor, now: Self.nowMilliseconds(), limit: Self.batch, on: loop).whenComplete { [self] result in
             switch result {
             case .success(let messages):
+                if messages.isEmpty { waiting.withLockedValue { _ = $0.remove(aor) } }
                 deliverNext(aor, messages[...], fullBatch: messages.count == Self.batch, on: loop)
             case .failure(let error):
                 logger.error("message store read failed", metadata: ["recipient": "\(aor)", "error": "\(error)"])
@@ -373,6 +399,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         guard try await store.store(message, limit: configuration.maxPerUser, on: loop).get() else {
             return configuration.overLimitStatus.code
         }
+        waiting.withLockedValue { _ = $0.insert(aor) }
         publish(.stored, message)
         return 202
     }

@@ -13,6 +13,8 @@ public final class MongoMessageStore: MessageStore {
         self.collection = collection
     }
 
+    public var isShared: Bool { true }
+
     public func prepare() async throws {
         try await database.perform { [collection] session in
             try session.createIndexes(collection, [

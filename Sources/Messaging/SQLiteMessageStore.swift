@@ -43,6 +43,8 @@ public final class SQLiteMessageStore: MessageStore {
         SQLiteMessageStore(writer: try await SQLiteWriter(path: path, schema: schema, logger: logger, group: group))
     }
 
+    public var isShared: Bool { false }
+
     public func prepare() async throws {}
 
     public func store(_ message: StoredMessage, limit: Int, on loop: any EventLoop) -> EventLoopFuture<Bool> {

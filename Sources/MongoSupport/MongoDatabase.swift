@@ -2,6 +2,8 @@ import CMongoC
 public import Logging
 public import NIOCore
 import NIOPosix
+import NIOConcurrencyHelpers
+import Metrics
 
 /// An error from libmongoc: the server's code where there is one (11000 for a duplicate key).
 public struct MongoError: Error, CustomStringConvertible, Sendable {
@@ -51,13 +53,19 @@ public final class MongoDatabase: Sendable {
     private let threads: NIOThreadPool
     public let name: String
     private let logger: Logger
+    private let maxQueued: Int
+    private let queued = NIOLockedValueBox(0)
+    private let refused = Counter(label: "tern.mongodb.queue_full")
 
     /// - Parameters:
     ///   - uri: a `mongodb://` URI; `serverSelectionTimeoutMS` bounds how long a call waits for a
     ///     server that is down (libmongoc's default is 30 s).
     ///   - database: the database name; nil takes the one in the URI, else `tern`.
     ///   - threads: how many calls may be in flight at once.
-    public init(uri: String, database: String? = nil, threads: Int = 2, logger: Logger) throws(MongoError) {
+    ///   - maxQueued: calls waiting for a thread beyond which new ones fail at once: a database that
+    ///     is slower than the traffic gets a quick error (a SIP 500 with Retry-After) instead of
+    ///     requests that wait until their clients give up.
+    public init(uri: String, database: String? = nil, threads: Int = 2, maxQueued: Int = 2000, logger: Logger) throws(MongoError) {
         _ = mongocInitialized
         var error = bson_error_t()
         guard let parsed = mongoc_uri_new_with_error(uri, &error) else { throw MongoError(error) }
@@ -72,12 +80,32 @@ public final class MongoDatabase: Sendable {
         self.threads = NIOThreadPool(numberOfThreads: max(1, threads))
         self.threads.start()
         self.logger = logger
+        self.maxQueued = maxQueued
     }
+
+    /// Takes a place in the queue, or reports it full.
+    private func admit() -> Bool {
+        let admitted = queued.withLockedValue { count -> Bool in
+            guard count < maxQueued else { return false }
+            count += 1
+            return true
+        }
+        if !admitted { refused.increment() }
+        return admitted
+    }
+
+    private func leave() {
+        queued.withLockedValue { $0 -= 1 }
+    }
+
+    private var queueFull: MongoError { MongoError(message: "MongoDB queue full: \(maxQueued) calls waiting") }
 
     /// Runs `body` with a client on one of the database threads.
     @discardableResult
     public func perform<T: Sendable>(_ body: @escaping @Sendable (MongoSession) throws -> T) async throws -> T {
-        try await threads.runIfActive { [pool, name] in
+        guard admit() else { throw queueFull }
+        defer { leave() }
+        return try await threads.runIfActive { [pool, name] in
             try pool.withClient { client in try body(MongoSession(client: client, database: name)) }
         }
     }
@@ -85,9 +113,12 @@ public final class MongoDatabase: Sendable {
     /// The same as ``perform(_:)``, completing on `loop`, for callers on an event loop.
     @discardableResult
     public func perform<T: Sendable>(on loop: any EventLoop, _ body: @escaping @Sendable (MongoSession) throws -> T) -> EventLoopFuture<T> {
-        threads.runIfActive(eventLoop: loop) { [pool, name] in
+        guard admit() else { return loop.makeFailedFuture(queueFull) }
+        let result = threads.runIfActive(eventLoop: loop) { [pool, name] in
             try pool.withClient { client in try body(MongoSession(client: client, database: name)) }
         }
+        result.whenComplete { [self] _ in leave() }
+        return result
     }
 
     /// Sends `ping`; throws when no server answers within the selection timeout.

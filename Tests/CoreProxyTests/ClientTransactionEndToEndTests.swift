@@ -1,3 +1,4 @@
+import Foundation
 import CoreProxy
 import NIOConcurrencyHelpers
 import NIOCore
@@ -69,10 +70,19 @@ struct ClientTransactionEndToEndTests {
     }
 
     @Test func connectFailureIsATransportError() async throws {
-        // A TCP port that nobody listens on: bind one, learn its number, close it.
-        let probe = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
-        let deadPort = try #require(probe.localAddress?.port)
-        try await probe.close()
+        // A TCP port that nobody listens on, held (bound, never listening) for the whole test so
+        // that no other test running in parallel can take it: a connect gets ECONNREFUSED.
+        let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(holder) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) { pointer in
+            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, length) == 0 && getsockname(holder, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let deadPort = Int(UInt16(bigEndian: address.sin_port))
         try await withTestServer { server in
             let outcome = NIOLockedValueBox<[String]>([])
             try server.server.transactionLayer.sendRequest(
