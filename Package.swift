@@ -111,7 +111,17 @@ let package = Package(
         ),
 
         // MARK: - Feature modules (filled by later issues)
-        .target(name: "Presence", dependencies: ["SIP", "CoreProxy"], swiftSettings: strictSettings),
+        .target(
+            name: "Presence",
+            dependencies: [
+                "SIP", "CoreProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(
             name: "Messaging",
             dependencies: [
@@ -177,7 +187,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy", "MongoSupport", "Messaging",
+                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),
@@ -194,7 +204,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -1,6 +1,7 @@
 public import CoreProxy
 import MongoSupport
 import Messaging
+import Presence
 public import Logging
 import NIOCore
 import Foundation
@@ -45,6 +46,12 @@ public struct TernApplication: Sendable {
                                                  location: server.location, identity: server.identity, group: group,
                                                  logger: logger)
                 server.addFeature(messaging)
+            }
+            if let settings = configuration.presence {
+                let presence = PresenceService(configuration: settings, proxy: server.proxy, location: server.location,
+                                               identity: server.identity, group: group, logger: logger)
+                server.pipeline.register(presence)
+                server.addFeature(presence)
             }
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(

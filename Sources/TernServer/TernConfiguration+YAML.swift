@@ -1,5 +1,6 @@
 import CoreProxy
 import Messaging
+import Presence
 import NIOCore
 import SIP
 import Logging
@@ -219,6 +220,35 @@ extension TernConfiguration {
             try section.finish()
             messaging = enabled ? settings : nil
         }
+        if let node = reader.take("presence") {
+            var section = try MappingReader(node, path: "presence")
+            var settings = presence ?? PresenceService.Configuration()
+            let enabled = try section.bool("enabled") ?? true
+            if let policy = try section.string("policy") {
+                guard let parsed = PresenceService.Configuration.Policy(rawValue: policy) else {
+                    throw section.error("policy", node, "\(policy): expected allow, same_domain or ask")
+                }
+                settings.policy = parsed
+            }
+            settings.defaultExpires = UInt32(try section.int("default_expires", in: 1...604_800) ?? Int(settings.defaultExpires))
+            settings.minExpires = UInt32(try section.int("min_expires", in: 1...604_800) ?? Int(settings.minExpires))
+            settings.maxExpires = UInt32(try section.int("max_expires", in: 1...604_800) ?? Int(settings.maxExpires))
+            if let interval = try section.int("notify_interval_ms", in: 0...3_600_000) {
+                settings.minNotifyInterval = .milliseconds(Int64(interval))
+            }
+            settings.basicStatusIsCritical = try section.bool("basic_status_critical") ?? settings.basicStatusIsCritical
+            settings.notifyRetries = try section.int("notify_retries", in: 0...100) ?? settings.notifyRetries
+            if let delay = try section.int("notify_retry_delay_ms", in: 0...3_600_000) {
+                settings.notifyRetryDelay = .milliseconds(Int64(delay))
+            }
+            settings.deriveFromRegistration = try section.bool("derive_from_registration") ?? settings.deriveFromRegistration
+            try section.finish()
+            guard settings.minExpires <= settings.maxExpires else {
+                throw ConfigurationError(key: "presence.min_expires", line: node.mark.map { $0.line },
+                                         message: "must not exceed presence.max_expires")
+            }
+            presence = enabled ? settings : nil
+        }
         if let node = reader.take("hosts") {
             let hosts = try MappingReader(node, path: "hosts")
             for entry in hosts.entries {
@@ -259,6 +289,7 @@ extension TernConfiguration {
     }
 
     private var messagingDescribed: MessagingService.Configuration { messaging ?? MessagingService.Configuration() }
+    private var presenceDescribed: PresenceService.Configuration { presence ?? PresenceService.Configuration() }
 
     /// The effective configuration as YAML, every key shown.
     public var yamlDescription: String {
@@ -332,6 +363,17 @@ extension TernConfiguration {
             "  total_rate: \(messagingDescribed.totalRate)",
             "  retry_after_failure: \(messagingDescribed.retryAfterFailure.nanoseconds / 1_000_000_000)",
             "  report_expired: \(messagingDescribed.reportExpired)",
+            "presence:",
+            "  enabled: \(presence != nil)",
+            "  policy: \(presenceDescribed.policy.rawValue)",
+            "  default_expires: \(presenceDescribed.defaultExpires)",
+            "  min_expires: \(presenceDescribed.minExpires)",
+            "  max_expires: \(presenceDescribed.maxExpires)",
+            "  notify_interval_ms: \(presenceDescribed.minNotifyInterval.nanoseconds / 1_000_000)",
+            "  basic_status_critical: \(presenceDescribed.basicStatusIsCritical)",
+            "  notify_retries: \(presenceDescribed.notifyRetries)",
+            "  notify_retry_delay_ms: \(presenceDescribed.notifyRetryDelay.nanoseconds / 1_000_000)",
+            "  derive_from_registration: \(presenceDescribed.deriveFromRegistration)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

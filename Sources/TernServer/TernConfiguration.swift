@@ -1,5 +1,6 @@
 public import CoreProxy
 public import Messaging
+public import Presence
 public import Logging
 import NIOCore
 import Foundation
@@ -48,6 +49,10 @@ public struct TernConfiguration: Sendable {
     public var messaging: MessagingService.Configuration?
     public var messageStore: MessageStoreKind
     public var messageCollection: String
+    /// `presence.*`: the presence server. enabled (true), policy (allow, same_domain, ask),
+    /// default/min/max expires (3600/60/86400 s), notify_interval_ms (1000), basic_status_critical
+    /// (true), notify_retries (2), notify_retry_delay_ms (5000), derive_from_registration (true).
+    public var presence: PresenceService.Configuration?
     /// `storage.node`: this node's name in shared tables (default: the host name).
     public var nodeName: String
     /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
@@ -96,6 +101,7 @@ public struct TernConfiguration: Sendable {
         nodeName = ProcessInfo.processInfo.hostName
         mongoDB = nil
         messaging = MessagingService.Configuration()
+        presence = PresenceService.Configuration()
         messageStore = .sqlite
         messageCollection = "messages"
     }

@@ -131,7 +131,8 @@ struct MessagingEndToEndTests {
 
             let bob = try await Agent.connect(server, user: "bob")
             let registered = try await bob.register()
-            #expect(registered.statusCode == 200, "the REGISTER's 200 OK leaves before any stored message")
+            #expect(registered.statusCode == 200)
+            #expect(bob.parked.isEmpty, "the REGISTER's 200 OK leaves before any stored message")
             for (index, text) in texts.enumerated() {
                 let delivered = try await bob.next(.message)
                 #expect(String(buffer: delivered.body) == text)
@@ -250,11 +251,10 @@ struct MessagingEndToEndTests {
     }
 
     @Test(arguments: kinds)
-    func limitsExpiryAndManagement(_ kind: StoreKind) async throws {
+    func limitsAndManagement(_ kind: StoreKind) async throws {
         let (store, close) = try await Self.makeStore(kind)
-        let events = EventLog()
-        let configuration = Self.settings { $0.maxPerUser = 2; $0.maxBodyBytes = 20; $0.maxAgeSeconds = 1 }
-        try await Self.withMessaging(store: store, configuration: configuration, events: events) { server, messaging in
+        let configuration = Self.settings { $0.maxPerUser = 2; $0.maxBodyBytes = 20 }
+        try await Self.withMessaging(store: store, configuration: configuration) { server, messaging in
             let alice = try await Agent.connect(server, user: "alice")
             #expect(try await Self.message(from: alice, to: "carol", "this body is longer than twenty bytes").statusCode == 413)
             #expect(try await Self.message(from: alice, to: "carol", "1").statusCode == 202)
@@ -265,13 +265,24 @@ struct MessagingEndToEndTests {
             #expect(kept.map { String(decoding: $0.body, as: UTF8.self) } == ["1", "2"], "nothing stored is dropped for the limit")
 
             // Management: delete one, send one from the server.
-            #expect(try await messaging.deleteStoredMessage(id: kept[0].id))
-            #expect(try await messaging.deleteStoredMessage(id: kept[0].id) == false)
+            let first = try #require(kept.first)
+            #expect(try await messaging.deleteStoredMessage(id: first.id))
+            #expect(try await messaging.deleteStoredMessage(id: first.id) == false)
             #expect(try await messaging.sendMessage(from: "sip:operator@tern.test", to: "sip:carol@tern.test", body: Array("hi".utf8)) == 202)
-            #expect(try await messaging.storedMessages(for: "sip:carol@tern.test").count == 2)
+            #expect(try await messaging.storedMessages(for: "sip:carol@tern.test").map { String(decoding: $0.body, as: UTF8.self) } == ["2", "hi"])
+            await alice.client.close()
+        }
+        await close()
+    }
 
-            // Both lapse after a second and are swept, each an event.
-            try await Self.eventually("expired", timeout: .seconds(5)) { events.count(.expired) == 2 }
+    @Test(arguments: kinds)
+    func lapsedMessagesAreSweptAsEvents(_ kind: StoreKind) async throws {
+        let (store, close) = try await Self.makeStore(kind)
+        let events = EventLog()
+        try await Self.withMessaging(store: store, configuration: Self.settings { $0.maxAgeSeconds = 1 }, events: events) { server, messaging in
+            let alice = try await Agent.connect(server, user: "alice")
+            for text in ["1", "2"] { #expect(try await Self.message(from: alice, to: "carol", text).statusCode == 202) }
+            try await Self.eventually("expired", timeout: .seconds(8)) { events.count(.expired) == 2 }
             #expect(try await messaging.storedMessages(for: "sip:carol@tern.test").isEmpty)
             await alice.client.close()
         }

@@ -11,6 +11,10 @@ struct ProxyEndToEndTests {
         let client: TestSIPClient
         let user: String
         var cseq = 0
+        /// Requests that arrived while a response was awaited; ``next(_:timeout:)`` reads them first.
+        var parked: [SIPMessage] = []
+        /// Call-ID and CSeq of requests already taken, to tell retransmissions from new requests.
+        var seen: Set<String> = []
 
         init(_ client: TestSIPClient, user: String) {
             self.client = client
@@ -35,7 +39,15 @@ struct ProxyEndToEndTests {
                 + "Max-Forwards: 70\r\nFrom: <sip:\(user)@\(domain)>;tag=\(SIPIdentifiers.tag())\r\nTo: <sip:\(user)@\(domain)>\r\n"
                 + "Call-ID: reg-\(user)-\(port)\r\nCSeq: \(cseq) REGISTER\r\nContact: \(contact)\r\nExpires: \(expires)\r\nContent-Length: 0\r\n\r\n"
             try await client.send(text)
-            return try await client.receive()
+            // Under load a retransmitted request may come first: it is kept for next(_:), not taken for the answer.
+            while true {
+                let message = try await client.receive()
+                if message.isRequest {
+                    parked.append(message)
+                    continue
+                }
+                return message
+            }
         }
 
         /// Sends a request and returns it as text (for CANCEL and ACK, which reuse its fields).
@@ -72,6 +84,7 @@ struct ProxyEndToEndTests {
 
         /// The next request with this method; retransmissions of earlier requests (UDP, under load) are skipped.
         func next(_ method: SIPMethod, timeout: Duration = .seconds(5)) async throws -> SIPMessage {
+            if let index = parked.firstIndex(where: { $0.method == method }) { return parked.remove(at: index) }
             while true {
                 let message = try await client.receive(timeout: timeout)
                 if message.method == method { return message }

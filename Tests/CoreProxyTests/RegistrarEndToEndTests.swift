@@ -39,7 +39,15 @@ struct RegistrarEndToEndTests {
                 .replacingOccurrences(of: "From: <sip:alice@tern.test>", with: "From: <sip:\(user)@tern.test>")
                 .replacingOccurrences(of: "client.test:5060", with: honestVia ? "127.0.0.1:\(localPort)" : "client.test:5060")
             try await client.send(text)
-            return try await client.receive()
+            // Only the answer to this REGISTER: under parallel load a stray datagram may reach a reused port.
+            let sentCallID = callID ?? self.callID
+            let sentCSeq = explicit ?? cseq
+            while true {
+                let message = try await client.receive()
+                if message.statusCode != nil, message.callID == sentCallID, (try? message.cseq())??.sequence == UInt32(sentCSeq) {
+                    return message
+                }
+            }
         }
 
         /// This phone's contact; `uriParameters` go inside the brackets, `parameters` after them.

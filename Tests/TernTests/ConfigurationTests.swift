@@ -5,6 +5,7 @@ import SIP
 import Testing
 @testable import TernServer
 import Messaging
+import Presence
 import NIOCore
 
 @Suite struct ConfigurationTests {
@@ -89,6 +90,8 @@ import NIOCore
         ("messaging:\n  store: mongodb\n", "messaging.store: mongodb needs storage.mongodb.uri"),
         ("messaging:\n  store: redis\n", "messaging.store (line 2): redis: expected sqlite or mongodb"),
         ("messaging:\n  total_rate: fast\n", "messaging.total_rate (line 2): expected a number"),
+        ("presence:\n  policy: friends\n", "presence.policy (line 2): friends: expected allow, same_domain or ask"),
+        ("presence:\n  min_expires: 900\n  max_expires: 600\n", "presence.min_expires (line 2): must not exceed presence.max_expires"),
     ]
 
     @Test(arguments: errors)
@@ -171,6 +174,28 @@ import NIOCore
         #expect(messaging.overLimitStatus.code == 507 && messaging.overLimitStatus.reason == "Full")
         #expect(messaging.perDeviceRate == 2.5 && messaging.totalRate == 40 && messaging.retryAfterFailure == .seconds(9))
         #expect(try TernConfiguration(yaml: "messaging:\n  enabled: false\n").messaging == nil)
+        let again = try TernConfiguration(yaml: configuration.yamlDescription)
+        #expect(again.yamlDescription == configuration.yamlDescription)
+    }
+
+    @Test func presenceSectionIsRead() throws {
+        let configuration = try TernConfiguration(yaml: """
+        presence:
+          policy: same_domain
+          default_expires: 1800
+          min_expires: 30
+          max_expires: 7200
+          notify_interval_ms: 250
+          basic_status_critical: false
+          notify_retries: 4
+          notify_retry_delay_ms: 900
+          derive_from_registration: false
+        """)
+        let presence = try #require(configuration.presence)
+        #expect(presence.policy == .sameDomain && presence.defaultExpires == 1800 && presence.minExpires == 30)
+        #expect(presence.maxExpires == 7200 && presence.minNotifyInterval == .milliseconds(250) && !presence.basicStatusIsCritical)
+        #expect(presence.notifyRetries == 4 && presence.notifyRetryDelay == .milliseconds(900) && !presence.deriveFromRegistration)
+        #expect(try TernConfiguration(yaml: "presence:\n  enabled: false\n").presence == nil)
         let again = try TernConfiguration(yaml: configuration.yamlDescription)
         #expect(again.yamlDescription == configuration.yamlDescription)
     }

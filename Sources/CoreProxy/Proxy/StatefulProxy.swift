@@ -114,6 +114,25 @@ public final class StatefulProxy: Sendable {
         }
     }
 
+    /// Sends a request Tern originates inside a dialog it holds as a UAS (a NOTIFY for a
+    /// subscription): to the remote target through the dialog's route set (RFC 3261 §12.2.1.1,
+    /// loose routing), over `flow` when the peer's requests came over one (RFC 5626 §5.3).
+    public func originateInDialog(_ request: SIPMessage, remoteTarget: SIPURI, routeSet: [String],
+                                  flow: (flow: SIPFlow, transport: SIPTransportProtocol)?, on loop: any EventLoop,
+                                  handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
+        let firstHop = routeSet.first.flatMap { try? SIPAddress(parsing: $0).uri } ?? remoteTarget
+        let transport = flow?.transport ?? SIPDestination(uri: firstHop).transport
+        let target = ProxyTarget(uri: remoteTarget, flow: flow?.flow, transport: transport, routes: routeSet, q: 1, binding: nil)
+        var out = request
+        out.setRequestURI(remoteTarget)
+        if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
+        for route in routeSet.reversed() { out.prependHeader(.route, route) }
+        let via = identity.listener(for: transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
+        out.prependHeader(.via, "SIP/2.0/" + transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
+            + SIPIdentifiers.tag() + ";rport")
+        _ = try send(out, to: target, on: loop, handler: handler)
+    }
+
     // MARK: - Routing a new request (RFC 3261 §16.3–§16.5)
 
     /// Routes a request that no feature answers. `routedToUs` says that Tern's own Route was removed

@@ -162,6 +162,8 @@ extension SIPHeaderName {
     public static let subscriptionState = SIPHeaderName("Subscription-State")
     public static let sipETag = SIPHeaderName("SIP-ETag")
     public static let sipIfMatch = SIPHeaderName("SIP-If-Match")
+    /// RFC 5839 §4.3: a subscriber that has this entity state needs no NOTIFY body.
+    public static let suppressIfMatch = SIPHeaderName("Suppress-If-Match")
     public static let supported = SIPHeaderName("Supported")
     public static let require = SIPHeaderName("Require")
     public static let proxyRequire = SIPHeaderName("Proxy-Require")

@@ -1,0 +1,328 @@
+import CoreProxy
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import Presence
+import SIP
+import Testing
+
+/// Presentities publishing and watchers subscribing over real sockets (RFC 3903, 3856, 6665,
+/// 3857/3858, 5839, 6446).
+@Suite(.timeLimit(.minutes(1)))
+struct PresenceEndToEndTests {
+    typealias Agent = ProxyEndToEndTests.Agent
+
+    static func pidf(_ entity: String, tuple: String, basic: String = "open", note: String? = nil, extra: String = "") -> String {
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" "
+            + "xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" entity=\"\(entity)\">"
+            + "<tuple id=\"\(tuple)\"><status><basic>\(basic)</basic></status>" + (note.map { "<note>\($0)</note>" } ?? "") + "</tuple>"
+            + extra + "</presence>"
+    }
+
+    /// Runs a server with the presence service.
+    static func withPresence<T: Sendable>(_ configuration: PresenceService.Configuration = PresenceService.Configuration(minNotifyInterval: .zero),
+                                          timers: TransactionTimers = TransactionTimers(),
+                                          _ body: @Sendable (RunningServer, PresenceService) async throws -> T) async throws -> T {
+        let box = NIOLockedValueBox<PresenceService?>(nil)
+        return try await withTestServer(timers: timers, configure: { server in
+            var logger = Logger(label: "tern.test")
+            logger.logLevel = .critical
+            let presence = PresenceService(configuration: configuration, proxy: server.proxy, location: server.location,
+                                           identity: server.identity, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+            server.pipeline.register(presence)
+            server.addFeature(presence)
+            box.withLockedValue { $0 = presence }
+        }) { server in
+            guard let presence = box.withLockedValue({ $0 }) else { throw TestFailure("no presence service") }
+            return try await body(server, presence)
+        }
+    }
+
+    /// Sends a request made of `lines` (start line first) with the body, and returns its final response.
+    static func request(_ agent: Agent, _ lines: [String], body: String = "") async throws -> SIPMessage {
+        let callID = lines.first { $0.hasPrefix("Call-ID: ") }.map { String($0.dropFirst(9)) } ?? ""
+        let cseq = lines.first { $0.hasPrefix("CSeq: ") } ?? ""
+        try await agent.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body)
+        while true {
+            let message = try await agent.client.receive()
+            if message.method == .notify {
+                // A NOTIFY may overtake the SUBSCRIBE's 200: keep it for the caller.
+                Self.parked.withLockedValue { $0.append((agent.port, message)) }
+                continue
+            }
+            if let code = message.statusCode, code >= 200, message.callID == callID, "CSeq: " + (message.firstValue(.cseq) ?? "") == cseq {
+                return message
+            }
+        }
+    }
+
+    static let parked = NIOLockedValueBox<[(Int, SIPMessage)]>([])
+
+    /// The next NOTIFY to `agent` (one that overtook a response first), answered with `status`.
+    static func notify(_ agent: Agent, answer status: Int = 200, timeout: Duration = .seconds(5)) async throws -> SIPMessage {
+        let early = parked.withLockedValue { list -> SIPMessage? in
+            guard let index = list.firstIndex(where: { $0.0 == agent.port }) else { return nil }
+            return list.remove(at: index).1
+        }
+        var candidate = early
+        while true {
+            let notify: SIPMessage
+            if let next = candidate {
+                notify = next
+                candidate = nil
+            } else {
+                notify = try await agent.next(.notify, timeout: timeout)
+            }
+            // The NOTIFY's To carries the watcher's own tag already; the answer keeps it.
+            if status > 0 { try await agent.answer(notify, status, toTag: "unused") }
+            // A retransmission (our answer was slow under load) is answered again, not taken as new.
+            let key = (notify.callID ?? "") + " " + (notify.firstValue(.cseq) ?? "")
+            if agent.seen.insert(key).inserted { return notify }
+        }
+    }
+
+    static func publish(_ agent: Agent, _ user: String, body: String?, ifMatch: String? = nil, expires: Int = 600,
+                        event: String = "presence", contentType: String = "application/pidf+xml", cseq: Int) async throws -> SIPMessage {
+        var lines = [
+            "PUBLISH sip:\(user)@tern.test SIP/2.0", "Via: SIP/2.0/UDP \(agent.viaHost);branch=\(SIPIdentifiers.branch());rport",
+            "Max-Forwards: 70", "From: <sip:\(user)@tern.test>;tag=pub\(agent.port)", "To: <sip:\(user)@tern.test>",
+            "Call-ID: publish-\(agent.port)", "CSeq: \(cseq) PUBLISH", "Event: \(event)", "Expires: \(expires)",
+        ]
+        if let ifMatch { lines.append("SIP-If-Match: \(ifMatch)") }
+        if body != nil { lines.append("Content-Type: \(contentType)") }
+        return try await request(agent, lines, body: body ?? "")
+    }
+
+    /// A watcher's SUBSCRIBE: a new one (no `toTag`) or a refresh in its dialog.
+    static func subscribe(_ watcher: Agent, to user: String, event: String = "presence", expires: Int = 600, cseq: Int = 1,
+                          callID: String, toTag: String? = nil, extra: [String] = []) async throws -> SIPMessage {
+        var lines = [
+            "SUBSCRIBE sip:\(user)@tern.test SIP/2.0", "Via: SIP/2.0/UDP \(watcher.viaHost);branch=\(SIPIdentifiers.branch());rport",
+            "Max-Forwards: 70", "From: <sip:\(watcher.user)@tern.test>;tag=w\(watcher.port)",
+            "To: <sip:\(user)@tern.test>" + (toTag.map { ";tag=\($0)" } ?? ""), "Call-ID: \(callID)", "CSeq: \(cseq) SUBSCRIBE",
+            "Contact: <sip:\(watcher.user)@\(watcher.viaHost)>", "Event: \(event)", "Expires: \(expires)",
+        ]
+        lines += extra
+        return try await request(watcher, lines)
+    }
+
+    // MARK: - Tests
+
+    @Test func twoDevicesPublishAndTheWatcherSeesOneComposedDocument() async throws {
+        try await Self.withPresence { server, presence in
+            let phone = try await Agent.connect(server, user: "alice")
+            let desk = try await Agent.connect(server, user: "alice")
+            let person = "<dm:person id=\"p1\"><rpid:activities><rpid:on-the-phone/></rpid:activities></dm:person>"
+            let first = try await Self.publish(phone, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "phone", extra: person), cseq: 1)
+            #expect(first.statusCode == 200)
+            #expect(first.firstValue(.sipETag) != nil && first.firstValue(.expires) == "600")
+            #expect(try await Self.publish(desk, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "desk", basic: "closed"),
+                                           cseq: 1).statusCode == 200)
+
+            let bob = try await Agent.connect(server, user: "bob")
+            let callID = SIPIdentifiers.callID()
+            let accepted = try await Self.subscribe(bob, to: "alice", callID: callID)
+            #expect(accepted.statusCode == 200 && accepted.firstValue(.expires) == "600")
+            #expect(try accepted.to()?.tag != nil && accepted.contains(.contact))
+            let notify = try await Self.notify(bob)
+            #expect(notify.firstValue(.event) == "presence")
+            #expect(notify.firstValue(.subscriptionState)?.hasPrefix("active;expires=") == true)
+            #expect(try notify.callID == callID && notify.from()?.tag == accepted.to()?.tag)
+            let document = String(buffer: notify.body)
+            #expect(document.contains("<tuple id=\"phone\">") && document.contains("<tuple id=\"desk\">"))
+            #expect(document.contains("rpid:on-the-phone") && document.contains("entity=\"sip:alice@tern.test\""))
+            #expect(presence.watchers(of: "sip:alice@tern.test").first?.status == .active)
+            for agent in [phone, desk, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func publicationLifecycleAndItsErrors() async throws {
+        try await Self.withPresence { server, presence in
+            let phone = try await Agent.connect(server, user: "alice")
+            let body = Self.pidf("sip:alice@tern.test", tuple: "t1", note: "at lunch")
+            #expect(try await Self.publish(phone, "alice", body: body, event: "dialog", cseq: 1).statusCode == 489)
+            let short = try await Self.publish(phone, "alice", body: body, expires: 5, cseq: 2)
+            #expect(short.statusCode == 423 && short.firstValue(.minExpires) == "60")
+            #expect(try await Self.publish(phone, "alice", body: body, contentType: "text/plain", cseq: 3).statusCode == 415)
+            let broken = try await Self.publish(phone, "alice", body: "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\"", cseq: 4)
+            #expect(broken.statusCode == 400 && broken.reasonPhrase?.hasPrefix("Malformed PIDF") == true)
+            let noID = try await Self.publish(phone, "alice", body: "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:alice@tern.test\"><tuple><status><basic>open</basic></status></tuple></presence>", cseq: 5)
+            #expect(noID.reasonPhrase == "Malformed PIDF: tuple without id")
+
+            let initial = try await Self.publish(phone, "alice", body: body, cseq: 6)
+            let tag = try #require(initial.firstValue(.sipETag))
+            #expect(presence.state(of: "sip:alice@tern.test")?.contains("at lunch") == true)
+            let refreshed = try await Self.publish(phone, "alice", body: nil, ifMatch: tag, cseq: 7)
+            #expect(refreshed.statusCode == 200 && refreshed.firstValue(.sipETag) != tag, "a refresh gets a new entity tag")
+            #expect(try await Self.publish(phone, "alice", body: nil, ifMatch: tag, cseq: 8).statusCode == 412, "the old tag is stale")
+            let newTag = try #require(refreshed.firstValue(.sipETag))
+            let modified = try await Self.publish(phone, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "back"),
+                                                  ifMatch: newTag, cseq: 9)
+            #expect(modified.statusCode == 200)
+            #expect(presence.state(of: "sip:alice@tern.test")?.contains("back") == true)
+            let removed = try await Self.publish(phone, "alice", body: nil, ifMatch: modified.firstValue(.sipETag), expires: 0, cseq: 10)
+            #expect(removed.statusCode == 200 && removed.firstValue(.expires) == "0")
+            #expect(presence.state(of: "sip:alice@tern.test") == nil, "no publication left: nothing to show")
+            await phone.client.close()
+        }
+    }
+
+    @Test func aPendingWatcherIsAllowedAndTheWatcherListFollows() async throws {
+        try await Self.withPresence(PresenceService.Configuration(policy: .ask, minNotifyInterval: .zero)) { server, presence in
+            let alice = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "secret"),
+                                           cseq: 1).statusCode == 200)
+            // Alice watches her watchers: the first document is full and empty.
+            let winfoCall = SIPIdentifiers.callID()
+            #expect(try await Self.subscribe(alice, to: "alice", event: "presence.winfo", callID: winfoCall).statusCode == 200)
+            let full = try await Self.notify(alice)
+            #expect(full.firstValue(.contentType) == "application/watcherinfo+xml")
+            #expect(String(buffer: full.body).contains("state=\"full\"") && String(buffer: full.body).contains("version=\"0\""))
+
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            let pending = try await Self.notify(bob)
+            #expect(pending.firstValue(.subscriptionState)?.hasPrefix("pending") == true)
+            #expect(!String(buffer: pending.body).contains("secret"), "a pending watcher sees a neutral document")
+            let partial = String(buffer: try await Self.notify(alice).body)
+            #expect(partial.contains("state=\"partial\"") && partial.contains("version=\"1\""))
+            #expect(partial.contains("status=\"pending\"") && partial.contains("sip:bob@tern.test"))
+
+            presence.authorize(presentity: "sip:alice@tern.test", watcher: "sip:bob@tern.test", .allowed)
+            let active = try await Self.notify(bob)
+            #expect(active.firstValue(.subscriptionState)?.hasPrefix("active") == true)
+            #expect(String(buffer: active.body).contains("secret"))
+            let approved = String(buffer: try await Self.notify(alice).body)
+            #expect(approved.contains("event=\"approved\"") && approved.contains("status=\"active\""))
+
+            // A stranger may not watch alice's watchers; a blocked watcher is refused.
+            #expect(try await Self.subscribe(bob, to: "alice", event: "presence.winfo", callID: SIPIdentifiers.callID()).statusCode == 403)
+            presence.authorize(presentity: "sip:alice@tern.test", watcher: "sip:bob@tern.test", .blocked)
+            let ended = try await Self.notify(bob)
+            #expect(ended.firstValue(.subscriptionState) == "terminated;reason=rejected")
+            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 403)
+            for agent in [alice, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func fetchRefreshWithSuppressIfMatchGzipAndUnsubscribe() async throws {
+        try await Self.withPresence { server, presence in
+            let alice = try await Agent.connect(server, user: "alice")
+            let note = String(repeating: "long note ", count: 40)
+            #expect(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: note),
+                                           cseq: 1).statusCode == 200)
+            let bob = try await Agent.connect(server, user: "bob")
+            // A fetch: one NOTIFY with the state, terminated.
+            #expect(try await Self.subscribe(bob, to: "alice", expires: 0, callID: SIPIdentifiers.callID()).statusCode == 200)
+            let fetched = try await Self.notify(bob)
+            #expect(fetched.firstValue(.subscriptionState) == "terminated;reason=timeout")
+            #expect(String(buffer: fetched.body).contains("long note"))
+            #expect(presence.subscriptionCount == 0)
+
+            // gzip when the watcher accepts it.
+            let callID = SIPIdentifiers.callID()
+            let accepted = try await Self.subscribe(bob, to: "alice", callID: callID, extra: ["Accept-Encoding: gzip"])
+            let toTag = try #require(try accepted.to()?.tag)
+            let zipped = try await Self.notify(bob)
+            #expect(zipped.firstValue(.contentEncoding) == "gzip")
+            let plain = try ContentCoding.decode(zipped.body, coding: .gzip)
+            #expect(String(buffer: plain).contains("long note"))
+            #expect(zipped.body.readableBytes < plain.readableBytes)
+            let etag = try #require(zipped.firstValue(.sipETag))
+
+            // RFC 5839: a refresh saying it has this state gets a NOTIFY without body.
+            #expect(try await Self.subscribe(bob, to: "alice", cseq: 2, callID: callID, toTag: toTag,
+                                             extra: ["Suppress-If-Match: \(etag)"]).statusCode == 200)
+            let suppressed = try await Self.notify(bob)
+            #expect(suppressed.body.readableBytes == 0 && suppressed.firstValue(.sipETag) == etag)
+            #expect(try await Self.subscribe(bob, to: "alice", cseq: 3, callID: "no-such-dialog", toTag: toTag).statusCode == 481)
+
+            // Unsubscribe.
+            #expect(try await Self.subscribe(bob, to: "alice", expires: 0, cseq: 4, callID: callID, toTag: toTag).statusCode == 200)
+            #expect(try await Self.notify(bob).firstValue(.subscriptionState) == "terminated;reason=timeout")
+            #expect(presence.subscriptionCount == 0)
+            for agent in [alice, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func rapidChangesReachAThrottledWatcherCoalescedEndingInTheLatest() async throws {
+        let interval = TimeAmount.milliseconds(400)
+        try await Self.withPresence(PresenceService.Configuration(minNotifyInterval: interval, basicStatusIsCritical: false)) { server, _ in
+            let alice = try await Agent.connect(server, user: "alice")
+            var tag = try #require(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "n0"),
+                                                          cseq: 1).firstValue(.sipETag))
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            _ = try await Self.notify(bob)
+            let started = ContinuousClock.now
+            for change in 1...100 {
+                let answer = try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "n\(change)"),
+                                                    ifMatch: tag, cseq: change + 1)
+                tag = try #require(answer.firstValue(.sipETag))
+            }
+            let publishing = ContinuousClock.now - started
+            var received: [String] = []
+            while received.last?.contains("<note>n100</note>") != true {
+                received.append(String(buffer: try await Self.notify(bob, timeout: .seconds(3)).body))
+            }
+            // At most one NOTIFY per interval while the changes went on, plus the one that closes it.
+            let allowed = Int(publishing / .milliseconds(400)) + 2
+            #expect(received.count <= allowed, "\(received.count) NOTIFYs for 100 changes in \(publishing)")
+            #expect(received.count < 100)
+            #expect(await bob.client.receiveIfAny(timeout: .milliseconds(600)) == nil, "nothing after the latest state")
+            for agent in [alice, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func aWatcherThatStopsAnsweringIsRetriedThenDropped() async throws {
+        let configuration = PresenceService.Configuration(minNotifyInterval: .zero, notifyRetries: 1, notifyRetryDelay: .milliseconds(100))
+        try await Self.withPresence(configuration, timers: TransactionTimers(t1: .milliseconds(20), t2: .milliseconds(80))) { server, presence in
+            let alice = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1"), cseq: 1).statusCode == 200)
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            // Bob never answers: Timer F ends the first NOTIFY, one retry with a new CSeq, then the subscription goes.
+            let first = try await Self.notify(bob, answer: 0)
+            var cseqs: Set<UInt32> = [try #require(try first.cseq()?.sequence)]
+            let deadline = ContinuousClock.now + .seconds(10)
+            while presence.subscriptionCount > 0, ContinuousClock.now < deadline {
+                if let message = await bob.client.receiveIfAny(timeout: .milliseconds(100)), message.method == .notify,
+                   let cseq = try? message.cseq()?.sequence {
+                    cseqs.insert(cseq)
+                }
+            }
+            #expect(presence.subscriptionCount == 0, "dropped after the retry failed too")
+            #expect(cseqs.count == 2, "the state was sent again once before giving up")
+            for agent in [alice, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func aNotifyAnswered481EndsTheSubscription() async throws {
+        try await Self.withPresence { server, presence in
+            let alice = try await Agent.connect(server, user: "alice")
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            _ = try await Self.notify(bob, answer: 481)
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(presence.subscriptionCount == 0)
+            #expect(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1"), cseq: 1).statusCode == 200)
+            #expect(await bob.client.receiveIfAny(timeout: .milliseconds(300))?.method != .notify)
+            for agent in [alice, bob] { await agent.client.close() }
+        }
+    }
+
+    @Test func registrationAloneMakesAUserOpen() async throws {
+        try await Self.withPresence { server, _ in
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribe(bob, to: "carol", callID: SIPIdentifiers.callID()).statusCode == 200)
+            #expect(String(buffer: try await Self.notify(bob).body).contains("<basic>closed</basic>"))
+            let carol = try await Agent.connect(server, user: "carol")
+            #expect(try await carol.register().statusCode == 200)
+            let open = String(buffer: try await Self.notify(bob).body)
+            #expect(open.contains("<basic>open</basic>") && open.contains("sip:carol@127.0.0.1"))
+            for agent in [bob, carol] { await agent.client.close() }
+        }
+    }
+}
