@@ -114,7 +114,7 @@ let package = Package(
         .target(
             name: "Presence",
             dependencies: [
-                "SIP", "CoreProxy",
+                "SIP", "CoreProxy", "SQLiteSupport", "MongoSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -65,6 +65,8 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     }
 
     struct Publication: Sendable {
+        /// Stable for the life of the publication; the entity tag changes on every refresh.
+        var id: String
         var etag: String
         var document: PIDFDocument
         var expiresAt: Int64
@@ -85,6 +87,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     private let location: LocationService
     private let identity: LocalIdentity
     private let group: any EventLoopGroup
+    private let store: (any PresenceStore)?
     private let logger: Logger
     private let presentities = NIOLockedValueBox<[String: Presentity]>([:])
     private let subscriptions = NIOLockedValueBox<[String: Subscription]>([:])
@@ -97,12 +100,13 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     public var methods: [SIPMethod] { [.publish, .subscribe] }
 
     public init(configuration: Configuration, proxy: StatefulProxy, location: LocationService, identity: LocalIdentity,
-                group: any EventLoopGroup, logger: Logger) {
+                group: any EventLoopGroup, store: (any PresenceStore)? = nil, logger: Logger) {
         self.configuration = configuration
         self.proxy = proxy
         self.location = location
         self.identity = identity
         self.group = group
+        self.store = store
         self.logger = logger
     }
 
@@ -177,29 +181,37 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         let newTag = Self.newETag()
         let order = sequence.withLockedValue { value -> UInt64 in value += 1; return value }
         // Applied under the presentity table's lock: PUBLISHes for one presentity take effect in arrival order.
-        let outcome = presentities.withLockedValue { table -> PublishOutcome in
+        let (outcome, touched) = presentities.withLockedValue { table -> (PublishOutcome, Publication?) in
             var presentity = table[aor] ?? Presentity()
             defer { table[aor] = presentity }
             if let ifMatch {
-                guard let index = presentity.publications.firstIndex(where: { $0.etag == ifMatch }) else { return .unknownTag }
+                guard let index = presentity.publications.firstIndex(where: { $0.etag == ifMatch }) else { return (.unknownTag, nil) }
                 if expires == 0 {
-                    presentity.publications.remove(at: index)
-                    return .removed
+                    return (.removed, presentity.publications.remove(at: index))
                 }
                 presentity.publications[index].etag = newTag
                 presentity.publications[index].expiresAt = now + Int64(expires) * 1000
                 if let document {
                     presentity.publications[index].document = document
                     presentity.publications[index].sequence = order
+                    let changed = presentity.publications[index]
                     presentity.publications.sort { $0.sequence < $1.sequence }
-                    return .changed
+                    return (.changed, changed)
                 }
-                return .refreshed
+                return (.refreshed, presentity.publications[index])
             }
-            guard let document, expires > 0 else { return .removed }
-            presentity.publications.append(Publication(etag: newTag, document: document, expiresAt: now + Int64(expires) * 1000,
-                                                       sequence: order))
-            return .changed
+            guard let document, expires > 0 else { return (.removed, nil) }
+            let publication = Publication(id: Self.newETag(), etag: newTag, document: document, expiresAt: now + Int64(expires) * 1000,
+                                          sequence: order)
+            presentity.publications.append(publication)
+            return (.changed, publication)
+        }
+        if let touched {
+            if outcome == .removed {
+                store?.deletePublication(presentity: aor, id: touched.id)
+            } else {
+                store?.save(stored(touched, presentity: aor))
+            }
         }
         switch outcome {
         case .unknownTag:
@@ -231,8 +243,9 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             let removed = presentities.withLockedValue { table -> Bool in
                 guard var presentity = table[aor],
                       let index = presentity.publications.firstIndex(where: { $0.etag == etag && $0.expiresAt <= now }) else { return false }
-                presentity.publications.remove(at: index)
+                let lapsed = presentity.publications.remove(at: index)
                 table[aor] = presentity
+                store?.deletePublication(presentity: aor, id: lapsed.id)
                 return true
             }
             if removed { recompose(aor) }
@@ -398,6 +411,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             entry.subscriptions.insert(key)
             table[presentity] = entry
         }
+        persist(subscription)
         if package == .presence, presentities.withLockedValue({ $0[presentity]?.composed == nil }) {
             recompose(presentity)
         }
@@ -443,6 +457,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             state.watcherInfoNeedsFull = true
         }
         scheduleExpiry(subscription, after: Int64(expires) * 1000)
+        persist(subscription)
         publish(PresenceEvent(kind: .subscriptionUpdated, presentity: subscription.presentity, watcher: subscription.watcher,
                               package: package.rawValue))
         // A refresh is answered with the current state (RFC 6665 §4.2.2), at once.
@@ -471,6 +486,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         }
         guard first else { return }
         subscriptions.withLockedValue { $0[subscription.id] = nil }
+        store?.deleteSubscription(id: subscription.id)
         presentities.withLockedValue { table in
             guard var entry = table[subscription.presentity] else { return }
             entry.subscriptions.remove(subscription.id)
@@ -511,6 +527,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             entry.decisions[watcher] = decision
             table[presentity] = entry
         }
+        store?.saveDecision(presentity: presentity, watcher: watcher, decision: decision.rawValue)
         let affected = subscriptions.withLockedValue { table in
             table.values.filter { $0.presentity == presentity && $0.watcher == watcher && $0.package == .presence }
         }
@@ -731,6 +748,126 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         if pending { markDirty(subscription, critical: false) }
     }
 
+    // MARK: - Persistence
+
+    private func stored(_ publication: Publication, presentity: String) -> StoredPublication {
+        StoredPublication(presentity: presentity, id: publication.id, etag: publication.etag, xml: publication.document.xml,
+                          expiresAt: publication.expiresAt, sequence: publication.sequence)
+    }
+
+    private func persist(_ subscription: Subscription) {
+        guard let store else { return }
+        let record = subscription.state.withLockedValue { state -> StoredSubscription in
+            var udpListener: Int?
+            var sourceIP: String?
+            var sourcePort: Int?
+            if case .datagram(let listener, let remote)? = state.dialog.flow?.flow {
+                udpListener = listener.rawValue
+                sourceIP = remote.ipAddress
+                sourcePort = remote.port
+            }
+            let authorization = switch state.authorization {
+            case .active: "active"
+            case .pending: "pending"
+            case .politelyBlocked: "polite_block"
+            }
+            return StoredSubscription(
+                id: subscription.id, package: subscription.package.rawValue, presentity: subscription.presentity,
+                watcher: subscription.watcher, callID: state.dialog.callID, localTag: state.dialog.localTag,
+                remoteTag: state.dialog.remoteTag, localURI: state.dialog.localURI, remoteURI: state.dialog.remoteURI,
+                remoteTarget: state.dialog.remoteTarget.description, routeSet: state.dialog.routeSet,
+                transport: state.dialog.flow?.transport.rawValue ?? "udp", udpListener: udpListener, sourceIP: sourceIP,
+                sourcePort: sourcePort, event: state.dialog.event, contact: state.dialog.contact, expiresAt: state.expiresAt,
+                authorization: authorization, acceptsGzip: state.acceptsGzip,
+                minIntervalMilliseconds: state.minInterval.nanoseconds / 1_000_000, localCSeq: state.localCSeq,
+                remoteCSeq: state.remoteCSeq, createdAt: state.createdAt)
+        }
+        store.save(record)
+    }
+
+    /// Brings back what the store kept: publications (with their expiry), subscriptions (their
+    /// dialogs, to be notified on the next change), and decisions. Call before serving.
+    public func restore() async throws {
+        guard let store else { return }
+        let now = Self.nowMilliseconds()
+        let snapshot = try await store.load(now: now)
+        var restoredPresentities: Set<String> = []
+        for record in snapshot.publications {
+            guard let document = try? PIDFDocument(parsing: Array(record.xml.utf8)) else { continue }
+            presentities.withLockedValue { table in
+                var entry = table[record.presentity] ?? Presentity()
+                entry.publications.append(Publication(id: record.id, etag: record.etag, document: document,
+                                                      expiresAt: record.expiresAt, sequence: record.sequence))
+                entry.publications.sort { $0.sequence < $1.sequence }
+                table[record.presentity] = entry
+            }
+            sequence.withLockedValue { $0 = max($0, record.sequence) }
+            schedulePublicationExpiry(record.presentity, etag: record.etag, after: record.expiresAt - now)
+            restoredPresentities.insert(record.presentity)
+        }
+        for record in snapshot.decisions {
+            guard let decision = WatcherDecision(rawValue: record.decision) else { continue }
+            presentities.withLockedValue { table in
+                var entry = table[record.presentity] ?? Presentity()
+                entry.decisions[record.watcher] = decision
+                table[record.presentity] = entry
+            }
+        }
+        for record in snapshot.subscriptions {
+            guard let package = Subscription.Package(rawValue: record.package), let target = try? SIPURI(parsing: record.remoteTarget),
+                  let transport = SIPTransportProtocol(rawValue: record.transport) else { continue }
+            var flow: (flow: SIPFlow, transport: SIPTransportProtocol)?
+            if let listener = record.udpListener, let ip = record.sourceIP, let port = record.sourcePort,
+               let remote = try? SocketAddress(ipAddress: ip, port: port) {
+                flow = (.datagram(listener: ListenerID(listener), remote: remote), transport)
+            }
+            let authorization: Subscription.Authorization = switch record.authorization {
+            case "pending": .pending
+            case "polite_block": .politelyBlocked
+            default: .active
+            }
+            let dialog = Subscription.Dialog(callID: record.callID, localTag: record.localTag, remoteTag: record.remoteTag,
+                                             localURI: record.localURI, remoteURI: record.remoteURI, remoteTarget: target,
+                                             routeSet: record.routeSet, flow: flow, event: record.event, contact: record.contact)
+            // NOTIFYs sent since the last save are not known: jump well past them (CSeq only has to grow).
+            var state = Subscription.State(dialog: dialog, remoteCSeq: record.remoteCSeq, expiresAt: record.expiresAt,
+                                           authorization: authorization, acceptsGzip: record.acceptsGzip,
+                                           minInterval: .milliseconds(record.minIntervalMilliseconds), createdAt: record.createdAt)
+            state.localCSeq = record.localCSeq &+ 100_000
+            let subscription = Subscription(id: record.id, package: package, presentity: record.presentity, watcher: record.watcher,
+                                            loop: group.next(), state: state)
+            subscriptions.withLockedValue { $0[record.id] = subscription }
+            presentities.withLockedValue { table in
+                var entry = table[record.presentity] ?? Presentity()
+                entry.subscriptions.insert(record.id)
+                table[record.presentity] = entry
+            }
+            scheduleExpiry(subscription, after: record.expiresAt - now)
+            restoredPresentities.insert(record.presentity)
+        }
+        for presentity in restoredPresentities { recomposeSilently(presentity) }
+        logger.notice("restored presence", metadata: ["publications": "\(snapshot.publications.count)",
+                                                      "subscriptions": "\(snapshot.subscriptions.count)"])
+    }
+
+    /// Composes a restored presentity without notifying: its watchers saw this state before the restart.
+    private func recomposeSilently(_ aor: String) {
+        presentities.withLockedValue { table in
+            guard var entry = table[aor] else { return }
+            if !entry.publications.isEmpty {
+                entry.composed = PIDFDocument.compose(entity: aor, entry.publications.map(\.document))
+                entry.basicStatus = entry.composed?.basicStatus ?? [:]
+                entry.etag = Self.newETag()
+            }
+            table[aor] = entry
+        }
+    }
+
+    /// Waits until the store has every change made so far.
+    public func flush() async throws {
+        try await store?.flush()
+    }
+
     // MARK: - Management
 
     /// The state watchers of a presentity see now (nil when it has none), as PIDF.
@@ -746,14 +883,18 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     }
 
     /// Publishes state on behalf of a user (an operator, an application); returns the entity tag.
+    @discardableResult
     public func publish(presentity: String, document: PIDFDocument, expires: UInt32) -> String {
         let etag = Self.newETag()
         let order = sequence.withLockedValue { value -> UInt64 in value += 1; return value }
         let now = Self.nowMilliseconds()
         presentities.withLockedValue { table in
             var entry = table[presentity] ?? Presentity()
-            entry.publications.append(Publication(etag: etag, document: document, expiresAt: now + Int64(expires) * 1000, sequence: order))
+            let publication = Publication(id: Self.newETag(), etag: etag, document: document, expiresAt: now + Int64(expires) * 1000,
+                                          sequence: order)
+            entry.publications.append(publication)
             table[presentity] = entry
+            store?.save(stored(publication, presentity: presentity))
         }
         schedulePublicationExpiry(presentity, etag: etag, after: Int64(expires) * 1000)
         recompose(presentity)

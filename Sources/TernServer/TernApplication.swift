@@ -32,6 +32,7 @@ public struct TernApplication: Sendable {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
         var mongo: MongoDatabase?
         var messageStoreToClose: SQLiteMessageStore?
+        var presenceStoreToClose: SQLitePresenceStore?
         do {
             mongo = try openMongoDB()
             let store = try await openBindingStore(group: group, mongo: mongo)
@@ -48,8 +49,11 @@ public struct TernApplication: Sendable {
                 server.addFeature(messaging)
             }
             if let settings = configuration.presence {
+                let store = try await openPresenceStore(group: group, mongo: mongo)
+                presenceStoreToClose = store as? SQLitePresenceStore
                 let presence = PresenceService(configuration: settings, proxy: server.proxy, location: server.location,
-                                               identity: server.identity, group: group, logger: logger)
+                                               identity: server.identity, group: group, store: store, logger: logger)
+                try await presence.restore()
                 server.pipeline.register(presence)
                 server.addFeature(presence)
             }
@@ -63,11 +67,13 @@ public struct TernApplication: Sendable {
             try await serviceGroup.run()
         } catch {
             await messageStoreToClose?.close()
+            await presenceStoreToClose?.close()
             await mongo?.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
         await messageStoreToClose?.close()
+        await presenceStoreToClose?.close()
         await mongo?.shutdown()
         try await group.shutdownGracefully()
     }
@@ -78,6 +84,7 @@ public struct TernApplication: Sendable {
         let usesMongo = configuration.locationStore == .mongodb
             || (configuration.authentication != nil && configuration.credentialsSource == .mongodb)
             || (configuration.messaging != nil && configuration.messageStore == .mongodb)
+            || (configuration.presence != nil && configuration.presenceStore == .mongodb)
         guard usesMongo else { return nil }
         return try MongoDatabase(uri: settings.uri, database: settings.database, threads: settings.threads, logger: logger)
     }
@@ -91,11 +98,25 @@ public struct TernApplication: Sendable {
             return store
         }
         let path = configuration.sqlitePath.isEmpty ? ":memory:" : configuration.sqlitePath
-        if path != ":memory:" {
-            let directory = (path as NSString).deletingLastPathComponent
-            if !directory.isEmpty { try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true) }
-        }
+        if path != ":memory:" { try Self.createDirectory(holding: path) }
         return try await SQLiteMessageStore.open(path: path, logger: logger, group: group)
+    }
+
+    /// Presence state in MongoDB, the embedded file, or nowhere (memory, or an empty SQLite path).
+    private func openPresenceStore(group: any EventLoopGroup, mongo: MongoDatabase?) async throws -> (any PresenceStore)? {
+        switch configuration.presenceStore {
+        case .memory:
+            return nil
+        case .mongodb:
+            guard let mongo else { return nil }
+            let store = MongoPresenceStore(database: mongo, loop: group.next(), logger: logger)
+            try await store.prepare()
+            return store
+        case .sqlite:
+            guard !configuration.sqlitePath.isEmpty else { return nil }
+            try Self.createDirectory(holding: configuration.sqlitePath)
+            return try await SQLitePresenceStore.open(path: configuration.sqlitePath, logger: logger, group: group)
+        }
     }
 
     /// HA1 hashes from the configured file or MongoDB (empty when authentication is off).
@@ -134,10 +155,15 @@ public struct TernApplication: Sendable {
         }
         let path = configuration.sqlitePath
         guard !path.isEmpty else { return nil }
+        try Self.createDirectory(holding: path)
+        return try await SQLiteBindingStore.open(path: path, logger: logger, group: group)
+    }
+
+    /// The embedded file's directory, created when missing.
+    private static func createDirectory(holding path: String) throws {
         let directory = (path as NSString).deletingLastPathComponent
         if !directory.isEmpty {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
-        return try await SQLiteBindingStore.open(path: path, logger: logger, group: group)
     }
 }

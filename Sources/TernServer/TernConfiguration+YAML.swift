@@ -242,6 +242,12 @@ extension TernConfiguration {
                 settings.notifyRetryDelay = .milliseconds(Int64(delay))
             }
             settings.deriveFromRegistration = try section.bool("derive_from_registration") ?? settings.deriveFromRegistration
+            if let kind = try section.string("store") {
+                guard let parsed = LocationStoreKind(rawValue: kind) else {
+                    throw section.error("store", node, "\(kind): expected sqlite, mongodb or memory")
+                }
+                presenceStore = parsed
+            }
             try section.finish()
             guard settings.minExpires <= settings.maxExpires else {
                 throw ConfigurationError(key: "presence.min_expires", line: node.mark.map { $0.line },
@@ -279,6 +285,9 @@ extension TernConfiguration {
         }
         if locationStore == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "storage.location", line: nil, message: "mongodb needs storage.mongodb.uri")
+        }
+        if presence != nil, presenceStore == .mongodb, mongoDB == nil {
+            throw ConfigurationError(key: "presence.store", line: nil, message: "mongodb needs storage.mongodb.uri")
         }
         if messaging != nil, messageStore == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "messaging.store", line: nil, message: "mongodb needs storage.mongodb.uri")
@@ -374,6 +383,7 @@ extension TernConfiguration {
             "  notify_retries: \(presenceDescribed.notifyRetries)",
             "  notify_retry_delay_ms: \(presenceDescribed.notifyRetryDelay.nanoseconds / 1_000_000)",
             "  derive_from_registration: \(presenceDescribed.deriveFromRegistration)",
+            "  store: \(presenceStore.rawValue)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

@@ -53,6 +53,8 @@ public struct TernConfiguration: Sendable {
     /// default/min/max expires (3600/60/86400 s), notify_interval_ms (1000), basic_status_critical
     /// (true), notify_retries (2), notify_retry_delay_ms (5000), derive_from_registration (true).
     public var presence: PresenceService.Configuration?
+    /// `presence.store`: where presence survives a restart: `sqlite` (default), `mongodb`, `memory`.
+    public var presenceStore: LocationStoreKind
     /// `storage.node`: this node's name in shared tables (default: the host name).
     public var nodeName: String
     /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
@@ -102,6 +104,7 @@ public struct TernConfiguration: Sendable {
         mongoDB = nil
         messaging = MessagingService.Configuration()
         presence = PresenceService.Configuration()
+        presenceStore = .sqlite
         messageStore = .sqlite
         messageCollection = "messages"
     }

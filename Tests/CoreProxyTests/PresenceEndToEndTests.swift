@@ -4,6 +4,7 @@ import Logging
 import NIOConcurrencyHelpers
 import NIOCore
 import NIOPosix
+import MongoSupport
 import Presence
 import SIP
 import Testing
@@ -23,19 +24,23 @@ struct PresenceEndToEndTests {
 
     /// Runs a server with the presence service.
     static func withPresence<T: Sendable>(_ configuration: PresenceService.Configuration = PresenceService.Configuration(minNotifyInterval: .zero),
-                                          timers: TransactionTimers = TransactionTimers(),
+                                          timers: TransactionTimers = TransactionTimers(), store: (any PresenceStore)? = nil,
+                                          udpPort: Int = 0,
                                           _ body: @Sendable (RunningServer, PresenceService) async throws -> T) async throws -> T {
         let box = NIOLockedValueBox<PresenceService?>(nil)
-        return try await withTestServer(timers: timers, configure: { server in
+        let listeners = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: udpPort), ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 0)]
+        return try await withTestServer(listeners: listeners, timers: timers, configure: { server in
             var logger = Logger(label: "tern.test")
             logger.logLevel = .critical
             let presence = PresenceService(configuration: configuration, proxy: server.proxy, location: server.location,
-                                           identity: server.identity, group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                                           identity: server.identity, group: MultiThreadedEventLoopGroup.singleton, store: store,
+                                           logger: logger)
             server.pipeline.register(presence)
             server.addFeature(presence)
             box.withLockedValue { $0 = presence }
         }) { server in
             guard let presence = box.withLockedValue({ $0 }) else { throw TestFailure("no presence service") }
+            try await presence.restore()
             return try await body(server, presence)
         }
     }
@@ -66,21 +71,15 @@ struct PresenceEndToEndTests {
             guard let index = list.firstIndex(where: { $0.0 == agent.port }) else { return nil }
             return list.remove(at: index).1
         }
-        var candidate = early
-        while true {
-            let notify: SIPMessage
-            if let next = candidate {
-                notify = next
-                candidate = nil
-            } else {
-                notify = try await agent.next(.notify, timeout: timeout)
-            }
-            // The NOTIFY's To carries the watcher's own tag already; the answer keeps it.
-            if status > 0 { try await agent.answer(notify, status, toTag: "unused") }
-            // A retransmission (our answer was slow under load) is answered again, not taken as new.
-            let key = (notify.callID ?? "") + " " + (notify.firstValue(.cseq) ?? "")
-            if agent.seen.insert(key).inserted { return notify }
+        let notify: SIPMessage
+        if let early, agent.seen.insert((early.callID ?? "") + " " + (early.firstValue(.cseq) ?? "")).inserted {
+            notify = early
+        } else {
+            notify = try await agent.next(.notify, timeout: timeout)
         }
+        // The NOTIFY's To carries the watcher's own tag already; the answer keeps it.
+        if status > 0 { try await agent.answer(notify, status, toTag: "unused") }
+        return notify
     }
 
     static func publish(_ agent: Agent, _ user: String, body: String?, ifMatch: String? = nil, expires: Int = 600,
@@ -324,5 +323,72 @@ struct PresenceEndToEndTests {
             #expect(open.contains("<basic>open</basic>") && open.contains("sip:carol@127.0.0.1"))
             for agent in [bob, carol] { await agent.client.close() }
         }
+    }
+
+    enum StoreKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+        case sqlite, mongodb
+        var testDescription: String { rawValue }
+    }
+
+    static var kinds: [StoreKind] { TestServices.mongoEnabled ? [.sqlite, .mongodb] : [.sqlite] }
+
+    @Test(arguments: kinds)
+    func aRestartKeepsPublicationsSubscriptionsAndDecisions(_ kind: StoreKind) async throws {
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-presence-\(UUID().uuidString).sqlite").path
+        let database = kind == .mongodb ? try TestServices.mongoDatabase() : nil
+        func open() async throws -> (any PresenceStore, @Sendable () async -> Void) {
+            if let database {
+                let store = MongoPresenceStore(database: database, loop: MultiThreadedEventLoopGroup.singleton.next(), logger: logger)
+                try await store.prepare()
+                return (store, {})
+            }
+            let store = try await SQLitePresenceStore.open(path: path, logger: logger, group: MultiThreadedEventLoopGroup.singleton)
+            return (store, { await store.close() })
+        }
+        let alice = NIOLockedValueBox<Agent?>(nil)
+        let bob = NIOLockedValueBox<Agent?>(nil)
+        let (first, closeFirst) = try await open()
+        let (port, callID, lastCSeq) = try await Self.withPresence(store: first) { server, presence in
+            let publisher = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.publish(publisher, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "before"),
+                                           cseq: 1).statusCode == 200)
+            let watcher = try await Agent.connect(server, user: "bob")
+            let callID = SIPIdentifiers.callID()
+            #expect(try await Self.subscribe(watcher, to: "alice", callID: callID).statusCode == 200)
+            let notify = try await Self.notify(watcher)
+            presence.authorize(presentity: "sip:alice@tern.test", watcher: "sip:carol@tern.test", .blocked)
+            try await presence.flush()
+            alice.withLockedValue { $0 = publisher }
+            bob.withLockedValue { $0 = watcher }
+            return (server.port(.udp), callID, try notify.cseq()?.sequence ?? 0)
+        }
+        await closeFirst()
+        let (second, closeSecond) = try await open()
+        try await Self.withPresence(store: second, udpPort: port) { server, presence in
+            #expect(presence.state(of: "sip:alice@tern.test")?.contains("before") == true)
+            #expect(presence.subscriptionCount == 1)
+            let watcher = try #require(bob.withLockedValue { $0 })
+            let publisher = try #require(alice.withLockedValue { $0 })
+            // The dialog goes on: a change reaches bob in the same dialog, with a higher CSeq.
+            presence.publish(presentity: "sip:alice@tern.test",
+                             document: try PIDFDocument(parsing: Array(Self.pidf("sip:alice@tern.test", tuple: "t2", note: "after").utf8)),
+                             expires: 60)
+            let notify = try await Self.notify(watcher)
+            #expect(notify.callID == callID)
+            #expect(try (notify.cseq()?.sequence ?? 0) > lastCSeq)
+            let body = String(buffer: notify.body)
+            #expect(body.contains("before") && body.contains("after"))
+            let carol = try await Agent.connect(server, user: "carol")
+            #expect(try await Self.subscribe(carol, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 403, "the block survived")
+            for agent in [publisher, watcher, carol] { await agent.client.close() }
+        }
+        await closeSecond()
+        if let database {
+            _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }
+            await database.shutdown()
+        }
+        for suffix in ["", "-wal", "-shm"] { try? FileManager.default.removeItem(atPath: path + suffix) }
     }
 }

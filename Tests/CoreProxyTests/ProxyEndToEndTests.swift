@@ -83,12 +83,21 @@ struct ProxyEndToEndTests {
         }
 
         /// The next request with this method; retransmissions of earlier requests (UDP, under load) are skipped.
+        /// Retransmissions of a request already returned (same Call-ID and CSeq, sent again because
+        /// our answer was slow under load) are skipped.
         func next(_ method: SIPMethod, timeout: Duration = .seconds(5)) async throws -> SIPMessage {
-            if let index = parked.firstIndex(where: { $0.method == method }) { return parked.remove(at: index) }
+            while let index = parked.firstIndex(where: { $0.method == method }) {
+                let message = parked.remove(at: index)
+                if firstTime(message) { return message }
+            }
             while true {
                 let message = try await client.receive(timeout: timeout)
-                if message.method == method { return message }
+                if message.method == method, firstTime(message) { return message }
             }
+        }
+
+        private func firstTime(_ request: SIPMessage) -> Bool {
+            seen.insert((request.callID ?? "") + " " + (request.firstValue(.cseq) ?? "")).inserted
         }
 
         /// The next final or provisional response other than 100; requests (retransmissions of one

@@ -232,9 +232,10 @@ struct RegistrarEndToEndTests {
                                  configure: { $0.location.addObserver(recorder) }) { server in
             let phone = Phone(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp)))
             _ = try await phone.register(contact: phone.contact(), expires: 60)
-            _ = try await phone.register(contact: phone.contact(), expires: 1)
             _ = try await phone.register(contact: "<sip:alice@192.0.2.50>", expires: 60)
             _ = try await phone.register(contact: "<sip:alice@192.0.2.50>;expires=0")
+            // Shortened last, so that a slow machine cannot see it lapse before the other changes.
+            _ = try await phone.register(contact: phone.contact(), expires: 1)
             let deadline = ContinuousClock.now + .seconds(5)
             while !server.server.location.bindings(for: "sip:alice@tern.test").isEmpty, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
@@ -243,7 +244,7 @@ struct RegistrarEndToEndTests {
             while recorder.events.withLockedValue({ !$0.contains(.expired) }), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            #expect(recorder.events.withLockedValue { $0 } == [.added, .refreshed, .added, .removed, .expired])
+            #expect(recorder.events.withLockedValue { $0 } == [.added, .added, .removed, .refreshed, .expired])
             await phone.client.close()
         }
     }

@@ -1,7 +1,5 @@
 public import Logging
-import Metrics
 public import MongoSupport
-import NIOConcurrencyHelpers
 public import NIOCore
 import SIP
 
@@ -17,37 +15,16 @@ import SIP
 public final class MongoBindingStore: SharedBindingStore {
     public static let collection = "location"
 
-    private enum Write {
-        case save(BSONDocument)
-        case delete
-    }
-
-    private struct Pending {
-        var order: [String] = []
-        var writes: [String: Write] = [:]
-        var drainScheduled = false
-    }
-
     private let database: MongoDatabase
     public let node: String
-    private let loop: any EventLoop
-    private let logger: Logger
-    private let maxPending: Int
-    private let batchDelay: TimeAmount
-    private let pending = NIOLockedValueBox(Pending())
-    private let drainDone = NIOLockedValueBox<[EventLoopPromise<Void>]>([])
-    private let dropped = Counter(label: "tern.storage.mongodb_dropped")
-    private let failed = Counter(label: "tern.storage.mongodb_failed")
+    private let writer: MongoWriteBehind
 
     /// - Parameter node: this node's name in the shared table (give every node its own).
     public init(database: MongoDatabase, node: String, loop: any EventLoop, logger: Logger,
                 maxPending: Int = 100_000, batchDelay: TimeAmount = .milliseconds(20)) {
         self.database = database
         self.node = node
-        self.loop = loop
-        self.logger = logger
-        self.maxPending = maxPending
-        self.batchDelay = batchDelay
+        self.writer = MongoWriteBehind(database: database, loop: loop, logger: logger, maxPending: maxPending, batchDelay: batchDelay)
     }
 
     /// Creates the collection's indexes: by AOR for lookups, by node for restore, TTL for expiry.
@@ -62,11 +39,12 @@ public final class MongoBindingStore: SharedBindingStore {
     }
 
     public func save(_ binding: Binding) {
-        enqueue(Self.id(binding.aor, binding.key), .save(document(binding)))
+        writer.enqueue(Self.collection, id: Self.id(binding.aor, binding.key), .replace(document(binding)))
     }
 
     public func delete(aor: String, key: String) {
-        enqueue(Self.id(aor, key), .delete)
+        let id = Self.id(aor, key)
+        writer.enqueue(Self.collection, id: id, .delete(["_id": .string(id), "node": .string(node)]))
     }
 
     public func loadAll(validAt now: Int64) async throws -> [Binding] {
@@ -86,75 +64,14 @@ public final class MongoBindingStore: SharedBindingStore {
     }
 
     public func flush() async throws {
-        let promise = loop.makePromise(of: Void.self)
-        drainDone.withLockedValue { $0.append(promise) }
-        startDrain()
-        try await promise.futureResult.get()
+        try await writer.flush()
     }
 
     public func close() async {
         try? await flush()
     }
 
-    // MARK: - Write-behind
-
     private static func id(_ aor: String, _ key: String) -> String { aor + "\n" + key }
-
-    private func enqueue(_ id: String, _ write: Write) {
-        let (accepted, schedule) = pending.withLockedValue { state -> (Bool, Bool) in
-            if state.writes[id] == nil {
-                guard state.order.count < maxPending else { return (false, false) }
-                state.order.append(id)
-            }
-            state.writes[id] = write
-            defer { state.drainScheduled = true }
-            return (true, !state.drainScheduled)
-        }
-        guard accepted else {
-            dropped.increment()
-            logger.error("MongoDB location queue full: write dropped", metadata: ["binding": "\(id)", "limit": "\(maxPending)"])
-            return
-        }
-        if schedule {
-            // Writes arriving together share one bulk round trip.
-            loop.scheduleTask(in: batchDelay) { [self] in startDrain() }
-        }
-    }
-
-    /// Sends everything pending as one bulk write; completes the flush promises waiting for it.
-    private func startDrain() {
-        let (batch, waiters) = pending.withLockedValue { state -> ([(String, Write)], [EventLoopPromise<Void>]) in
-            defer {
-                state.order.removeAll(keepingCapacity: true)
-                state.writes.removeAll(keepingCapacity: true)
-                state.drainScheduled = false
-            }
-            let waiters = drainDone.withLockedValue { promises in defer { promises = [] }; return promises }
-            return (state.order.compactMap { id in state.writes[id].map { (id, $0) } }, waiters)
-        }
-        guard !batch.isEmpty else {
-            waiters.forEach { $0.succeed() }
-            return
-        }
-        let writes: [MongoWrite] = batch.map { id, write in
-            switch write {
-            case .save(let document):
-                return .replaceOne(filter: ["_id": .string(id)], replacement: document, upsert: true)
-            case .delete:
-                return .deleteOne(filter: ["_id": .string(id), "node": .string(node)])
-            }
-        }
-        database.perform(on: loop) { session in
-            try session.bulkWrite(Self.collection, writes)
-        }.whenComplete { [self] result in
-            if case .failure(let error) = result {
-                // The memory table stays right; the shared table misses these until the bindings change again.
-                failed.increment(by: writes.count)
-                logger.error("MongoDB location write failed", metadata: ["error": "\(error)", "writes": "\(writes.count)"])
-            }
-            waiters.forEach { $0.succeed() }
-        }
-    }
 
     // MARK: - Documents
 
