@@ -37,12 +37,13 @@ test: deps-test
 	scripts/services.sh stop; exit $$status
 
 ## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios;
-## offline-message store and drain rates with SQLite and MongoDB.
+## offline-message store and drain rates with SQLite and MongoDB; presence NOTIFY rate, latency, memory.
 bench: build-release
 	@scripts/install-deps.sh bench
 	.build/release/tern-parser-bench
 	TERN=.build/release/tern scripts/bench.sh
 	TERN=.build/release/tern scripts/bench-messaging.sh
+	TERN=.build/release/tern scripts/bench-presence.sh
 
 clean:
 	rm -rf .build

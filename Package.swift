@@ -173,6 +173,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        .executableTarget(
+            name: "tern-presence-bench",
+            dependencies: [
+                "SIP",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+            ],
+            path: "Benchmarks/PresenceBench",
+            swiftSettings: strictSettings
+        ),
+
         // MARK: - Tests
         .testTarget(
             name: "SIPTests",

@@ -77,7 +77,11 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         var publications: [Publication] = []
         var subscriptions: Set<String> = []
         var decisions: [String: WatcherDecision] = [:]
-        var composed: PIDFDocument?
+        var composed: PIDFDocument? {
+            didSet { composedXML = composed?.xml }
+        }
+        /// The composed document serialized once per change, not once per watcher.
+        var composedXML: String?
         var etag = ""
         var basicStatus: [String: String] = [:]
     }
@@ -643,11 +647,11 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             var body = ByteBuffer()
             switch subscription.package {
             case .presence:
-                let document: PIDFDocument
-                if state.authorization == .active, let composed = presentity?.composed {
-                    document = composed
+                let xml: String
+                if state.authorization == .active, let composed = presentity?.composedXML {
+                    xml = composed
                 } else {
-                    document = PIDFDocument.closed(entity: subscription.presentity)
+                    xml = PIDFDocument.closed(entity: subscription.presentity).xml
                 }
                 let etag = state.authorization == .active ? (presentity?.etag ?? "closed") : "closed"
                 headers.append((.sipETag, etag))
@@ -655,7 +659,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                     // RFC 5839 §4.3: the subscriber has this state already; no body.
                     state.suppressIfMatch = nil
                 } else {
-                    body.writeString(document.xml)
+                    body.writeString(xml)
                     headers.append((.contentType, "application/pidf+xml"))
                 }
                 state.lastETag = etag
@@ -872,7 +876,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
 
     /// The state watchers of a presentity see now (nil when it has none), as PIDF.
     public func state(of presentity: String) -> String? {
-        presentities.withLockedValue { $0[presentity]?.composed?.xml }
+        presentities.withLockedValue { $0[presentity]?.composedXML }
     }
 
     /// The presentity's watchers with their status.

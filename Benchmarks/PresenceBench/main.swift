@@ -1,0 +1,255 @@
+// Presence load: watchers subscribe to presentities, publishers change the presentities several
+// times a second, and every NOTIFY is answered and timed. One UDP socket on one thread plays every
+// watcher and publisher. Run against a release tern:
+//   tern-presence-bench HOST:PORT [--presentities 100] [--watchers 1000] [--per-watcher 20]
+//                       [--changes-per-second 4] [--seconds 20] [--pid TERN_PID] [--interval-ms 1000]
+import Foundation
+import NIOCore
+import NIOPosix
+import SIP
+
+struct Options {
+    var host = "127.0.0.1"
+    var port = 5060
+    var presentities = 100
+    var watchers = 1000
+    var perWatcher = 20
+    var changesPerSecond = 4.0
+    var seconds = 20.0
+    var pid: Int32?
+    var intervalMilliseconds = 1000.0
+
+    init(_ arguments: [String]) {
+        var iterator = arguments.dropFirst().makeIterator()
+        while let argument = iterator.next() {
+            switch argument {
+            case "--presentities": presentities = Int(iterator.next() ?? "") ?? presentities
+            case "--watchers": watchers = Int(iterator.next() ?? "") ?? watchers
+            case "--per-watcher": perWatcher = Int(iterator.next() ?? "") ?? perWatcher
+            case "--changes-per-second": changesPerSecond = Double(iterator.next() ?? "") ?? changesPerSecond
+            case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
+            case "--pid": pid = Int32(iterator.next() ?? "")
+            case "--interval-ms": intervalMilliseconds = Double(iterator.next() ?? "") ?? intervalMilliseconds
+            default:
+                let parts = argument.split(separator: ":")
+                if parts.count == 2, let port = Int(parts[1]) {
+                    host = String(parts[0])
+                    self.port = port
+                }
+            }
+        }
+    }
+}
+
+/// CPU seconds and resident memory of a process, from /proc.
+func processUsage(_ pid: Int32) -> (cpu: Double, rssKiB: Int) {
+    let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+    var cpu = 0.0
+    if let stat = try? String(contentsOfFile: "/proc/\(pid)/stat", encoding: .utf8),
+       let close = stat.lastIndex(of: ")") {
+        let fields = stat[stat.index(after: close)...].split(separator: " ")
+        if fields.count > 13, let user = Double(fields[11]), let system = Double(fields[12]) { cpu = (user + system) / ticks }
+    }
+    var rss = 0
+    if let status = try? String(contentsOfFile: "/proc/\(pid)/status", encoding: .utf8) {
+        for line in status.split(separator: "\n") where line.hasPrefix("VmRSS:") {
+            rss = Int(line.split(separator: " ").dropFirst().first ?? "") ?? 0
+        }
+    }
+    return (cpu, rss)
+}
+
+final class Bench: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundOut = AddressedEnvelope<ByteBuffer>
+
+    let options: Options
+    let server: SocketAddress
+    var channel: (any Channel)?
+    var localPort = 0
+    let parser = SIPMessageParser()
+    var subscribed = 0
+    var answeredSubscriptions = Set<String>()
+    var initialNotifies = 0
+    var notifies = 0
+    var changesSent = 0
+    var changesAnswered = 0
+    var latencies: [Double] = []
+    var measuring = false
+    var etags: [String?]
+    var publishInFlight: [Bool]
+    var publishCSeq: [Int]
+    var errors: [Int: Int] = [:]
+    let start = NIODeadline.now()
+
+    init(options: Options) throws {
+        self.options = options
+        self.server = try SocketAddress(ipAddress: options.host, port: options.port)
+        etags = Array(repeating: nil, count: options.presentities)
+        publishInFlight = Array(repeating: false, count: options.presentities)
+        publishCSeq = Array(repeating: 0, count: options.presentities)
+    }
+
+    func send(_ text: String) {
+        guard let channel else { return }
+        var buffer = channel.allocator.buffer(capacity: text.utf8.count)
+        buffer.writeString(text)
+        channel.writeAndFlush(AddressedEnvelope(remoteAddress: server, data: buffer), promise: nil)
+    }
+
+    func subscribe(watcher: Int, presentity: Int) {
+        let tag = "w\(watcher)p\(presentity)"
+        send("SUBSCRIBE sip:p\(presentity)@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(localPort);branch=z9hG4bK\(tag)\r\n"
+             + "Max-Forwards: 70\r\nFrom: <sip:w\(watcher)@bench.test>;tag=\(tag)\r\nTo: <sip:p\(presentity)@bench.test>\r\n"
+             + "Call-ID: sub-\(tag)\r\nCSeq: 1 SUBSCRIBE\r\nContact: <sip:w\(watcher)@127.0.0.1:\(localPort)>\r\nEvent: presence\r\n"
+             + "Expires: 3600\r\nAccept: application/pidf+xml\r\nContent-Length: 0\r\n\r\n")
+    }
+
+    func publish(_ presentity: Int) {
+        guard !publishInFlight[presentity] else { return }
+        publishInFlight[presentity] = true
+        publishCSeq[presentity] += 1
+        let stamp = NIODeadline.now().uptimeNanoseconds
+        let body = "<?xml version=\"1.0\" encoding=\"UTF-8\"?><presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:p\(presentity)@bench.test\">"
+            + "<tuple id=\"t\"><status><basic>open</basic></status><note>t=\(stamp)</note></tuple></presence>"
+        var text = "PUBLISH sip:p\(presentity)@bench.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:\(localPort);branch=z9hG4bKpub\(presentity)x\(publishCSeq[presentity])\r\n"
+            + "Max-Forwards: 70\r\nFrom: <sip:p\(presentity)@bench.test>;tag=pub\(presentity)\r\nTo: <sip:p\(presentity)@bench.test>\r\n"
+            + "Call-ID: pub-\(presentity)\r\nCSeq: \(publishCSeq[presentity]) PUBLISH\r\nEvent: presence\r\nExpires: 3600\r\n"
+        if let etag = etags[presentity] { text += "SIP-If-Match: \(etag)\r\n" }
+        text += "Content-Type: application/pidf+xml\r\nContent-Length: \(body.utf8.count)\r\n\r\n" + body
+        changesSent += measuring ? 1 : 0
+        send(text)
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let envelope = unwrapInboundIn(data)
+        guard let message = try? parser.parse(envelope.data) else { return }
+        if message.method == .notify {
+            let response = SIPMessage.response(to: message, status: SIPStatus(200))
+            var out = context.channel.allocator.buffer(capacity: 256)
+            out.writeBytes(response.serialized().readableBytesView)
+            context.writeAndFlush(wrapOutboundOut(AddressedEnvelope(remoteAddress: envelope.remoteAddress, data: out)), promise: nil)
+            if (try? message.cseq()?.sequence) == 1 { initialNotifies += 1 }
+            guard measuring else { return }
+            notifies += 1
+            let body = message.body.readableBytesView
+            if let marker = body.firstRange(of: Array("t=".utf8)) {
+                var value: UInt64 = 0
+                for byte in body[marker.upperBound...] {
+                    guard byte >= 48 && byte <= 57 else { break }
+                    value = value * 10 + UInt64(byte - 48)
+                }
+                let now = NIODeadline.now().uptimeNanoseconds
+                if value > 0, now > value, latencies.count < 2_000_000 { latencies.append(Double(now - value) / 1_000_000) }
+            }
+            return
+        }
+        guard let code = message.statusCode, code >= 200, let callID = message.callID else { return }
+        if code >= 300 { errors[code, default: 0] += 1 }
+        if callID.hasPrefix("sub-") {
+            if answeredSubscriptions.insert(callID).inserted { subscribed += 1 }
+        } else if callID.hasPrefix("pub-"), let index = Int(callID.dropFirst(4)), index < etags.count {
+            publishInFlight[index] = false
+            if code == 200 { etags[index] = message.sipETag } else { etags[index] = nil }
+            changesAnswered += measuring ? 1 : 0
+        }
+    }
+}
+
+let options = Options(CommandLine.arguments)
+let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+let bench = try Bench(options: options)
+let channel = try DatagramBootstrap(group: group)
+    .channelOption(ChannelOptions.socketOption(.so_reuseaddr), value: 1)
+    .channelOption(ChannelOptions.socketOption(.so_rcvbuf), value: 8 << 20)
+    .channelOption(ChannelOptions.socketOption(.so_sndbuf), value: 8 << 20)
+    .channelInitializer { $0.pipeline.addHandler(bench) }
+    .bind(host: "127.0.0.1", port: 0).wait()
+let loop = channel.eventLoop
+try loop.submit {
+    bench.channel = channel
+    bench.localPort = channel.localAddress?.port ?? 0
+}.wait()
+
+func usage() -> (Double, Int) { options.pid.map(processUsage) ?? (0, 0) }
+let total = options.watchers * options.perWatcher
+let (_, rssBefore) = usage()
+
+// Phase 1: every watcher subscribes to its presentities (at most 5,000 SUBSCRIBEs a second).
+try loop.submit {
+    // Presentities first publish once, so the first NOTIFYs carry a document.
+    for presentity in 0..<options.presentities { bench.publish(presentity) }
+}.wait()
+Thread.sleep(forTimeInterval: 0.5)
+var sent = 0
+let subscribeStart = Date()
+while sent < total {
+    let batch = min(50, total - sent)
+    let first = sent
+    try loop.submit {
+        for index in first..<(first + batch) {
+            let watcher = index / options.perWatcher
+            let presentity = (watcher + (index % options.perWatcher) * max(1, options.presentities / options.perWatcher)) % options.presentities
+            bench.subscribe(watcher: watcher, presentity: presentity)
+        }
+    }.wait()
+    sent += batch
+    Thread.sleep(forTimeInterval: 0.01)
+}
+// UDP may lose a datagram under this burst: SUBSCRIBEs still unanswered after a while are sent again.
+var waited = 0.0
+while try loop.submit({ bench.subscribed < total }).wait(), waited < 60 {
+    Thread.sleep(forTimeInterval: 0.5)
+    waited += 0.5
+    if Int(waited * 2) % 4 == 0 {
+        try loop.submit {
+            for index in 0..<total {
+                let watcher = index / options.perWatcher
+                let presentity = (watcher + (index % options.perWatcher) * max(1, options.presentities / options.perWatcher)) % options.presentities
+                if !bench.answeredSubscriptions.contains("sub-w\(watcher)p\(presentity)") { bench.subscribe(watcher: watcher, presentity: presentity) }
+            }
+        }.wait()
+    }
+}
+let (subscribedCount, initialCount) = try loop.submit { (bench.subscribed, bench.initialNotifies) }.wait()
+let subscribeSeconds = Date().timeIntervalSince(subscribeStart)
+// Memory per subscription once the SUBSCRIBE and NOTIFY transactions have ended (Timer J, 32 s on UDP).
+let settle = Double(ProcessInfo.processInfo.environment["SETTLE_SECONDS"] ?? "") ?? 34
+Thread.sleep(forTimeInterval: settle)
+let (_, rssSubscribed) = usage()
+
+// Phase 2: each presentity changes `changesPerSecond` times a second for `seconds`.
+let (cpuBefore, _) = usage()
+try loop.submit { bench.measuring = true }.wait()
+let tick = TimeAmount.milliseconds(10)
+let perTick = Double(options.presentities) * options.changesPerSecond * 0.01
+let changer = loop.scheduleRepeatedTask(initialDelay: tick, delay: tick) { _ in
+    let count = Int(perTick) + (Double.random(in: 0..<1) < perTick - Double(Int(perTick)) ? 1 : 0)
+    for _ in 0..<count { bench.publish(Int.random(in: 0..<options.presentities)) }
+}
+let measureStart = Date()
+Thread.sleep(forTimeInterval: options.seconds)
+changer.cancel()
+let measured = Date().timeIntervalSince(measureStart)
+Thread.sleep(forTimeInterval: options.intervalMilliseconds / 1000 + 0.5)
+let (cpuAfter, rssAfter) = usage()
+let (notifies, changes, latencies, errors) = try loop.submit { (bench.notifies, bench.changesAnswered, bench.latencies, bench.errors) }.wait()
+
+let sorted = latencies.sorted()
+func percentile(_ p: Double) -> Double { sorted.isEmpty ? .nan : sorted[min(sorted.count - 1, Int(Double(sorted.count) * p))] }
+let watchersPerPresentity = Double(total) / Double(options.presentities)
+print("presence: \(options.presentities) presentities, \(options.watchers) watchers x \(options.perWatcher) = \(total) subscriptions, "
+      + "\(options.changesPerSecond) changes/s per presentity, NOTIFY interval \(Int(options.intervalMilliseconds)) ms")
+print(String(format: "  subscribed %d of %d (initial NOTIFYs %d) in %.1f s", subscribedCount, total, initialCount, subscribeSeconds))
+print(String(format: "  changes %d (%.0f/s), NOTIFYs %d (%.0f/s sustained over %.1f s), coalescing %.2f changes per NOTIFY per watcher",
+             changes, Double(changes) / measured, notifies, Double(notifies) / measured, measured,
+             notifies > 0 ? Double(changes) * watchersPerPresentity / Double(notifies) : 0))
+print(String(format: "  latency publish->NOTIFY: p50 %.1f ms, p99 %.1f ms, max %.1f ms", percentile(0.5), percentile(0.99), sorted.last ?? .nan))
+if options.pid != nil {
+    print(String(format: "  tern CPU %.2f s (%.1f us per NOTIFY), RSS %d -> %d KiB subscribed (%d bytes per subscription) -> %d KiB at the end",
+                 cpuAfter - cpuBefore, notifies > 0 ? (cpuAfter - cpuBefore) * 1e6 / Double(notifies) : 0,
+                 rssBefore, rssSubscribed, total > 0 ? (rssSubscribed - rssBefore) * 1024 / total : 0, rssAfter))
+}
+if !errors.isEmpty { print("  error responses: \(errors.sorted { $0.key < $1.key })") }
+try channel.close().wait()
+try group.syncShutdownGracefully()
