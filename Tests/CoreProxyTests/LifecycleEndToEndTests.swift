@@ -50,6 +50,10 @@ struct LifecycleEndToEndTests {
                 _ = await client.receiveChunk(timeout: .milliseconds(50))
             }
             #expect(client.isClosed)
+            // The server forgets the connection when its close completes, just after the client sees it.
+            while server.server.transportLayer.connectionCount > 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
             #expect(server.server.transportLayer.connectionCount == 0)
         }
     }

@@ -147,7 +147,7 @@ struct MessagingEndToEndTests {
             try await Self.eventually("store emptied") { try await messaging.storedMessages(for: "sip:bob@tern.test").isEmpty }
             #expect(events.count(.delivered) == 3)
             // Nothing else arrives.
-            #expect(await bob.client.receiveIfAny(timeout: .milliseconds(300))?.method != .message)
+            await #expect(throws: (any Error).self) { try await bob.next(.message, timeout: .milliseconds(400)) }
             await alice.client.close()
             await bob.client.close()
         }
@@ -200,8 +200,8 @@ struct MessagingEndToEndTests {
                 try await messaging.storedMessages(for: "sip:bob@tern.test").first?.attempts == 1
             }
             #expect(try await messaging.storedMessages(for: "sip:bob@tern.test").count == 2, "nothing was lost")
-            #expect(await bob.client.receiveIfAny(timeout: .milliseconds(300))?.method != .message,
-                    "order is kept: the second waits behind the first")
+            // Order is kept: the second waits behind the first (a retransmission of the first is no new message).
+            await #expect(throws: (any Error).self) { try await bob.next(.message, timeout: .milliseconds(400)) }
             #expect(events.count(.failed) == 1)
 
             #expect(try await bob.register().statusCode == 200)
@@ -386,7 +386,7 @@ struct MessagingEndToEndTests {
             let atMobile = try await mobile.next(.message)
             try await mobile.answer(atMobile, 200)
             #expect(try await sending.value.statusCode == 200)
-            #expect(await desk.client.receiveIfAny(timeout: .milliseconds(300))?.method != .message)
+            await #expect(throws: (any Error).self) { try await desk.next(.message, timeout: .milliseconds(400)) }
             // The desk phone registers again: it is now the one in use.
             try await Task.sleep(for: .milliseconds(5))
             #expect(try await desk.register(instance: "urn:uuid:desk").statusCode == 200)
