@@ -152,13 +152,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             transaction.respond(SIPStatus(404, "Unknown Presentity"))
             return
         }
-        let expires: UInt32
-        switch boundedExpires(request) {
-        case .success(let value): expires = value
-        case .failure(let refusal):
-            transaction.respond(refusal.status, headers: refusal.headers)
-            return
-        }
+        guard let expires = boundedExpires(transaction) else { return }
         var document: PIDFDocument?
         if request.body.readableBytes > 0 {
             guard let type = (try? request.contentType()) ?? nil,
@@ -256,19 +250,16 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         }
     }
 
-    private struct Refusal: Error {
-        var status: SIPStatus
-        var headers: [(SIPHeaderName, String)] = []
-    }
-
-    /// Expires within bounds: 423 with Min-Expires below the minimum (0 always allowed).
-    private func boundedExpires(_ request: SIPMessage) -> Result<UInt32, Refusal> {
-        let requested = ((try? request.expires()) ?? nil) ?? configuration.defaultExpires
-        if requested == 0 { return .success(0) }
+    /// Expires within bounds (0 always allowed); below the minimum the request is answered 423
+    /// with Min-Expires (RFC 3903 §6, RFC 6665 §4.2.1.1) and nil comes back.
+    private func boundedExpires(_ transaction: ServerTransaction) -> UInt32? {
+        let requested = ((try? transaction.request.expires()) ?? nil) ?? configuration.defaultExpires
+        if requested == 0 { return 0 }
         if requested < configuration.minExpires {
-            return .failure(Refusal(status: SIPStatus(423), headers: [(.minExpires, String(configuration.minExpires))]))
+            transaction.respond(SIPStatus(423), headers: [(.minExpires, String(configuration.minExpires))])
+            return nil
         }
-        return .success(min(requested, configuration.maxExpires))
+        return min(requested, configuration.maxExpires)
     }
 
     // MARK: - Composition
@@ -324,13 +315,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             transaction.respond(SIPStatus(489), headers: [(.allowEvents, "presence, presence.winfo")])
             return
         }
-        let expires: UInt32
-        switch boundedExpires(request) {
-        case .success(let value): expires = value
-        case .failure(let refusal):
-            transaction.respond(refusal.status, headers: refusal.headers)
-            return
-        }
+        guard let expires = boundedExpires(transaction) else { return }
         guard let to = (try? request.to()) ?? nil, let from = (try? request.from()) ?? nil, let callID = request.callID,
               let cseq = ((try? request.cseq()) ?? nil)?.sequence else {
             transaction.respond(SIPStatus(400, "Bad Dialog Headers"))
