@@ -204,3 +204,87 @@ public struct PIDFDocument: Sendable, Hashable {
         return out
     }
 }
+
+// MARK: - Partial presence (RFC 5262, RFC 5263)
+
+extension PIDFDocument {
+    public static let diffNamespace = "urn:ietf:params:xml:ns:pidf-diff"
+    static let diffPrefix = "pdiff"
+
+    private func diffRoot(_ name: String, version: Int) -> String {
+        var text = "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<" + Self.diffPrefix + ":" + name
+        var declared = namespaces
+        if declared[""] == nil { declared[""] = Self.namespace }
+        declared[Self.diffPrefix] = Self.diffNamespace
+        for (prefix, uri) in declared.sorted(by: { $0.key < $1.key }) {
+            text += prefix.isEmpty ? " xmlns=\"" : " xmlns:" + prefix + "=\""
+            text += Self.escaped(uri) + "\""
+        }
+        return text + " entity=\"" + Self.escaped(entity) + "\" version=\"\(version)\">\n"
+    }
+
+    /// The whole state as `application/pidf-diff+xml` (a `pidf-full` document): the first NOTIFY
+    /// of a subscription that accepts partial state, and any time a diff cannot say it.
+    public func fullStateXML(version: Int) -> String {
+        var text = diffRoot("pidf-full", version: version)
+        for element in elements { text += element.xml + "\n" }
+        return text + "</" + Self.diffPrefix + ":pidf-full>\n"
+    }
+
+    /// What changed since `old` as a `pidf-diff` document (RFC 5262 §4 with RFC 5261 patch
+    /// operations): tuples, persons and devices added, replaced or removed by id. Nil when
+    /// something without an id changed (a note, an unknown element): then the full state goes.
+    public func diff(from old: PIDFDocument, version: Int) -> String? {
+        func keyed(_ document: PIDFDocument) -> (byKey: [String: Element], unkeyed: [String])? {
+            var byKey: [String: Element] = [:]
+            var unkeyed: [String] = []
+            for element in document.elements {
+                if let id = element.id, element.kind != .note, element.kind != .other {
+                    byKey["\(element.kind):\(id)"] = element
+                } else {
+                    unkeyed.append(element.xml)
+                }
+            }
+            return (byKey, unkeyed)
+        }
+        guard let before = keyed(old), let after = keyed(self), before.unkeyed == after.unkeyed,
+              old.entity == entity, old.namespaces == namespaces else { return nil }
+        var operations: [String] = []
+        for element in elements {
+            guard let id = element.id, element.kind != .note, element.kind != .other else { continue }
+            let key = "\(element.kind):\(id)"
+            if let previous = before.byKey[key] {
+                if previous.xml != element.xml {
+                    operations.append("<" + Self.diffPrefix + ":replace sel=\"" + selector(element, id: id) + "\">" + element.xml
+                        + "</" + Self.diffPrefix + ":replace>")
+                }
+            } else {
+                operations.append("<" + Self.diffPrefix + ":add sel=\"presence\">" + element.xml + "</" + Self.diffPrefix + ":add>")
+            }
+        }
+        for element in old.elements {
+            guard let id = element.id, element.kind != .note, element.kind != .other,
+                  after.byKey["\(element.kind):\(id)"] == nil else { continue }
+            operations.append("<" + Self.diffPrefix + ":remove sel=\"" + selector(element, id: id) + "\"/>")
+        }
+        var text = diffRoot("pidf-diff", version: version)
+        for operation in operations { text += operation + "\n" }
+        return text + "</" + Self.diffPrefix + ":pidf-diff>\n"
+    }
+
+    /// `*/tuple[@id='x']`, or `*/dm:person[@id='x']` with the document's own prefix for the data model.
+    private func selector(_ element: Element, id: String) -> String {
+        let name: String
+        switch element.kind {
+        case .tuple:
+            name = "tuple"
+        case .person, .device:
+            let prefix = namespaces.first { $0.value == Self.dataModelNamespace }?.key ?? "dm"
+            name = (prefix.isEmpty ? "" : prefix + ":") + (element.kind == .person ? "person" : "device")
+        case .note, .other:
+            name = "*"
+        }
+        let quoted = id.replacingOccurrences(of: "'", with: "&apos;")
+        return "*/" + name + "[@id='" + Self.escaped(quoted) + "']"
+    }
+}

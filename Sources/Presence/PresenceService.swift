@@ -383,9 +383,13 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             acceptsGzip: request.acceptEncodings.contains("gzip"),
             minInterval: Subscription.interval(event: event, serverMinimum: configuration.minNotifyInterval),
             suppressIfMatch: request.firstValue(.suppressIfMatch), createdAt: now)
+        var initial = state
+        initial.acceptsDiff = ((try? request.accept()) ?? []).contains {
+            $0.type.caseInsensitiveEquals("application") && $0.subtype.caseInsensitiveEquals("pidf-diff+xml")
+        }
         let key = Subscription.key(callID: callID, localTag: transaction.localTag, remoteTag: remoteTag)
         let subscription = Subscription(id: key, package: package, presentity: presentity, watcher: watcher,
-                                        loop: transaction.eventLoop, state: state)
+                                        loop: transaction.eventLoop, state: initial)
         transaction.respond(SIPStatus(200), headers: [(.expires, String(expires)), (.contact, ourContact)])
 
         if expires == 0 {
@@ -444,6 +448,8 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             state.expiresAt = now + Int64(expires) * 1000
             state.suppressIfMatch = transaction.request.firstValue(.suppressIfMatch)
             state.watcherInfoNeedsFull = true
+            // A refresh brings the whole state again (RFC 5263 §3.2), partial ones after it.
+            state.sentDocument = nil
         }
         scheduleExpiry(subscription, after: Int64(expires) * 1000)
         persist(subscription)
@@ -632,19 +638,30 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             var body = ByteBuffer()
             switch subscription.package {
             case .presence:
-                let xml: String
-                if state.authorization == .active, let composed = presentity?.composedXML {
-                    xml = composed
-                } else {
-                    xml = PIDFDocument.closed(entity: subscription.presentity).xml
-                }
                 let etag = state.authorization == .active ? (presentity?.etag ?? "closed") : "closed"
                 headers.append((.sipETag, etag))
                 if let suppress = state.suppressIfMatch, suppress == etag || suppress == "*", state.terminationReason == nil {
                     // RFC 5839 §4.3: the subscriber has this state already; no body.
                     state.suppressIfMatch = nil
+                } else if state.acceptsDiff {
+                    // RFC 5263: full state first (and after a refresh), then only what changed.
+                    let current = state.authorization == .active
+                        ? (presentity?.composed ?? PIDFDocument.closed(entity: subscription.presentity))
+                        : PIDFDocument.closed(entity: subscription.presentity)
+                    if let sent = state.sentDocument, let diff = current.diff(from: sent, version: state.diffVersion) {
+                        body.writeString(diff)
+                    } else {
+                        body.writeString(current.fullStateXML(version: state.diffVersion))
+                    }
+                    state.sentDocument = current
+                    state.diffVersion += 1
+                    headers.append((.contentType, "application/pidf-diff+xml"))
                 } else {
-                    body.writeString(xml)
+                    if state.authorization == .active, let composed = presentity?.composedXML {
+                        body.writeString(composed)
+                    } else {
+                        body.writeString(PIDFDocument.closed(entity: subscription.presentity).xml)
+                    }
                     headers.append((.contentType, "application/pidf+xml"))
                 }
                 state.lastETag = etag
@@ -767,7 +784,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                 remoteTarget: state.dialog.remoteTarget.description, routeSet: state.dialog.routeSet,
                 transport: state.dialog.flow?.transport.rawValue ?? "udp", udpListener: udpListener, sourceIP: sourceIP,
                 sourcePort: sourcePort, event: state.dialog.event, contact: state.dialog.contact, expiresAt: state.expiresAt,
-                authorization: authorization, acceptsGzip: state.acceptsGzip,
+                authorization: authorization, acceptsGzip: state.acceptsGzip, acceptsDiff: state.acceptsDiff,
                 minIntervalMilliseconds: state.minInterval.nanoseconds / 1_000_000, localCSeq: state.localCSeq,
                 remoteCSeq: state.remoteCSeq, createdAt: state.createdAt)
         }
@@ -823,6 +840,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                                            authorization: authorization, acceptsGzip: record.acceptsGzip,
                                            minInterval: .milliseconds(record.minIntervalMilliseconds), createdAt: record.createdAt)
             state.localCSeq = record.localCSeq &+ 100_000
+            state.acceptsDiff = record.acceptsDiff ?? false
             let subscription = Subscription(id: record.id, package: package, presentity: record.presentity, watcher: record.watcher,
                                             loop: group.next(), state: state)
             subscriptions.withLockedValue { $0[record.id] = subscription }

@@ -32,6 +32,8 @@ public struct StoredSubscription: Sendable, Codable, Hashable {
     public var expiresAt: Int64
     public var authorization: String
     public var acceptsGzip: Bool
+    /// RFC 5263 partial state (absent in records written before Tern kept it).
+    public var acceptsDiff: Bool?
     public var minIntervalMilliseconds: Int64
     public var localCSeq: UInt32
     public var remoteCSeq: UInt32

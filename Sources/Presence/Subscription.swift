@@ -42,6 +42,11 @@ final class Subscription: Sendable {
         var expiresAt: Int64
         var authorization: Authorization
         var acceptsGzip: Bool
+        /// RFC 5263: the subscriber takes `application/pidf-diff+xml`; the document it has and the
+        /// version of the last partial-state NOTIFY.
+        var acceptsDiff = false
+        var sentDocument: PIDFDocument?
+        var diffVersion = 0
         var minInterval: TimeAmount
         /// RFC 5839: the entity tag last sent, and the one a refresh said the subscriber has.
         var lastETag: String?

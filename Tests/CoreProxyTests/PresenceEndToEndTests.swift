@@ -246,6 +246,44 @@ struct PresenceEndToEndTests {
         }
     }
 
+    @Test func aWatcherThatTakesPartialStateGetsFullStateThenDiffs() async throws {
+        try await Self.withPresence { server, _ in
+            let phone = try await Agent.connect(server, user: "alice")
+            let desk = try await Agent.connect(server, user: "alice")
+            var phoneTag = try #require(try await Self.publish(phone, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "phone", note: "hi"),
+                                                               cseq: 1).firstValue(.sipETag))
+            let bob = try await Agent.connect(server, user: "bob")
+            let callID = SIPIdentifiers.callID()
+            let accepted = try await Self.subscribe(bob, to: "alice", callID: callID,
+                                                    extra: ["Accept: application/pidf+xml, application/pidf-diff+xml"])
+            let toTag = try #require(try accepted.to()?.tag)
+            let full = try await Self.notify(bob)
+            #expect(full.firstValue(.contentType) == "application/pidf-diff+xml")
+            let fullText = String(buffer: full.body)
+            #expect(fullText.contains(":pidf-full") && fullText.contains("version=\"0\"") && fullText.contains("<tuple id=\"phone\">"))
+
+            // A changed tuple is replaced, a new one added, a gone one removed; the version counts up.
+            phoneTag = try #require(try await Self.publish(phone, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "phone", note: "busy"),
+                                                           ifMatch: phoneTag, cseq: 2).firstValue(.sipETag))
+            let replaced = String(buffer: try await Self.notify(bob).body)
+            #expect(replaced.contains(":pidf-diff") && replaced.contains("version=\"1\""))
+            #expect(replaced.contains(":replace sel=\"*/tuple[@id='phone']\"") && replaced.contains("busy") && !replaced.contains(":add"))
+            let deskTag = try #require(try await Self.publish(desk, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "desk"),
+                                                              cseq: 1).firstValue(.sipETag))
+            let added = String(buffer: try await Self.notify(bob).body)
+            #expect(added.contains(":add sel=\"presence\"><tuple id=\"desk\">") && added.contains("version=\"2\""))
+            #expect(try await Self.publish(desk, "alice", body: nil, ifMatch: deskTag, expires: 0, cseq: 2).statusCode == 200)
+            let removed = String(buffer: try await Self.notify(bob).body)
+            #expect(removed.contains(":remove sel=\"*/tuple[@id='desk']\"/>") && removed.contains("version=\"3\""))
+            #expect(removed.utf8.count < fullText.utf8.count, "a diff is smaller than the full state")
+
+            // A refresh brings the full state again.
+            #expect(try await Self.subscribe(bob, to: "alice", cseq: 2, callID: callID, toTag: toTag).statusCode == 200)
+            #expect(String(buffer: try await Self.notify(bob).body).contains(":pidf-full"))
+            for agent in [phone, desk, bob] { await agent.client.close() }
+        }
+    }
+
     @Test func rapidChangesReachAThrottledWatcherCoalescedEndingInTheLatest() async throws {
         let interval = TimeAmount.milliseconds(400)
         try await Self.withPresence(PresenceService.Configuration(minNotifyInterval: interval, basicStatusIsCritical: false)) { server, _ in
