@@ -43,6 +43,11 @@ let package = Package(
         ),
         .systemLibrary(name: "CMalloc"),
         .systemLibrary(
+            name: "CRabbitMQ",
+            pkgConfig: "librabbitmq",
+            providers: [.apt(["librabbitmq-dev"])]
+        ),
+        .systemLibrary(
             name: "CMongoC",
             pkgConfig: "libmongoc-1.0",
             providers: [.apt(["libmongoc-dev"])]
@@ -133,7 +138,17 @@ let package = Package(
             swiftSettings: strictSettings
         ),
         .target(name: "IMS", dependencies: ["SIP", "CoreProxy", "Presence"], swiftSettings: strictSettings),
-        .target(name: "EventBus", dependencies: [], swiftSettings: strictSettings),
+        .target(
+            name: "EventBus",
+            dependencies: [
+                "CRabbitMQ",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
 
         // MARK: - The binary: configuration, wiring, lifecycle
         .target(
@@ -215,7 +230,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

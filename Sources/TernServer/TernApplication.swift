@@ -2,6 +2,7 @@ public import CoreProxy
 import MongoSupport
 import Messaging
 import Presence
+import EventBus
 public import Logging
 import NIOCore
 import Foundation
@@ -40,12 +41,27 @@ public struct TernApplication: Sendable {
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
                                        logger: logger, bindingStore: store, credentials: credentials,
                                        onListening: onListening)
+            var bridge: EventBridge?
+            if let settings = configuration.events {
+                let outbox = EventOutbox(capacity: settings.outboxSize,
+                                         policy: EventOutbox.OverflowPolicy(rawValue: settings.overflow) ?? .dropOldest)
+                let publisher = AMQPPublisher(
+                    configuration: AMQPPublisher.Configuration(brokers: settings.brokers.compactMap(AMQPPublisher.Broker.init(uri:)),
+                                                               exchange: settings.exchange, heartbeat: settings.heartbeat,
+                                                               window: settings.window, node: configuration.nodeName),
+                    outbox: outbox, logger: logger)
+                let events = EventBridge(outbox: outbox)
+                server.location.addObserver(events)
+                server.addFeature(EventBusFeature(publisher: publisher))
+                bridge = events
+            }
             if let settings = configuration.messaging {
                 let store = try await openMessageStore(group: group, mongo: mongo)
                 messageStoreToClose = store as? SQLiteMessageStore
                 let messaging = MessagingService(configuration: settings, store: store, proxy: server.proxy,
                                                  location: server.location, identity: server.identity, group: group,
                                                  logger: logger)
+                if let bridge { messaging.addObserver(bridge) }
                 server.addFeature(messaging)
             }
             if let settings = configuration.presence {
@@ -53,6 +69,7 @@ public struct TernApplication: Sendable {
                 presenceStoreToClose = store as? SQLitePresenceStore
                 let presence = PresenceService(configuration: settings, proxy: server.proxy, location: server.location,
                                                identity: server.identity, group: group, store: store, logger: logger)
+                if let bridge { presence.addObserver(bridge) }
                 try await presence.restore()
                 server.pipeline.register(presence)
                 server.addFeature(presence)

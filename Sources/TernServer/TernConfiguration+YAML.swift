@@ -1,6 +1,7 @@
 import CoreProxy
 import Messaging
 import Presence
+import EventBus
 import NIOCore
 import SIP
 import Logging
@@ -255,6 +256,32 @@ extension TernConfiguration {
             }
             presence = enabled ? settings : nil
         }
+        if let node = reader.take("events") {
+            var section = try MappingReader(node, path: "events")
+            var settings = EventSettings()
+            let enabled = try section.bool("enabled") ?? true
+            if let brokers = try section.strings("brokers") {
+                for broker in brokers where AMQPPublisher.Broker(uri: broker) == nil {
+                    throw section.error("brokers", node, "\(broker): expected amqp://user:password@host:port/vhost")
+                }
+                settings.brokers = brokers
+            }
+            settings.exchange = try section.string("exchange") ?? settings.exchange
+            settings.outboxSize = try section.int("outbox_size", in: 1...100_000_000) ?? settings.outboxSize
+            if let overflow = try section.string("overflow") {
+                guard EventOutbox.OverflowPolicy(rawValue: overflow) != nil else {
+                    throw section.error("overflow", node, "\(overflow): expected drop_oldest or drop_newest")
+                }
+                settings.overflow = overflow
+            }
+            settings.heartbeat = try section.int("heartbeat", in: 0...600) ?? settings.heartbeat
+            settings.window = try section.int("window", in: 1...1_000_000) ?? settings.window
+            try section.finish()
+            if enabled, settings.brokers.isEmpty {
+                throw ConfigurationError(key: "events.brokers", line: node.mark.map { $0.line }, message: "needed when events are enabled")
+            }
+            events = enabled ? settings : nil
+        }
         if let node = reader.take("hosts") {
             let hosts = try MappingReader(node, path: "hosts")
             for entry in hosts.entries {
@@ -384,6 +411,14 @@ extension TernConfiguration {
             "  notify_retry_delay_ms: \(presenceDescribed.notifyRetryDelay.nanoseconds / 1_000_000)",
             "  derive_from_registration: \(presenceDescribed.deriveFromRegistration)",
             "  store: \(presenceStore.rawValue)",
+            "events:",
+            "  enabled: \(events != nil)",
+            "  brokers: [\((events?.brokers ?? []).joined(separator: ", "))]",
+            "  exchange: \(events?.exchange ?? "tern.events")",
+            "  outbox_size: \(events?.outboxSize ?? 100_000)",
+            "  overflow: \(events?.overflow ?? "drop_oldest")",
+            "  heartbeat: \(events?.heartbeat ?? 10)",
+            "  window: \(events?.window ?? 1000)",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

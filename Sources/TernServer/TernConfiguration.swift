@@ -55,6 +55,10 @@ public struct TernConfiguration: Sendable {
     public var presence: PresenceService.Configuration?
     /// `presence.store`: where presence survives a restart: `sqlite` (default), `mongodb`, `memory`.
     public var presenceStore: LocationStoreKind
+    /// `events.*`: the event bus (AMQP 0-9-1). enabled (false), brokers (list of amqp:// URIs,
+    /// tried in turn), exchange (`tern.events`), outbox_size (100000), overflow (drop_oldest or
+    /// drop_newest), heartbeat (10 s), window (1000 unconfirmed).
+    public var events: EventSettings?
     /// `storage.node`: this node's name in shared tables (default: the host name).
     public var nodeName: String
     /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
@@ -105,6 +109,7 @@ public struct TernConfiguration: Sendable {
         messaging = MessagingService.Configuration()
         presence = PresenceService.Configuration()
         presenceStore = .sqlite
+        events = nil
         messageStore = .sqlite
         messageCollection = "messages"
     }
@@ -115,6 +120,16 @@ public struct TernConfiguration: Sendable {
 
     public enum LocationStoreKind: String, Sendable, CaseIterable {
         case sqlite, mongodb, memory
+    }
+
+    public struct EventSettings: Sendable {
+        public var brokers: [String] = []
+        public var exchange = "tern.events"
+        public var outboxSize = 100_000
+        public var overflow = "drop_oldest"
+        public var heartbeat = 10
+        public var window = 1000
+        public init() {}
     }
 
     public enum CredentialsSource: String, Sendable, CaseIterable {

@@ -90,6 +90,9 @@ import NIOCore
         ("messaging:\n  store: mongodb\n", "messaging.store: mongodb needs storage.mongodb.uri"),
         ("messaging:\n  store: redis\n", "messaging.store (line 2): redis: expected sqlite or mongodb"),
         ("messaging:\n  total_rate: fast\n", "messaging.total_rate (line 2): expected a number"),
+        ("events:\n  enabled: true\n", "events.brokers (line 2): needed when events are enabled"),
+        ("events:\n  brokers: [http://mq]\n", "events.brokers (line 2): http://mq: expected amqp://user:password@host:port/vhost"),
+        ("events:\n  brokers: [amqp://mq]\n  overflow: spill\n", "events.overflow (line 2): spill: expected drop_oldest or drop_newest"),
         ("presence:\n  policy: friends\n", "presence.policy (line 2): friends: expected allow, same_domain or ask"),
         ("presence:\n  min_expires: 900\n  max_expires: 600\n", "presence.min_expires (line 2): must not exceed presence.max_expires"),
     ]

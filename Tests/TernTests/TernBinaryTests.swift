@@ -191,8 +191,6 @@ struct TernBinaryTests {
     func udpExchange(port: Int, _ text: String) async throws -> String {
         let socket = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
         defer { close(socket) }
-        var timeout = timeval(tv_sec: 5, tv_usec: 0)
-        setsockopt(socket, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
         var address = sockaddr_in()
         address.sin_family = sa_family_t(AF_INET)
         address.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -204,6 +202,9 @@ struct TernBinaryTests {
             }
         }
         var buffer = [UInt8](repeating: 0, count: 65_536)
+        // poll rather than SO_RCVTIMEO: timeval is declared by several C modules of this target.
+        var ready = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
+        guard poll(&ready, 1, 5000) == 1 else { throw TernTestFailure("no reply from tern on UDP \(port)") }
         let count = recv(socket, &buffer, buffer.count, 0)
         guard count > 0 else { throw TernTestFailure("no reply from tern on UDP \(port)") }
         return String(decoding: buffer[0..<count], as: UTF8.self)

@@ -1,0 +1,100 @@
+#ifndef TERN_CRABBITMQ_SHIM_H
+#define TERN_CRABBITMQ_SHIM_H
+// librabbitmq 0.11 keeps its headers at the top level (0.12+ moved them to <rabbitmq-c/...>).
+#include <amqp.h>
+#include <amqp_tcp_socket.h>
+#include <sys/time.h>
+
+/// Opens the TCP socket, giving up after `timeout_ms`.
+static inline int tern_amqp_open(amqp_socket_t *socket, const char *host, int port, int timeout_ms) {
+    struct timeval timeout;
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_usec = (timeout_ms % 1000) * 1000;
+    return amqp_socket_open_noblock(socket, host, port, &timeout);
+}
+
+/// Bytes without a copy; Swift keeps them alive around the call.
+static inline amqp_bytes_t tern_amqp_bytes(const void *bytes, size_t length) {
+    amqp_bytes_t result;
+    result.len = length;
+    result.bytes = (void *)bytes;
+    return result;
+}
+
+/// A persistent JSON message with an id (delivery mode 2).
+static inline int tern_amqp_publish_json(amqp_connection_state_t connection, amqp_channel_t channel, amqp_bytes_t exchange,
+                                         amqp_bytes_t routing_key, amqp_bytes_t message_id, amqp_bytes_t body) {
+    amqp_basic_properties_t properties;
+    properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
+    properties.content_type = amqp_cstring_bytes("application/json");
+    properties.delivery_mode = 2;
+    properties.message_id = message_id;
+    return amqp_basic_publish(connection, channel, exchange, routing_key, 0, 0, &properties, body);
+}
+
+/// What a method frame is, and the delivery tag and multiple flag of an ack or nack.
+typedef struct {
+    int status;          // AMQP_STATUS_OK, AMQP_STATUS_TIMEOUT, or an error
+    int is_method;
+    uint32_t method;
+    uint64_t delivery_tag;
+    int multiple;
+} tern_amqp_frame_t;
+
+/// Waits up to `timeout_ms` for one frame (heartbeats are answered inside librabbitmq).
+static inline tern_amqp_frame_t tern_amqp_wait_frame(amqp_connection_state_t connection, int timeout_ms) {
+    tern_amqp_frame_t result = {0, 0, 0, 0, 0};
+    amqp_frame_t frame;
+    struct timeval timeout;
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_usec = (timeout_ms % 1000) * 1000;
+    result.status = amqp_simple_wait_frame_noblock(connection, &frame, &timeout);
+    if (result.status != AMQP_STATUS_OK) return result;
+    if (frame.frame_type == AMQP_FRAME_METHOD) {
+        result.is_method = 1;
+        result.method = frame.payload.method.id;
+        if (frame.payload.method.id == AMQP_BASIC_ACK_METHOD) {
+            amqp_basic_ack_t *ack = (amqp_basic_ack_t *)frame.payload.method.decoded;
+            result.delivery_tag = ack->delivery_tag;
+            result.multiple = ack->multiple;
+        } else if (frame.payload.method.id == AMQP_BASIC_NACK_METHOD) {
+            amqp_basic_nack_t *nack = (amqp_basic_nack_t *)frame.payload.method.decoded;
+            result.delivery_tag = nack->delivery_tag;
+            result.multiple = nack->multiple;
+        }
+    }
+    return result;
+}
+
+/// Plain login on a virtual host with a heartbeat, default frame and channel limits.
+static inline amqp_rpc_reply_t tern_amqp_login_plain(amqp_connection_state_t connection, const char *vhost, int heartbeat,
+                                                     const char *user, const char *password) {
+    return amqp_login(connection, vhost, 0, 131072, heartbeat, AMQP_SASL_METHOD_PLAIN, user, password);
+}
+
+/// basic.get with automatic ack: 1 and `message` filled (free it with amqp_destroy_message), 0 when
+/// the queue is empty, -1 on error. For consumers in tests and tools.
+static inline int tern_amqp_get(amqp_connection_state_t connection, amqp_channel_t channel, amqp_bytes_t queue,
+                                amqp_message_t *message) {
+    amqp_rpc_reply_t reply = amqp_basic_get(connection, channel, queue, 1);
+    if (reply.reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    if (reply.reply.id == AMQP_BASIC_GET_EMPTY_METHOD) return 0;
+    if (reply.reply.id != AMQP_BASIC_GET_OK_METHOD) return -1;
+    reply = amqp_read_message(connection, channel, message, 0);
+    return reply.reply_type == AMQP_RESPONSE_NORMAL ? 1 : -1;
+}
+
+/// A queue bound to a topic exchange (declared too), durable or exclusive.
+static inline int tern_amqp_bind_queue(amqp_connection_state_t connection, amqp_channel_t channel, const char *exchange,
+                                       const char *queue, int durable, const char *binding_key) {
+    amqp_exchange_declare(connection, channel, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table);
+    if (amqp_get_rpc_reply(connection).reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    amqp_queue_declare(connection, channel, amqp_cstring_bytes(queue), 0, durable, !durable, 0, amqp_empty_table);
+    if (amqp_get_rpc_reply(connection).reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    amqp_queue_bind(connection, channel, amqp_cstring_bytes(queue), amqp_cstring_bytes(exchange), amqp_cstring_bytes(binding_key),
+                    amqp_empty_table);
+    return amqp_get_rpc_reply(connection).reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+}
+
+static inline int tern_amqp_reply_ok(amqp_rpc_reply_t reply) { return reply.reply_type == AMQP_RESPONSE_NORMAL; }
+#endif

@@ -1,0 +1,75 @@
+public import CoreProxy
+public import EventBus
+public import Messaging
+public import Presence
+import Foundation
+import NIOCore
+import SIP
+
+/// Turns what the modules report into bus events (docs/events.md): registrations from the location
+/// service, offline-message events, presence and subscription events. It only enqueues: the SIP
+/// event loops never wait on the broker.
+public final class EventBridge: LocationObserver, MessagingObserver, PresenceObserver, Sendable {
+    private let outbox: EventOutbox
+
+    public init(outbox: EventOutbox) {
+        self.outbox = outbox
+    }
+
+    public func locationChanged(_ event: BindingEvent) {
+        let binding = event.binding
+        var payload: [(String, JSONValue)] = [
+            ("aor", .string(binding.aor)), ("contact", .string(binding.contact.description)),
+            ("expires_at", .string(TernEventTime.rfc3339(binding.expiresAt))), ("transport", .string(binding.transport.rawValue)),
+        ]
+        payload.append(("instance", binding.instanceID.map { .string($0) } ?? .null))
+        payload.append(("source", binding.source.map { .string($0.description) } ?? .null))
+        payload.append(("user_agent", binding.userAgent.map { .string($0) } ?? .null))
+        outbox.enqueue(TernEvent(type: "registration." + event.kind.rawValue, payload: payload))
+    }
+
+    public func messagingEvent(_ event: MessagingEvent) {
+        outbox.enqueue(TernEvent(type: "message." + event.kind.rawValue, payload: [
+            ("message_id", .string(event.messageID)), ("sender", .string(event.sender)), ("recipient", .string(event.recipient)),
+            ("stored_at", .string(TernEventTime.rfc3339(event.storedAt))), ("attempts", .int(Int64(event.attempts))),
+        ]))
+    }
+
+    public func presenceEvent(_ event: PresenceEvent) {
+        var payload: [(String, JSONValue)] = [("presentity", .string(event.presentity))]
+        if let watcher = event.watcher { payload.append(("watcher", .string(watcher))) }
+        if let package = event.package { payload.append(("package", .string(package))) }
+        if let reason = event.reason { payload.append(("reason", .string(reason))) }
+        if let open = event.open { payload.append(("open", .bool(open))) }
+        outbox.enqueue(TernEvent(type: event.kind.rawValue, payload: payload))
+    }
+}
+
+/// The bus's time format for timestamps inside payloads.
+enum TernEventTime {
+    static func rfc3339(_ milliseconds: Int64) -> String { TernEvent.rfc3339String(milliseconds) }
+}
+
+/// Starts the publisher with the server and stops it (after a short drain) once SIP has drained.
+final class EventBusFeature: ServerFeature {
+    let publisher: AMQPPublisher
+
+    init(publisher: AMQPPublisher) {
+        self.publisher = publisher
+    }
+
+    func start() {
+        publisher.start()
+    }
+
+    func stop() async {
+        // stop() blocks while it drains: not on a concurrency thread.
+        await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
+            let thread = Thread { [publisher] in
+                publisher.stop()
+                continuation.resume()
+            }
+            thread.start()
+        }
+    }
+}

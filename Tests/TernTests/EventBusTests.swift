@@ -1,0 +1,142 @@
+import EventBus
+import Foundation
+import Logging
+import Testing
+
+/// Events over a real RabbitMQ broker (started by `scripts/services.sh`): the schema end to end
+/// through the `tern` binary, no loss across a broker restart, and counted drops on overflow.
+@Suite(.serialized, .enabled(if: AMQPTestService.enabled, "needs TERN_TEST_AMQP_URI (make test starts the broker)"),
+       .timeLimit(.minutes(2)))
+struct EventBusTests {
+    static var uri: String? { AMQPTestService.uri }
+
+    static var logger: Logger {
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    /// Runs rabbitmqctl against the test broker.
+    static func rabbitmqctl(_ arguments: String...) throws {
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/bin/bash")
+        process.arguments = [TernBinaryTests.packageRoot.appendingPathComponent("scripts/services.sh").path, "rabbitmqctl"] + arguments
+        process.currentDirectoryURL = TernBinaryTests.packageRoot
+        process.standardOutput = FileHandle.nullDevice
+        process.standardError = FileHandle.nullDevice
+        try process.run()
+        process.waitUntilExit()
+        guard process.terminationStatus == 0 else { throw TernTestFailure("rabbitmqctl \(arguments) failed") }
+    }
+
+    @Test func everyEventArrivesWithItsEnvelopeThroughTheBinary() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.test." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-events-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: directory) }
+        let file = directory.appendingPathComponent("tern.yaml")
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
+          node: events-node
+        events:
+          brokers: ["\(uri)"]
+          exchange: \(exchange)
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let tern = try TernBinaryTests.TernProcess(["--config", file.path])
+        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        let test = TernBinaryTests()
+        let register = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKev1;rport\r\n"
+            + "From: <sip:alice@tern.test>;tag=1\r\nTo: <sip:alice@tern.test>\r\nCall-ID: ev-reg\r\nCSeq: 1 REGISTER\r\n"
+            + "Contact: <sip:alice@127.0.0.1:9>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+        #expect(try await test.udpExchange(port: port, register).hasPrefix("SIP/2.0 200"))
+        let message = "MESSAGE sip:bob@tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKev2;rport\r\n"
+            + "From: <sip:alice@tern.test>;tag=2\r\nTo: <sip:bob@tern.test>\r\nCall-ID: ev-msg\r\nCSeq: 1 MESSAGE\r\n"
+            + "Content-Type: text/plain\r\nMax-Forwards: 70\r\nContent-Length: 2\r\n\r\nhi"
+        #expect(try await test.udpExchange(port: port, message).hasPrefix("SIP/2.0 202"))
+        let pidf = "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:alice@tern.test\"><tuple id=\"t\"><status><basic>open</basic></status></tuple></presence>"
+        let publish = "PUBLISH sip:alice@tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKev3;rport\r\n"
+            + "From: <sip:alice@tern.test>;tag=3\r\nTo: <sip:alice@tern.test>\r\nCall-ID: ev-pub\r\nCSeq: 1 PUBLISH\r\nEvent: presence\r\n"
+            + "Expires: 600\r\nContent-Type: application/pidf+xml\r\nMax-Forwards: 70\r\nContent-Length: \(pidf.utf8.count)\r\n\r\n" + pidf
+        #expect(try await test.udpExchange(port: port, publish).hasPrefix("SIP/2.0 200"))
+
+        let events = try consumer.receive(count: 3, timeout: 10)
+        let types = Set(events.compactMap { $0["type"] as? String })
+        #expect(types == ["registration.added", "message.stored", "presence.updated"])
+        for event in events {
+            #expect((event["id"] as? String)?.isEmpty == false)
+            #expect((event["time"] as? String)?.hasSuffix("Z") == true)
+            #expect(event["node"] as? String == "events-node")
+            #expect(event["version"] as? Int == TernEvent.schemaVersion)
+            let payload = try #require(event["payload"] as? [String: Any])
+            switch event["type"] as? String {
+            case "registration.added":
+                #expect(payload["aor"] as? String == "sip:alice@tern.test" && payload["contact"] as? String == "sip:alice@127.0.0.1:9")
+            case "message.stored":
+                #expect(payload["recipient"] as? String == "sip:bob@tern.test" && (payload["message_id"] as? String) != nil)
+            case "presence.updated":
+                #expect(payload["presentity"] as? String == "sip:alice@tern.test" && payload["open"] as? Bool == true)
+            default:
+                Issue.record("unexpected event \(event)")
+            }
+        }
+        kill(tern.process.processIdentifier, SIGTERM)
+        #expect(try await tern.waitForExit() == 0)
+    }
+
+    @Test func aBrokerRestartedMidStreamLosesNothing() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.restart." + UUID().uuidString.prefix(8)
+        let queue = "restart-" + UUID().uuidString
+        let consumer = try AMQPTestConsumer(uri: uri, queue: queue, durable: true, exchange: String(exchange))
+        let outbox = EventOutbox(capacity: 100_000, policy: .dropNewest)
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), heartbeat: 5, node: "test"),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        var ids = Set<String>()
+        for index in 0..<3000 {
+            let event = TernEvent(type: "test.counted", payload: [("n", .int(Int64(index)))])
+            ids.insert(event.id)
+            outbox.enqueue(event)
+            if index == 1000 { try Self.rabbitmqctl("stop_app") }
+            if index == 1500 { try Self.rabbitmqctl("start_app") }
+            if index % 100 == 0 { try await Task.sleep(for: .milliseconds(20)) }
+        }
+        // Wait until the outbox is empty and every event confirmed.
+        let deadline = ContinuousClock.now + .seconds(60)
+        while outbox.depth > 0 || publisher.statistics.confirmed < 3000, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        publisher.stop()
+        let consumerAfter = try AMQPTestConsumer(uri: uri, queue: queue, durable: true, exchange: String(exchange))
+        _ = consumer
+        let received = try consumerAfter.receive(count: 100_000, timeout: 5)
+        let receivedIDs = Set(received.compactMap { $0["id"] as? String })
+        #expect(receivedIDs == ids, "every event arrived (\(receivedIDs.count) distinct of \(ids.count), \(received.count) with duplicates)")
+        #expect(outbox.droppedTotal == 0)
+        #expect(publisher.statistics.reconnects >= 1, "the broker really went away")
+    }
+
+    @Test func anOverflowingOutboxCountsEveryDrop() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.overflow." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let outbox = EventOutbox(capacity: 100, policy: .dropOldest)
+        for index in 0..<150 { outbox.enqueue(TernEvent(type: "test.overflow", payload: [("n", .int(Int64(index)))])) }
+        #expect(outbox.droppedTotal == 50 && outbox.depth == 100)
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), node: "test"),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        let received = try consumer.receive(count: 101, timeout: 5)
+        publisher.stop()
+        #expect(received.count == 100)
+        let numbers = received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int }
+        #expect(numbers == Array(50..<150), "the oldest were dropped, the rest arrived in order")
+    }
+}
