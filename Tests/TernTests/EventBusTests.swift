@@ -139,4 +139,54 @@ struct EventBusTests {
         let numbers = received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int }
         #expect(numbers == Array(50..<150), "the oldest were dropped, the rest arrived in order")
     }
+
+    @Test func aFrozenBrokerDoesNotSlowSIP() async throws {
+        let uri = try #require(Self.uri)
+        let directory = try #require(ProcessInfo.processInfo.environment["TERN_TEST_RABBITMQ_DIR"])
+        let pidText = try String(contentsOfFile: directory + "/rabbit.pid", encoding: .utf8)
+        let brokerPID = try #require(Int32(pidText.trimmingCharacters(in: .whitespacesAndNewlines)))
+        let file = FileManager.default.temporaryDirectory.appendingPathComponent("tern-frozen-\(UUID().uuidString).yaml")
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          sqlite_path: ""
+        events:
+          brokers: ["\(uri)"]
+          heartbeat: 2
+        """.write(to: file, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: file) }
+        let tern = try TernBinaryTests.TernProcess(["--config", file.path])
+        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        let test = TernBinaryTests()
+        func register(_ number: Int) async throws -> Duration {
+            let started = ContinuousClock.now
+            let reply = try await test.udpExchange(port: port, "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKfz\(number);rport\r\n"
+                + "From: <sip:u\(number)@tern.test>;tag=1\r\nTo: <sip:u\(number)@tern.test>\r\nCall-ID: fz-\(number)\r\nCSeq: 1 REGISTER\r\n"
+                + "Contact: <sip:u\(number)@127.0.0.1:9>\r\nExpires: 600\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n")
+            #expect(reply.hasPrefix("SIP/2.0 200"))
+            return ContinuousClock.now - started
+        }
+        var before: [Duration] = []
+        for number in 0..<20 { before.append(try await register(number)) }
+        kill(brokerPID, SIGSTOP)
+        var frozen: [Duration] = []
+        do {
+            // Long enough for the heartbeat to notice (2 s) and events to pile up in the outbox.
+            for number in 20..<120 {
+                frozen.append(try await register(number))
+                try await Task.sleep(for: .milliseconds(30))
+            }
+        } catch {
+            kill(brokerPID, SIGCONT)
+            throw error
+        }
+        kill(brokerPID, SIGCONT)
+        let slowest = frozen.max() ?? .zero
+        #expect(slowest < .milliseconds(200), "registrations while the broker was frozen: slowest \(slowest)")
+        #expect((frozen.sorted()[frozen.count / 2]) < .milliseconds(50))
+        _ = before
+        kill(tern.process.processIdentifier, SIGTERM)
+        #expect(try await tern.waitForExit(timeout: .seconds(20)) == 0)
+    }
 }
