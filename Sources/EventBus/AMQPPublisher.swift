@@ -108,6 +108,11 @@ public final class AMQPPublisher: @unchecked Sendable {
         let deadline = Date(timeIntervalSinceNow: drain + 5)
         while running, Date() < deadline { _ = finished.wait(until: deadline) }
         finished.unlock()
+        let totals = statistics
+        logger.notice("event bus stopped", metadata: [
+            "published": "\(totals.published)", "confirmed": "\(totals.confirmed)", "nacked": "\(totals.nacked)",
+            "reconnects": "\(totals.reconnects)", "dropped": "\(outbox.droppedTotal)", "left": "\(outbox.depth)",
+        ])
     }
 
     // MARK: - The connection thread

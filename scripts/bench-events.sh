@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# `make bench`, the event bus: the same REGISTER load (distinct users, each REGISTER one
+# `registration.added` event) against Tern without and then with the bus publishing to the
+# RabbitMQ test broker with confirms. Prints Tern's CPU per REGISTER and p99 for both, the ratio,
+# and how many events were published and confirmed per second.
+#   TERN=.build/release/tern USERS=20000 RATE=2500 scripts/bench-events.sh
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+# shellcheck source=scripts/lib.sh
+. "$here/lib.sh"
+TERN=${TERN:-.build/release/tern}
+USERS=${USERS:-20000}
+RATE=${RATE:-2500}
+work=$(mktemp -d -t tern-bench-events.XXXXXX)
+started_services=
+cleanup() {
+  stop_tern
+  [ -n "$started_services" ] && "$here/services.sh" stop
+}
+trap cleanup EXIT
+if [ -z "${TERN_TEST_AMQP_URI:-}" ]; then
+  "$here/services.sh" start > /dev/null && started_services=1
+  # shellcheck disable=SC1091
+  . "$here/../.services/env"
+fi
+# Microsecond response times: SIPp reads a coarse clock (see scripts/bench/fine_clock.c).
+preload=
+if cc -shared -fPIC -O2 -o "$work/fine_clock.so" "$here/bench/fine_clock.c" -ldl 2>/dev/null; then preload="$work/fine_clock.so"; fi
+{ echo SEQUENTIAL; for i in $(seq -w 1 "$USERS"); do echo "user$i;pw"; done; } > "$work/users.csv"
+lines=()
+for mode in without with; do
+  dir="$work/$mode"
+  mkdir -p "$dir"
+  {
+    printf 'threads: 2\nlog:\n  level: notice\nstorage:\n  location: memory\n  sqlite_path: ""\n'
+    [ "$mode" = with ] && printf 'events:\n  brokers: ["%s"]\n  exchange: tern.bench.%s\n' "$TERN_TEST_AMQP_URI" "$$"
+  } > "$dir/tern.yaml"
+  start_tern "$TERN" --config "$dir/tern.yaml" --listen udp:127.0.0.1:0 || exit 1
+  port=$(tern_port udp)
+  cpu0=$(cpu_seconds "$TERN_PID")
+  t0=$(date +%s.%N)
+  ( cd "$dir" && LD_PRELOAD=$preload timeout $((USERS / RATE + 60)) sipp "127.0.0.1:$port" -sf "$here/sipp/register.xml" -t u1 -i 127.0.0.1 -p "$(free_port)" \
+      -nostdin -key domain "127.0.0.1:$port" -inf "$work/users.csv" -m "$USERS" -r "$RATE" -rp 1000 -l $((RATE * 10)) \
+      -buff_size 4194304 -trace_stat -stf stat.csv -trace_rtt -rtt_freq 1 > sipp.out 2>&1 )
+  t1=$(date +%s.%N)
+  sleep 0.5
+  cpu1=$(cpu_seconds "$TERN_PID")
+  stop_tern
+  stats=$(python3 - "$dir" <<'PY'
+import csv, glob, sys
+d = sys.argv[1]
+rows = list(csv.reader(open(d + "/stat.csv"), delimiter=";"))
+head, last = rows[0], rows[-1]
+ok, failed = int(last[head.index("SuccessfulCall(C)")]), int(last[head.index("FailedCall(C)")])
+times = sorted(float(p[1]) for f in glob.glob(d + "/*_rtt.csv") for p in (l.strip().split(";") for l in open(f)) if len(p) >= 3 and p[1].replace(".", "", 1).isdigit())
+p99 = times[min(len(times) - 1, int(len(times) * 0.99))] if times else float("nan")
+print(ok, failed, "%.2f" % p99)
+PY
+)
+  read -r ok failed p99 <<< "$stats"
+  cpu_per=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) * 1e6 / (n > 0 ? n : 1) }')
+  seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+  bus=""
+  if [ "$mode" = with ]; then
+    published=$(grep -o 'published=[0-9]*' "$TERN_LOG" 2>/dev/null | tail -1 | cut -d= -f2)
+    confirmed=$(grep -o 'confirmed=[0-9]*' "$TERN_LOG" 2>/dev/null | tail -1 | cut -d= -f2)
+    dropped=$(grep -o 'dropped=[0-9]*' "$TERN_LOG" 2>/dev/null | tail -1 | cut -d= -f2)
+    bus=$(awk -v p="${published:-0}" -v c="${confirmed:-0}" -v d="${dropped:-0}" -v s="$seconds" \
+      'BEGIN { printf "; events published %d, confirmed %d (%.0f/s over the load), dropped %d", p, c, c / s, d }')
+  fi
+  lines+=("$mode bus: $ok of $USERS REGISTERs ($failed failed) in ${seconds}s, Tern CPU $cpu_per us per REGISTER, p99 $p99 ms$bus")
+  echo "$cpu_per" > "$dir/cpu"
+done
+echo
+echo "Event bus cost (REGISTER at $RATE/s, each one event):"
+for line in "${lines[@]}"; do echo "  $line"; done
+awk -v a="$(cat "$work/without/cpu")" -v b="$(cat "$work/with/cpu")" 'BEGIN { printf "  CPU per REGISTER with the bus / without: %.2f (target <= 1.10)\n", b / a }'
