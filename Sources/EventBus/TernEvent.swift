@@ -53,6 +53,13 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
     }
 
     static func writeString(_ text: String, into out: inout String) {
+        // Most values (AORs, ids, times) need no escaping: append them whole.
+        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
+            out += "\""
+            out += text
+            out += "\""
+            return
+        }
         out += "\""
         for scalar in text.unicodeScalars {
             switch scalar {
