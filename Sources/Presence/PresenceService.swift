@@ -692,13 +692,21 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         }
         guard let (notify, dialog) = prepared else { return }
         notifies.increment()
+        // One outcome per NOTIFY: a late second report must not count as another failure.
+        let settled = NIOLockedValueBox(false)
+        let complete: @Sendable (ClientTransactionEvent) -> Void = { [self] event in
+            if case .response(let response) = event, (response.statusCode ?? 0) < 200 { return }
+            let first = settled.withLockedValue { done -> Bool in
+                defer { done = true }
+                return !done
+            }
+            if first { notifyCompleted(subscription, event) }
+        }
         do {
             try proxy.originateInDialog(notify, remoteTarget: dialog.remoteTarget, routeSet: dialog.routeSet, flow: dialog.flow,
-                                        on: subscription.loop) { [self] event in
-                notifyCompleted(subscription, event)
-            }
+                                        on: subscription.loop, handler: complete)
         } catch {
-            notifyCompleted(subscription, .transportError(.unresolvable(dialog.remoteTarget.host)))
+            complete(.transportError(.unresolvable(dialog.remoteTarget.host)))
         }
     }
 

@@ -109,10 +109,16 @@ public final class ClientTransaction: Sendable {
         }
     }
 
+    /// Reports a transport error once: checking that the transaction is live and ending it happen
+    /// under one lock, so two failed sends (retransmissions under load) or a failure racing Timer F
+    /// cannot both reach the user.
     private func failed(_ error: TransportError) {
-        let wasLive = state.withLockedValue { $0.machine.state != .terminated }
-        guard wasLive else { return }
-        handle(.transportError)
+        let actions = state.withLockedValue { inner -> [ClientTransactionStateMachine.Action]? in
+            guard inner.machine.state != .terminated else { return nil }
+            return inner.machine.handle(.transportError)
+        }
+        guard let actions else { return }
+        perform(actions, response: nil)
         handler(.transportError(error))
     }
 }
