@@ -53,8 +53,8 @@ struct PresenceEndToEndTests {
         while true {
             let message = try await agent.client.receive()
             if message.method == .notify {
-                // A NOTIFY may overtake the SUBSCRIBE's 200: keep it for the caller.
-                Self.parked.withLockedValue { $0.append((agent.port, message)) }
+                // A NOTIFY may overtake the SUBSCRIBE's 200: keep it for this agent's next(.notify).
+                agent.parked.append(message)
                 continue
             }
             if let code = message.statusCode, code >= 200, message.callID == callID, "CSeq: " + (message.firstValue(.cseq) ?? "") == cseq {
@@ -63,20 +63,10 @@ struct PresenceEndToEndTests {
         }
     }
 
-    static let parked = NIOLockedValueBox<[(Int, SIPMessage)]>([])
-
     /// The next NOTIFY to `agent` (one that overtook a response first), answered with `status`.
     static func notify(_ agent: Agent, answer status: Int = 200, timeout: Duration = .seconds(5)) async throws -> SIPMessage {
-        let early = parked.withLockedValue { list -> SIPMessage? in
-            guard let index = list.firstIndex(where: { $0.0 == agent.port }) else { return nil }
-            return list.remove(at: index).1
-        }
-        let notify: SIPMessage
-        if let early, agent.seen.insert((early.callID ?? "") + " " + (early.firstValue(.cseq) ?? "")).inserted {
-            notify = early
-        } else {
-            notify = try await agent.next(.notify, timeout: timeout)
-        }
+        // next(.notify) reads what this agent parked first and skips retransmissions.
+        let notify = try await agent.next(.notify, timeout: timeout)
         // The NOTIFY's To carries the watcher's own tag already; the answer keeps it.
         if status > 0 { try await agent.answer(notify, status, toTag: "unused") }
         return notify
@@ -323,6 +313,9 @@ struct PresenceEndToEndTests {
             // Bob never answers: Timer F ends the first NOTIFY, one retry with a new CSeq, then the subscription goes.
             let first = try await Self.notify(bob, answer: 0)
             var cseqs: Set<UInt32> = [try #require(try first.cseq()?.sequence)]
+            for parked in bob.parked where parked.method == .notify {
+                if let cseq = try? parked.cseq()?.sequence { cseqs.insert(cseq) }
+            }
             let deadline = ContinuousClock.now + .seconds(10)
             while presence.subscriptionCount > 0, ContinuousClock.now < deadline {
                 if let message = await bob.client.receiveIfAny(timeout: .milliseconds(100)), message.method == .notify,
