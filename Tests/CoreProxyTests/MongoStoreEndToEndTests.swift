@@ -90,6 +90,24 @@ struct MongoStoreEndToEndTests {
         await database.shutdown()
     }
 
+    @Test func callsBeyondTheQueueFailAtOnce() async throws {
+        // A server that is down keeps the one admitted call waiting for its selection timeout.
+        let database = try MongoDatabase(uri: "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=1000&connectTimeoutMS=1000",
+                                         database: "none", threads: 1, maxQueued: 1, logger: Self.logger)
+        let waiting = Task { try await database.ping() }
+        try await Task.sleep(for: .milliseconds(100))
+        let started = ContinuousClock.now
+        do {
+            try await database.ping()
+            Issue.record("a call beyond the queue was admitted")
+        } catch let error as MongoError {
+            #expect(error.message.hasPrefix("MongoDB queue full"))
+        }
+        #expect(ContinuousClock.now - started < .milliseconds(300), "refused without waiting for the server")
+        _ = try? await waiting.value
+        await database.shutdown()
+    }
+
     // MARK: - Location
 
     @Test func bindingStoreRestoresItsOwnBindingsAndSharesThemWithOtherNodes() async throws {

@@ -15,6 +15,16 @@ struct ProxyTarget: Sendable {
     var binding: (aor: String, key: String)?
 }
 
+extension ProxyTarget {
+    /// A registered device: over its flow when it needs one (RFC 5626 §5.3), else at its Contact;
+    /// through its Path (RFC 3327).
+    init(_ binding: Binding) {
+        self.init(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
+                  transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
+                  routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
+    }
+}
+
 /// One proxied request: its branches, their answers, and the choice of the response that goes
 /// upstream (RFC 3261 §16.7). Parallel within a q-level, sequential across levels (§16.6).
 final class ProxyContext: Sendable {

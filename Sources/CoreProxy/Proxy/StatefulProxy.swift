@@ -94,16 +94,8 @@ public final class StatefulProxy: Sendable {
     ///   cannot be reached at send time or never answers has its binding removed, as for proxied requests.
     public func originate(_ request: SIPMessage, to binding: Binding, on loop: any EventLoop,
                           handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
-        let target = ProxyTarget(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
-                                 transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
-                                 routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
-        var out = request
-        out.setRequestURI(target.uri)
-        if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
-        for route in target.routes.reversed() { out.prependHeader(.route, route) }
-        let via = identity.listener(for: target.transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
-        out.prependHeader(.via, "SIP/2.0/" + target.transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
-            + SIPIdentifiers.tag() + ";rport")
+        let target = ProxyTarget(binding)
+        let out = originated(request, to: target)
         _ = try send(out, to: target, on: loop) { [self] event in
             switch event {
             case .timeout: targetIsDead(target, reason: "no reply")
@@ -123,14 +115,20 @@ public final class StatefulProxy: Sendable {
         let firstHop = routeSet.first.flatMap { try? SIPAddress(parsing: $0).uri } ?? remoteTarget
         let transport = flow?.transport ?? SIPDestination(uri: firstHop).transport
         let target = ProxyTarget(uri: remoteTarget, flow: flow?.flow, transport: transport, routes: routeSet, q: 1, binding: nil)
+        _ = try send(originated(request, to: target), to: target, on: loop, handler: handler)
+    }
+
+    /// A request Tern itself sends to `target`: its URI, Max-Forwards when missing, the target's
+    /// route set preloaded, and Tern's Via with a fresh branch.
+    private func originated(_ request: SIPMessage, to target: ProxyTarget) -> SIPMessage {
         var out = request
-        out.setRequestURI(remoteTarget)
+        out.setRequestURI(target.uri)
         if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
-        for route in routeSet.reversed() { out.prependHeader(.route, route) }
-        let via = identity.listener(for: transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
-        out.prependHeader(.via, "SIP/2.0/" + transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
+        for route in target.routes.reversed() { out.prependHeader(.route, route) }
+        let via = identity.listener(for: target.transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
+        out.prependHeader(.via, "SIP/2.0/" + target.transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
             + SIPIdentifiers.tag() + ";rport")
-        _ = try send(out, to: target, on: loop, handler: handler)
+        return out
     }
 
     // MARK: - Routing a new request (RFC 3261 §16.3–§16.5)
@@ -241,12 +239,7 @@ public final class StatefulProxy: Sendable {
             // One device: its most recent flow.
             if let newest = bindings.max(by: { $0.expiresAt < $1.expiresAt }) { bindings = [newest] }
         }
-        return levels(bindings.map { binding in
-            ProxyTarget(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
-                        transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
-                        routes: binding.path,
-                        q: binding.q, binding: (binding.aor, binding.key))
-        })
+        return levels(bindings.map(ProxyTarget.init))
     }
 
     /// Targets grouped by q, highest first (parallel within a level, sequential across levels).
