@@ -12,17 +12,12 @@ TERN=${TERN:-.build/release/tern}
 USERS=${USERS:-20000}
 RATE=${RATE:-2500}
 work=$(mktemp -d -t tern-bench-events.XXXXXX)
-started_services=
 cleanup() {
   stop_tern
-  [ -n "$started_services" ] && "$here/services.sh" stop
+  stop_started_services
 }
 trap cleanup EXIT
-if [ -z "${TERN_TEST_AMQP_URI:-}" ]; then
-  "$here/services.sh" start > /dev/null && started_services=1
-  # shellcheck disable=SC1091
-  . "$here/../.services/env"
-fi
+ensure_services TERN_TEST_AMQP_URI || exit 1
 # Microsecond response times: SIPp reads a coarse clock (see scripts/bench/fine_clock.c).
 preload=
 if cc -shared -fPIC -O2 -o "$work/fine_clock.so" "$here/bench/fine_clock.c" -ldl 2>/dev/null; then preload="$work/fine_clock.so"; fi

@@ -20,10 +20,9 @@ STORE_RATE=${STORE_RATE:-1000}
 MONGODB_STORE_RATE=${MONGODB_STORE_RATE:-300}
 STORES=${STORES:-sqlite mongodb}
 work=$(mktemp -d -t tern-bench-msg.XXXXXX)
-started_services=
 cleanup() {
   stop_tern
-  [ -n "$started_services" ] && "$here/services.sh" stop
+  stop_started_services
 }
 trap cleanup EXIT
 lines=()
@@ -36,11 +35,7 @@ for store in $STORES; do
     printf 'threads: 2\nlog:\n  level: warning\n'
     printf 'messaging:\n  store: %s\n  per_device_rate: 0\n  total_rate: 0\n' "$store"
     if [ "$store" = mongodb ]; then
-      if [ -z "${TERN_TEST_MONGODB_URI:-}" ]; then
-        "$here/services.sh" start && started_services=1
-        # shellcheck disable=SC1091
-        . "$here/../.services/env"
-      fi
+      ensure_services TERN_TEST_MONGODB_URI || exit 1
       printf 'storage:\n  location: memory\n  mongodb:\n    uri: "%s"\n    database: bench_%s\n' "$TERN_TEST_MONGODB_URI" "$$"
     else
       printf 'storage:\n  sqlite_path: "%s"\n' "$dir/tern.sqlite"

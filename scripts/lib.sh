@@ -41,3 +41,22 @@ stop_tern() {
 cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
+
+# Starts the test services (scripts/services.sh) unless the caller already has them, that is unless
+# the variable named by $1 (e.g. TERN_TEST_AMQP_URI) is set; loads their environment. Pair with
+# stop_started_services in the caller's exit trap.
+ensure_services() {
+  local scripts
+  scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+  [ -n "${!1:-}" ] && return 0
+  "$scripts/services.sh" start > /dev/null || return 1
+  STARTED_SERVICES=1
+  # shellcheck disable=SC1091
+  . "$scripts/../.services/env"
+}
+
+stop_started_services() {
+  [ -n "${STARTED_SERVICES:-}" ] || return 0
+  "$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)/services.sh" stop
+  STARTED_SERVICES=
+}
