@@ -145,6 +145,8 @@ struct MessagingEndToEndTests {
                 try await bob.answer(delivered, 200)
             }
             try await Self.eventually("store emptied") { try await messaging.storedMessages(for: "sip:bob@tern.test").isEmpty }
+            // The event follows the delete's completion, a moment after the store is seen empty.
+            try await Self.eventually("delivered events") { events.count(.delivered) == 3 }
             #expect(events.count(.delivered) == 3)
             // Nothing else arrives.
             await #expect(throws: (any Error).self) { try await bob.next(.message, timeout: .milliseconds(400)) }
