@@ -27,6 +27,8 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
     ],
     targets: [
         // MARK: - C libraries, reached only through these shims
@@ -150,11 +152,26 @@ let package = Package(
             swiftSettings: strictSettings
         ),
 
+        // MARK: - Management: one method table behind JSON-RPC, XML-RPC and AMQP commands; metrics
+        .target(
+            name: "Management",
+            dependencies: [
+                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "Hummingbird", package: "hummingbird"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // MARK: - The binary: configuration, wiring, lifecycle
         .target(
             name: "TernServer",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport",
+                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport", "Management",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -230,7 +247,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ", "Management",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -96,5 +96,67 @@ static inline int tern_amqp_bind_queue(amqp_connection_state_t connection, amqp_
     return amqp_get_rpc_reply(connection).reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
 }
 
+/// Starts consuming a queue with manual acks, at most `prefetch` unacked deliveries at a time.
+static inline int tern_amqp_consume(amqp_connection_state_t connection, amqp_channel_t channel, const char *queue, int prefetch) {
+    amqp_basic_qos(connection, channel, 0, (uint16_t)prefetch, 0);
+    if (amqp_get_rpc_reply(connection).reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    amqp_basic_consume(connection, channel, amqp_cstring_bytes(queue), amqp_empty_bytes, 0, 0, 0, amqp_empty_table);
+    return amqp_get_rpc_reply(connection).reply_type == AMQP_RESPONSE_NORMAL ? 0 : -1;
+}
+
+/// Waits up to `timeout_ms` for a delivery: 1 with `envelope` filled (free it with
+/// amqp_destroy_envelope), 0 on timeout, otherwise a negative librabbitmq status (for a frame
+/// that is not a delivery, such as the broker closing the channel, AMQP_STATUS_UNEXPECTED_STATE).
+static inline int tern_amqp_next_delivery(amqp_connection_state_t connection, int timeout_ms, amqp_envelope_t *envelope) {
+    struct timeval timeout;
+    timeout.tv_sec = timeout_ms / 1000;
+    timeout.tv_usec = (timeout_ms % 1000) * 1000;
+    amqp_maybe_release_buffers(connection);
+    amqp_rpc_reply_t reply = amqp_consume_message(connection, envelope, &timeout, 0);
+    if (reply.reply_type == AMQP_RESPONSE_NORMAL) return 1;
+    if (reply.reply_type == AMQP_RESPONSE_LIBRARY_EXCEPTION) {
+        if (reply.library_error == AMQP_STATUS_TIMEOUT) return 0;
+        return reply.library_error < 0 ? reply.library_error : -1;
+    }
+    return -1;
+}
+
+/// The reply property of a delivery, or empty bytes.
+static inline amqp_bytes_t tern_amqp_reply_to(const amqp_envelope_t *envelope) {
+    if (envelope->message.properties._flags & AMQP_BASIC_REPLY_TO_FLAG) return envelope->message.properties.reply_to;
+    return amqp_empty_bytes;
+}
+
+static inline amqp_bytes_t tern_amqp_correlation_id(const amqp_envelope_t *envelope) {
+    if (envelope->message.properties._flags & AMQP_BASIC_CORRELATION_ID_FLAG) return envelope->message.properties.correlation_id;
+    return amqp_empty_bytes;
+}
+
+/// A JSON reply through the default exchange to the queue named by `reply_to`, with the
+/// request's correlation id when it had one (not persistent: a reply is for a waiting caller).
+static inline int tern_amqp_publish_reply(amqp_connection_state_t connection, amqp_channel_t channel, amqp_bytes_t reply_to,
+                                          amqp_bytes_t correlation_id, amqp_bytes_t body) {
+    amqp_basic_properties_t properties;
+    properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG;
+    properties.content_type = amqp_cstring_bytes("application/json");
+    if (correlation_id.len > 0) {
+        properties._flags |= AMQP_BASIC_CORRELATION_ID_FLAG;
+        properties.correlation_id = correlation_id;
+    }
+    return amqp_basic_publish(connection, channel, amqp_empty_bytes, reply_to, 0, 0, &properties, body);
+}
+
+/// A request with reply_to and correlation_id (tests and tools that send commands).
+static inline int tern_amqp_publish_request(amqp_connection_state_t connection, amqp_channel_t channel, amqp_bytes_t exchange,
+                                            amqp_bytes_t routing_key, amqp_bytes_t reply_to, amqp_bytes_t correlation_id,
+                                            amqp_bytes_t body) {
+    amqp_basic_properties_t properties;
+    properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_REPLY_TO_FLAG | AMQP_BASIC_CORRELATION_ID_FLAG;
+    properties.content_type = amqp_cstring_bytes("application/json");
+    properties.reply_to = reply_to;
+    properties.correlation_id = correlation_id;
+    return amqp_basic_publish(connection, channel, exchange, routing_key, 0, 0, &properties, body);
+}
+
 static inline int tern_amqp_reply_ok(amqp_rpc_reply_t reply) { return reply.reply_type == AMQP_RESPONSE_NORMAL; }
 #endif

@@ -11,42 +11,7 @@ import NIOConcurrencyHelpers
 /// once: consumers drop duplicates by `id`). Several brokers may be given; on failure the next is
 /// tried, with back-off.
 public final class AMQPPublisher: @unchecked Sendable {
-    public struct Broker: Sendable, Hashable, CustomStringConvertible {
-        public var host: String
-        public var port: Int
-        public var user: String
-        public var password: String
-        public var virtualHost: String
-
-        /// `amqp://user:password@host:port/vhost` (defaults guest, guest, 5672, `/`).
-        public init?(uri: String) {
-            guard uri.hasPrefix("amqp://") else { return nil }
-            var rest = Substring(uri.dropFirst(7))
-            user = "guest"
-            password = "guest"
-            if let at = rest.lastIndex(of: "@") {
-                let credentials = rest[..<at]
-                rest = rest[rest.index(after: at)...]
-                let parts = credentials.split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false)
-                user = (parts.first.map(String.init) ?? "guest").removingPercentEncoding ?? "guest"
-                password = (parts.count > 1 ? String(parts[1]) : "").removingPercentEncoding ?? ""
-            }
-            let hostPart = rest.split(separator: "/", maxSplits: 1, omittingEmptySubsequences: false)
-            let vhost = hostPart.count > 1 ? String(hostPart[1]) : ""
-            virtualHost = vhost.isEmpty ? "/" : (vhost.removingPercentEncoding ?? vhost)
-            let address = hostPart.first.map(String.init) ?? ""
-            if let colon = address.lastIndex(of: ":"), let number = Int(address[address.index(after: colon)...]) {
-                host = String(address[..<colon])
-                port = number
-            } else {
-                host = address
-                port = 5672
-            }
-            guard !host.isEmpty else { return nil }
-        }
-
-        public var description: String { "amqp://\(user)@\(host):\(port)\(virtualHost == "/" ? "/" : "/" + virtualHost)" }
-    }
+    public typealias Broker = AMQPBroker
 
     public struct Configuration: Sendable {
         public var brokers: [Broker]
@@ -117,15 +82,6 @@ public final class AMQPPublisher: @unchecked Sendable {
 
     // MARK: - The connection thread
 
-    private final class Connection {
-        let state: amqp_connection_state_t
-        init(_ state: amqp_connection_state_t) { self.state = state }
-        deinit {
-            amqp_connection_close(state, AMQP_REPLY_SUCCESS)
-            amqp_destroy_connection(state)
-        }
-    }
-
     private func run() {
         var brokerIndex = 0
         var backoff: TimeInterval = 0.2
@@ -158,15 +114,10 @@ public final class AMQPPublisher: @unchecked Sendable {
         }
     }
 
-    private func connect(_ broker: Broker) -> Connection? {
-        guard let state = amqp_new_connection() else { return nil }
-        let connection = Connection(state)
-        guard let socket = amqp_tcp_socket_new(state) else { return nil }
-        guard tern_amqp_open(socket, broker.host, Int32(broker.port), 2000) == AMQP_STATUS_OK.rawValue else { return nil }
-        let login = amqp_login_with_properties_shim(state, broker)
-        guard tern_amqp_reply_ok(login) != 0 else { return nil }
-        amqp_channel_open(state, 1)
-        guard tern_amqp_reply_ok(amqp_get_rpc_reply(state)) != 0 else { return nil }
+    /// A connection with its exchange declared and confirms on.
+    private func connect(_ broker: Broker) -> AMQPConnection? {
+        guard let connection = AMQPConnection.open(broker, heartbeat: configuration.heartbeat) else { return nil }
+        let state = connection.state
         configuration.exchange.withCString { exchange in
             _ = amqp_exchange_declare(state, 1, amqp_cstring_bytes(exchange), amqp_cstring_bytes("topic"), 0, 1, 0, 0, amqp_empty_table)
         }
@@ -176,19 +127,9 @@ public final class AMQPPublisher: @unchecked Sendable {
         return connection
     }
 
-    private func amqp_login_with_properties_shim(_ state: amqp_connection_state_t, _ broker: Broker) -> amqp_rpc_reply_t {
-        broker.virtualHost.withCString { vhost in
-            broker.user.withCString { user in
-                broker.password.withCString { password in
-                    tern_amqp_login_plain(state, vhost, Int32(configuration.heartbeat), user, password)
-                }
-            }
-        }
-    }
-
     /// Publishes and collects confirms until the connection fails (returns why) or Tern stops
     /// with the outbox empty (returns nil).
-    private func publishLoop(_ connection: Connection, stopDeadline: inout Date?) -> String? {
+    private func publishLoop(_ connection: AMQPConnection, stopDeadline: inout Date?) -> String? {
         let state = connection.state
         var nextTag: UInt64 = 1
         var unconfirmed: [(tag: UInt64, event: TernEvent)] = []

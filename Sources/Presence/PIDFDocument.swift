@@ -188,7 +188,7 @@ public struct PIDFDocument: Sendable, Hashable {
         })
     }
 
-    static func escaped(_ text: String) -> String {
+    public static func escaped(_ text: String) -> String {
         var out = ""
         out.reserveCapacity(text.utf8.count)
         for character in text {

@@ -916,6 +916,27 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         return etag
     }
 
+    /// One line per presentity Tern holds state or watchers for, by name (management dump).
+    public struct PresentitySummary: Sendable, Hashable {
+        public var presentity: String
+        public var publications: Int
+        public var subscriptions: Int
+        /// Whether any tuple is open; nil without a composed document.
+        public var open: Bool?
+    }
+
+    public func presentitySummaries() -> [PresentitySummary] {
+        presentities.withLockedValue { table in
+            table.map { name, entry in
+                PresentitySummary(presentity: name, publications: entry.publications.count, subscriptions: entry.subscriptions.count,
+                                  open: entry.composed.map { document in document.elements.contains { $0.basic == "open" } })
+            }
+        }.sorted { $0.presentity < $1.presentity }
+    }
+
+    /// Number of presentities with state or watchers (metrics).
+    public var presentityCount: Int { presentities.withLockedValue { $0.count } }
+
     /// Number of live subscriptions (metrics, tests).
     public var subscriptionCount: Int { subscriptions.withLockedValue { $0.count } }
 }

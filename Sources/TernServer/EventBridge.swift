@@ -50,22 +50,27 @@ enum TernEventTime {
     static func rfc3339(_ milliseconds: Int64) -> String { TernEvent.rfc3339String(milliseconds) }
 }
 
-/// Starts the publisher with the server and stops it (after a short drain) once SIP has drained.
+/// Starts the publisher and the command consumer with the server and stops them (after a short
+/// drain) once SIP has drained.
 final class EventBusFeature: ServerFeature {
     let publisher: AMQPPublisher
+    let commands: AMQPCommandConsumer?
 
-    init(publisher: AMQPPublisher) {
+    init(publisher: AMQPPublisher, commands: AMQPCommandConsumer?) {
         self.publisher = publisher
+        self.commands = commands
     }
 
     func start() {
         publisher.start()
+        commands?.start()
     }
 
     func stop() async {
         // stop() blocks while it drains: not on a concurrency thread.
         await withCheckedContinuation { (continuation: CheckedContinuation<Void, Never>) in
-            let thread = Thread { [publisher] in
+            let thread = Thread { [publisher, commands] in
+                commands?.stop()
                 publisher.stop()
                 continuation.resume()
             }

@@ -3,6 +3,8 @@ import MongoSupport
 import Messaging
 import Presence
 import EventBus
+import Management
+import NIOConcurrencyHelpers
 public import Logging
 import NIOCore
 import Foundation
@@ -31,6 +33,9 @@ public struct TernApplication: Sendable {
                     onListening: @escaping @Sendable ([BoundListener]) -> Void = { _ in }) async throws {
         let threads = configuration.threads > 0 ? configuration.threads : System.coreCount
         let group = MultiThreadedEventLoopGroup(numberOfThreads: threads)
+        // Metrics go to the Prometheus registry only if it exists before anything creates them.
+        _ = TernMetrics.registry
+        let listeners = NIOLockedValueBox<[BoundListener]>([])
         var mongo: MongoDatabase?
         var messageStoreToClose: SQLiteMessageStore?
         var presenceStoreToClose: SQLitePresenceStore?
@@ -40,21 +45,33 @@ public struct TernApplication: Sendable {
             let credentials = try await openCredentialStore(mongo: mongo)
             let server = try SIPServer(configuration: configuration.serverConfiguration, group: group,
                                        logger: logger, bindingStore: store, credentials: credentials,
-                                       onListening: onListening)
+                                       onListening: { bound in
+                                           listeners.withLockedValue { $0 = bound }
+                                           onListening(bound)
+                                       })
             var bridge: EventBridge?
+            var publisher: AMQPPublisher?
+            var commandSettings: AMQPCommandConsumer.Configuration?
             if let settings = configuration.events {
                 let outbox = EventOutbox(capacity: settings.outboxSize,
                                          policy: EventOutbox.OverflowPolicy(rawValue: settings.overflow) ?? .dropOldest)
-                let publisher = AMQPPublisher(
+                let eventPublisher = AMQPPublisher(
                     configuration: AMQPPublisher.Configuration(brokers: settings.brokers.compactMap(AMQPPublisher.Broker.init(uri:)),
                                                                exchange: settings.exchange, heartbeat: settings.heartbeat,
                                                                window: settings.window, node: configuration.nodeName),
                     outbox: outbox, logger: logger)
                 let events = EventBridge(outbox: outbox)
                 server.location.addObserver(events)
-                server.addFeature(EventBusFeature(publisher: publisher))
                 bridge = events
+                publisher = eventPublisher
+                if settings.commandsEnabled {
+                    commandSettings = AMQPCommandConsumer.Configuration(
+                        brokers: eventPublisher.configuration.brokers, exchange: settings.exchange, queue: settings.commandQueue,
+                        bindingKey: settings.commandBindingKey, prefetch: settings.commandPrefetch, heartbeat: settings.heartbeat)
+                }
             }
+            var messagingService: MessagingService?
+            var presenceService: PresenceService?
             if let settings = configuration.messaging {
                 let store = try await openMessageStore(group: group, mongo: mongo)
                 messageStoreToClose = store as? SQLiteMessageStore
@@ -63,6 +80,7 @@ public struct TernApplication: Sendable {
                                                  logger: logger)
                 if let bridge { messaging.addObserver(bridge) }
                 server.addFeature(messaging)
+                messagingService = messaging
             }
             if let settings = configuration.presence {
                 let store = try await openPresenceStore(group: group, mongo: mongo)
@@ -73,10 +91,35 @@ public struct TernApplication: Sendable {
                 try await presence.restore()
                 server.pipeline.register(presence)
                 server.addFeature(presence)
+                presenceService = presence
+            }
+            let context = ManagementContext(server: server, messaging: messagingService, presence: presenceService,
+                                            publisher: publisher, configuration: ConfigurationDump.json(configuration),
+                                            node: configuration.nodeName, listeners: { listeners.withLockedValue { $0 } })
+            let api = ManagementAPI(context: context, logger: logger)
+            if let publisher {
+                let endpoint = JSONRPCEndpoint(api: api)
+                // The broker's own users and permissions guard the command queue: commands are trusted as a whole.
+                let commands = commandSettings.map { settings in
+                    AMQPCommandConsumer(configuration: settings, handler: { body in await endpoint.handle(body, authorized: true) },
+                                        logger: logger)
+                }
+                server.addFeature(EventBusFeature(publisher: publisher, commands: commands))
+            }
+            var services: [ServiceGroupConfiguration.ServiceConfiguration] = [
+                .init(service: server, successTerminationBehavior: .gracefullyShutdownGroup),
+            ]
+            if let settings = configuration.management {
+                let http = ManagementHTTPServer(
+                    configuration: ManagementHTTPServer.Configuration(host: settings.host, port: settings.port, token: settings.token),
+                    api: api, context: context, isReady: { !listeners.withLockedValue { $0 }.isEmpty })
+                services.append(.init(service: http.application(group: group, logger: logger, onListening: { [logger] port in
+                    logger.notice("management API listening", metadata: ["address": "http://\(settings.host):\(port)"])
+                }), successTerminationBehavior: .gracefullyShutdownGroup))
             }
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
-                    services: [.init(service: server, successTerminationBehavior: .gracefullyShutdownGroup)],
+                    services: services,
                     gracefulShutdownSignals: gracefulShutdownSignals,
                     logger: logger
                 )

@@ -6,6 +6,7 @@ import NIOCore
 import SIP
 import Logging
 import Yams
+import Foundation
 
 /// A configuration problem, naming the key and the line.
 public struct ConfigurationError: Error, Sendable, CustomStringConvertible {
@@ -276,11 +277,33 @@ extension TernConfiguration {
             }
             settings.heartbeat = try section.int("heartbeat", in: 0...600) ?? settings.heartbeat
             settings.window = try section.int("window", in: 1...1_000_000) ?? settings.window
+            if let commandsNode = section.take("commands") {
+                var commands = try MappingReader(commandsNode, path: "events.commands")
+                settings.commandsEnabled = try commands.bool("enabled") ?? settings.commandsEnabled
+                settings.commandQueue = try commands.string("queue") ?? settings.commandQueue
+                settings.commandBindingKey = try commands.string("binding_key") ?? settings.commandBindingKey
+                settings.commandPrefetch = try commands.int("prefetch", in: 1...65_535) ?? settings.commandPrefetch
+                try commands.finish()
+            }
             try section.finish()
             if enabled, settings.brokers.isEmpty {
                 throw ConfigurationError(key: "events.brokers", line: node.mark.map { $0.line }, message: "needed when events are enabled")
             }
             events = enabled ? settings : nil
+        }
+        if let node = reader.take("management") {
+            var section = try MappingReader(node, path: "management")
+            var settings = ManagementSettings()
+            let enabled = try section.bool("enabled") ?? true
+            if let listen = try section.string("listen") {
+                guard let parsed = ManagementSettings.parseListen(listen) else {
+                    throw section.error("listen", node, "\(listen): expected HOST:PORT (IPv6 in brackets)")
+                }
+                (settings.host, settings.port) = parsed
+            }
+            settings.token = try section.string("token").flatMap { $0.isEmpty ? nil : $0 }
+            try section.finish()
+            management = enabled ? settings : nil
         }
         if let node = reader.take("hosts") {
             let hosts = try MappingReader(node, path: "hosts")
@@ -328,7 +351,11 @@ extension TernConfiguration {
     private var presenceDescribed: PresenceService.Configuration { presence ?? PresenceService.Configuration() }
 
     /// The effective configuration as YAML, every key shown.
-    public var yamlDescription: String {
+    public var yamlDescription: String { yamlDescription(redactingSecrets: false) }
+
+    /// The same with passwords in URIs and the management token left out (for the management API).
+    public func yamlDescription(redactingSecrets: Bool) -> String {
+        func uri(_ text: String) -> String { redactingSecrets ? Self.redactingPassword(text) : text }
         var lines: [String] = ["listen:"]
         lines += listeners.map { "  - \($0)" }
         if let tls {
@@ -413,18 +440,27 @@ extension TernConfiguration {
             "  store: \(presenceStore.rawValue)",
             "events:",
             "  enabled: \(events != nil)",
-            "  brokers: [\((events?.brokers ?? []).joined(separator: ", "))]",
+            "  brokers: [\((events?.brokers ?? []).map(uri).joined(separator: ", "))]",
             "  exchange: \(events?.exchange ?? "tern.events")",
             "  outbox_size: \(events?.outboxSize ?? 100_000)",
             "  overflow: \(events?.overflow ?? "drop_oldest")",
             "  heartbeat: \(events?.heartbeat ?? 10)",
             "  window: \(events?.window ?? 1000)",
+            "  commands:",
+            "    enabled: \(events?.commandsEnabled ?? true)",
+            "    queue: \(events?.commandQueue ?? "tern.commands")",
+            "    binding_key: \"\(events?.commandBindingKey ?? "command.#")\"",
+            "    prefetch: \(events?.commandPrefetch ?? 32)",
+            "management:",
+            "  enabled: \(management != nil)",
+            "  listen: \(ManagementSettings.formatListen(management ?? ManagementSettings()))",
+            "  token: \"\(management?.token.map { redactingSecrets ? "(set)" : $0 } ?? "")\"",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",
             "  node: \"\(nodeName)\"",
             "  mongodb:",
-            "    uri: \"\(mongoDB?.uri ?? "")\"",
+            "    uri: \"\(uri(mongoDB?.uri ?? ""))\"",
             "    database: \"\(mongoDB?.database ?? "")\"",
             "    threads: \(mongoDB?.threads ?? 4)",
         ]
@@ -435,6 +471,33 @@ extension TernConfiguration {
             lines += staticHosts.sorted { $0.key < $1.key }.map { "  \($0.key): \($0.value)" }
         }
         return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+extension TernConfiguration {
+    /// `scheme://user:password@host` → `scheme://user:***@host`.
+    static func redactingPassword(_ uri: String) -> String {
+        guard let scheme = uri.range(of: "://"), let at = uri[scheme.upperBound...].lastIndex(of: "@") else { return uri }
+        let credentials = uri[scheme.upperBound..<at]
+        guard let colon = credentials.firstIndex(of: ":") else { return uri }
+        return String(uri[..<credentials.index(after: colon)]) + "***" + String(uri[at...])
+    }
+}
+
+extension TernConfiguration.ManagementSettings {
+    /// `HOST:PORT`, IPv6 hosts in brackets.
+    public static func parseListen(_ text: String) -> (String, Int)? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]), (0...65_535).contains(port) else {
+            return nil
+        }
+        var host = String(text[..<colon])
+        if host.hasPrefix("["), host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        guard !host.isEmpty else { return nil }
+        return (host, port)
+    }
+
+    static func formatListen(_ settings: Self) -> String {
+        (settings.host.contains(":") ? "[" + settings.host + "]" : settings.host) + ":" + String(settings.port)
     }
 }
 

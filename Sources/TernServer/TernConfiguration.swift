@@ -59,6 +59,9 @@ public struct TernConfiguration: Sendable {
     /// tried in turn), exchange (`tern.events`), outbox_size (100000), overflow (drop_oldest or
     /// drop_newest), heartbeat (10 s), window (1000 unconfirmed).
     public var events: EventSettings?
+    /// `management.*`: the HTTP management API (JSON-RPC, XML-RPC, /metrics, /health, /ready).
+    /// enabled (true), listen (`127.0.0.1:8070`), token (none: methods that change state are refused).
+    public var management: ManagementSettings?
     /// `storage.node`: this node's name in shared tables (default: the host name).
     public var nodeName: String
     /// `storage.mongodb.*`: uri (none), database (the URI's, else `tern`), threads (4).
@@ -110,6 +113,7 @@ public struct TernConfiguration: Sendable {
         presence = PresenceService.Configuration()
         presenceStore = .sqlite
         events = nil
+        management = ManagementSettings()
         messageStore = .sqlite
         messageCollection = "messages"
     }
@@ -129,6 +133,20 @@ public struct TernConfiguration: Sendable {
         public var overflow = "drop_oldest"
         public var heartbeat = 10
         public var window = 1000
+        /// `events.commands.*`: the command queue. enabled (true), queue (`tern.commands`),
+        /// binding_key (`command.#`), prefetch (32).
+        public var commandsEnabled = true
+        public var commandQueue = "tern.commands"
+        public var commandBindingKey = "command.#"
+        public var commandPrefetch = 32
+        public init() {}
+    }
+
+    public struct ManagementSettings: Sendable {
+        public var host = "127.0.0.1"
+        /// 0 picks a free port (logged when bound).
+        public var port = 8070
+        public var token: String?
         public init() {}
     }
 

@@ -23,6 +23,11 @@ struct Tern: AsyncParsableCommand {
         valueName: "PROTO:HOST:PORT"))
     var listen: [String] = []
 
+    @Option(name: .long, help: ArgumentHelp(
+        "Management API address HOST:PORT (port 0 picks a free port), or off. Replaces management.listen.",
+        valueName: "HOST:PORT|off"))
+    var management: String?
+
     @Option(name: .long, help: "Log level: trace, debug, info, notice, warning, error, critical.")
     var logLevel: String?
 
@@ -46,6 +51,19 @@ struct Tern: AsyncParsableCommand {
                 try configuration.validate()
             } catch {
                 throw ValidationError(error.description)
+            }
+        }
+        if let management {
+            if management == "off" {
+                configuration.management = nil
+            } else {
+                var settings = configuration.management ?? TernConfiguration.ManagementSettings()
+                guard let (host, port) = TernConfiguration.ManagementSettings.parseListen(management) else {
+                    throw ValidationError("--management \(management): expected HOST:PORT or off")
+                }
+                settings.host = host
+                settings.port = port
+                configuration.management = settings
             }
         }
         if let logLevel {

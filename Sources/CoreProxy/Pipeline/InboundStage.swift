@@ -32,7 +32,7 @@ public final class InboundStage: TransportReceiver {
             return
         }
         if message.isRequest {
-            metrics.requests.increment()
+            SIPTrafficMetrics.shared.requestReceived(message.method)
             do {
                 try message.validateRequest()
             } catch {
@@ -41,7 +41,7 @@ public final class InboundStage: TransportReceiver {
             }
             NATFixups.stampReceived(&message, source: meta.source)
         } else {
-            metrics.responses.increment()
+            SIPTrafficMetrics.shared.responseReceived(message.statusCode)
             do {
                 try message.validateResponse()
             } catch {
@@ -69,6 +69,7 @@ public final class InboundStage: TransportReceiver {
             return
         }
         metrics.rejected.increment()
+        SIPTrafficMetrics.shared.responseSent(SIPStatus(error).code)
         var response = SIPMessage.response(to: request, status: SIPStatus(error), toTag: SIPIdentifiers.tag())
         if case .unsupportedVersion = error {
             response.appendHeader(SIPHeaderName("Supported-Versions"), "SIP/2.0")
@@ -88,8 +89,6 @@ public final class InboundStage: TransportReceiver {
 }
 
 struct InboundMetrics: Sendable {
-    let requests = Counter(label: "tern.sip.requests_received")
-    let responses = Counter(label: "tern.sip.responses_received")
     let rejected = Counter(label: "tern.sip.requests_rejected")
     let dropped = Counter(label: "tern.sip.messages_dropped")
 }

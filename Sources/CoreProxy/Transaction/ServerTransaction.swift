@@ -64,6 +64,7 @@ public final class ServerTransaction: Sendable {
             }
             return actions
         }
+        if actions.contains(.sendResponse) { SIPTrafficMetrics.shared.responseSent(code) }
         perform(actions, response: bytes)
     }
 
