@@ -10,16 +10,18 @@ source scripts/lib.sh
 state=.services
 venv=.venv-services
 secantus_version='SecantusDB==0.7.0b3'
+# pika runs the example consumer (examples/event_consumer.py) in the tests.
+pika_version='pika==1.3.2'
 
 tcp_ready() {
   python3 -c 'import socket,sys; s=socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.5); s.close()' "$1" 2>/dev/null
 }
 
 start_mongodb() {
-  if [ ! -x "$venv/bin/secantusd-py" ]; then
-    echo "installing $secantus_version into $venv"
+  if [ ! -x "$venv/bin/secantusd-py" ] || ! "$venv/bin/python" -c 'import pika' 2>/dev/null; then
+    echo "installing $secantus_version and $pika_version into $venv"
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q --disable-pip-version-check "$secantus_version"
+    "$venv/bin/pip" install -q --disable-pip-version-check "$secantus_version" "$pika_version"
   fi
   local port dir
   port=$(free_port)
@@ -34,6 +36,7 @@ start_mongodb() {
       echo "export TERN_TEST_MONGODB_URI='mongodb://127.0.0.1:$port/?serverSelectionTimeoutMS=2000&retryWrites=false'" >> "$state/env"
       # Tests that stop and restart a server of their own (MongoDB down mid-test) start it with this.
       echo "export TERN_TEST_SECANTUSD='$PWD/$venv/bin/secantusd-py'" >> "$state/env"
+      echo "export TERN_TEST_PYTHON='$PWD/$venv/bin/python'" >> "$state/env"
       return 0
     fi
     kill -0 "$(cat "$state/mongodb.pid")" 2>/dev/null || { cat "$state/mongodb.log" >&2; echo "MongoDB test server exited" >&2; return 1; }

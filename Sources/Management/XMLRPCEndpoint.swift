@@ -1,4 +1,5 @@
 import EventBus
+import Presence
 import Foundation
 #if canImport(FoundationXML)
 import FoundationXML
@@ -32,6 +33,7 @@ public struct XMLRPCEndpoint: Sendable {
     // MARK: - Reading a methodCall
 
     static func parseCall(_ data: Data) throws(ManagementError) -> (method: String, params: JSONValue) {
+        if let problem = XMLWellFormedness.problem(in: data) { throw .parse(problem) }
         let document: XMLDocument
         do {
             document = try XMLDocument(data: data, options: [.nodeLoadExternalEntitiesNever])

@@ -57,6 +57,7 @@ public struct PIDFDocument: Sendable, Hashable {
 
     /// Parses and checks a PIDF body. External entities are never loaded.
     public init(parsing bytes: [UInt8]) throws(ParseError) {
+        if let problem = XMLWellFormedness.problem(in: Data(bytes)) { throw .notXML(problem) }
         let document: XMLDocument
         do {
             document = try XMLDocument(data: Data(bytes), options: [.nodeLoadExternalEntitiesNever])

@@ -139,6 +139,9 @@ struct PresenceEndToEndTests {
             #expect(broken.statusCode == 400 && broken.reasonPhrase?.hasPrefix("Malformed PIDF") == true)
             let noID = try await Self.publish(phone, "alice", body: "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:alice@tern.test\"><tuple><status><basic>open</basic></status></tuple></presence>", cseq: 5)
             #expect(noID.reasonPhrase == "Malformed PIDF: tuple without id")
+            // Cut off in transit: XMLDocument alone would recover it into a whole document.
+            let truncated = try await Self.publish(phone, "alice", body: body.replacingOccurrences(of: "</presence>", with: ""), cseq: 50)
+            #expect(truncated.statusCode == 400 && truncated.reasonPhrase?.hasPrefix("Malformed PIDF: not well-formed XML") == true)
 
             let initial = try await Self.publish(phone, "alice", body: body, cseq: 6)
             let tag = try #require(initial.firstValue(.sipETag))

@@ -27,7 +27,8 @@ struct TernBinaryTests {
 
         init(_ arguments: [String]) throws {
             process.executableURL = TernBinaryTests.binary
-            process.arguments = arguments
+            // Tests run side by side: a free port each, unless the test says otherwise.
+            process.arguments = arguments.contains("--management") ? arguments : arguments + ["--management", "127.0.0.1:0"]
             process.currentDirectoryURL = TernBinaryTests.packageRoot
             process.standardError = errorPipe
             process.standardOutput = errorPipe
@@ -60,6 +61,20 @@ struct TernBinaryTests {
                 try await Task.sleep(for: .milliseconds(20))
             }
             throw TernTestFailure("tern did not report \(count) listeners: \(output)")
+        }
+
+        /// The management API's port, once it is logged.
+        func managementPort() async throws -> Int {
+            let deadline = ContinuousClock.now + .seconds(15)
+            while ContinuousClock.now < deadline {
+                if let range = output.range(of: "address=http://127.0.0.1:") {
+                    let digits = output[range.upperBound...].prefix { $0.isNumber }
+                    if let port = Int(digits) { return port }
+                }
+                if !process.isRunning { break }
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            throw TernTestFailure("tern did not report its management API: \(output)")
         }
 
         func waitForExit(timeout: Duration = .seconds(15)) async throws -> Int32 {
