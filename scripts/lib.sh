@@ -11,13 +11,16 @@ free_port() {
 start_tern() {
   local binary=$1; shift
   TERN_LOG=$(mktemp -t tern-log.XXXXXX)
-  "$binary" "$@" 2> "$TERN_LOG" &
+  # A free management port each, unless the caller chose one: scripts may run beside other terns.
+  local management=(--management 127.0.0.1:0) arg
+  for arg in "$@"; do [ "$arg" = "--management" ] && management=(); done
+  "$binary" "$@" "${management[@]}" 2> "$TERN_LOG" &
   TERN_PID=$!
-  local expected=0 arg
+  local expected=0
   for arg in "$@"; do [ "$arg" = "--listen" ] && expected=$((expected + 1)); done
   [ "$expected" -gt 0 ] || expected=1
   for _ in $(seq 1 200); do
-    if [ "$(grep -c 'listening' "$TERN_LOG" || true)" -ge "$expected" ]; then return 0; fi
+    if [ "$(grep -c 'listener=' "$TERN_LOG" || true)" -ge "$expected" ]; then return 0; fi
     if ! kill -0 "$TERN_PID" 2>/dev/null; then cat "$TERN_LOG" >&2; return 1; fi
     sleep 0.05
   done
@@ -28,6 +31,11 @@ start_tern() {
 # The real port of the first listener of a transport, from tern's log.
 tern_port() {
   grep -o "listener=$1:[^ ]*" "$TERN_LOG" | head -n 1 | sed 's/.*://'
+}
+
+# The management API's port, from tern's log.
+tern_management_port() {
+  grep -o 'address=http://[^ ]*' "$TERN_LOG" | head -n 1 | sed 's/.*://'
 }
 
 stop_tern() {

@@ -59,5 +59,21 @@ report register $?
 flow message uas_message.xml uac_message.xml msguser
 flow cancel uas_cancel.xml uac_cancel.xml canceluser
 flow call uas_call.xml uac_call.xml calluser -d 100
+
+# The management API of the same tern saw what SIPp did: /health, /metrics and a JSON-RPC call.
+mkdir -p "$work/management"
+python3 - "$(tern_management_port)" > "$work/management/out" 2>&1 <<'PY'
+import json, sys, urllib.request
+base = f"http://127.0.0.1:{sys.argv[1]}"
+assert urllib.request.urlopen(base + "/health", timeout=5).status == 200
+metrics = urllib.request.urlopen(base + "/metrics", timeout=5).read().decode()
+registers = [line for line in metrics.splitlines() if line.startswith('tern_sip_requests_received{method="REGISTER"}')]
+assert registers and float(registers[0].split()[-1]) >= 10, registers
+call = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "location.dump", "params": {"limit": 100}}).encode()
+reply = json.load(urllib.request.urlopen(urllib.request.Request(base + "/jsonrpc", data=call), timeout=5))
+assert reply["result"]["total"] >= 10, reply
+print("management ok:", reply["result"]["total"], "bindings")
+PY
+report management $?
 echo "sipp-smoke: $passed passed, $failed failed"
 [ "$failed" -eq 0 ]

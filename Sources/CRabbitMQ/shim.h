@@ -158,5 +158,12 @@ static inline int tern_amqp_publish_request(amqp_connection_state_t connection, 
     return amqp_basic_publish(connection, channel, exchange, routing_key, 0, 0, &properties, body);
 }
 
+/// Messages ready in a queue (passive declare), or -1 when it does not exist (tests and tools).
+static inline long tern_amqp_queue_depth(amqp_connection_state_t connection, amqp_channel_t channel, const char *queue) {
+    amqp_queue_declare_ok_t *ok = amqp_queue_declare(connection, channel, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
+    if (ok == NULL || amqp_get_rpc_reply(connection).reply_type != AMQP_RESPONSE_NORMAL) return -1;
+    return (long)ok->message_count;
+}
+
 static inline int tern_amqp_reply_ok(amqp_rpc_reply_t reply) { return reply.reply_type == AMQP_RESPONSE_NORMAL; }
 #endif

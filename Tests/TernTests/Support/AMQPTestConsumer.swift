@@ -7,7 +7,9 @@ final class AMQPTestConsumer {
     private let state: amqp_connection_state_t
     let queue: String
 
-    init(uri: String, queue: String = "test-" + UUID().uuidString, durable: Bool = false, exchange: String = "tern.events") throws {
+    /// `bindingKey` nil: a queue nothing is routed to but by its name (replies).
+    init(uri: String, queue: String = "test-" + UUID().uuidString, durable: Bool = false, exchange: String = "tern.events",
+         bindingKey: String? = "#") throws {
         guard let broker = AMQPPublisher.Broker(uri: uri), let state = amqp_new_connection(), let socket = amqp_tcp_socket_new(state) else {
             throw TernTestFailure("bad AMQP URI \(uri)")
         }
@@ -21,7 +23,7 @@ final class AMQPTestConsumer {
         }
         amqp_channel_open(state, 1)
         guard tern_amqp_reply_ok(amqp_get_rpc_reply(state)) != 0,
-              tern_amqp_bind_queue(state, 1, exchange, queue, durable ? 1 : 0, "#") == 0 else {
+              tern_amqp_bind_queue(state, 1, exchange, queue, durable ? 1 : 0, bindingKey ?? queue) == 0 else {
             throw TernTestFailure("cannot bind a queue to \(exchange)")
         }
     }
@@ -29,6 +31,51 @@ final class AMQPTestConsumer {
     deinit {
         amqp_connection_close(state, AMQP_REPLY_SUCCESS)
         amqp_destroy_connection(state)
+    }
+
+    /// Sends a command to the exchange with this queue as reply_to; the reply whose correlation id matches.
+    func request(exchange: String, routingKey: String, body: String, timeout: TimeInterval = 10) throws -> [String: Any] {
+        let correlation = UUID().uuidString
+        let bytes = Array(body.utf8)
+        let status = exchange.withCString { exchangeName in
+            routingKey.withCString { key in
+                queue.withCString { replyTo in
+                    correlation.withCString { id in
+                        bytes.withUnsafeBytes { payload in
+                            tern_amqp_publish_request(state, 1, amqp_cstring_bytes(exchangeName), amqp_cstring_bytes(key),
+                                                      amqp_cstring_bytes(replyTo), amqp_cstring_bytes(id),
+                                                      tern_amqp_bytes(payload.baseAddress, payload.count))
+                        }
+                    }
+                }
+            }
+        }
+        guard status == 0 else { throw TernTestFailure("publishing a command failed: \(status)") }
+        let deadline = Date(timeIntervalSinceNow: timeout)
+        while Date() < deadline {
+            var message = amqp_message_t()
+            let got = queue.withCString { name in tern_amqp_get(state, 1, amqp_cstring_bytes(name), &message) }
+            if got < 0 { throw TernTestFailure("basic.get failed") }
+            if got == 0 {
+                Thread.sleep(forTimeInterval: 0.01)
+                continue
+            }
+            let body = Data(bytes: message.body.bytes, count: message.body.len)
+            let flags = message.properties._flags
+            let replyID = flags & UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) != 0
+                ? String(decoding: UnsafeRawBufferPointer(start: message.properties.correlation_id.bytes,
+                                                          count: message.properties.correlation_id.len), as: UTF8.self)
+                : ""
+            amqp_destroy_message(&message)
+            guard replyID == correlation else { continue }
+            return try JSONSerialization.jsonObject(with: body) as? [String: Any] ?? [:]
+        }
+        throw TernTestFailure("no reply to \(body)")
+    }
+
+    /// Messages ready in a queue (-1: no such queue).
+    func depth(of queue: String) -> Int {
+        Int(tern_amqp_queue_depth(state, 1, queue))
     }
 
     /// Messages (JSON objects) until `count` arrived or `timeout` passed.
@@ -56,4 +103,6 @@ enum AMQPTestService {
     static var uri: String? { ProcessInfo.processInfo.environment["TERN_TEST_AMQP_URI"].flatMap { $0.isEmpty ? nil : $0 } }
     /// Always under `make test` (which sets TERN_REQUIRE_SERVICES); with `swift test` only when the URI is set.
     static var enabled: Bool { uri != nil || ProcessInfo.processInfo.environment["TERN_REQUIRE_SERVICES"] == "1" }
+    /// The services' Python, with pika (the example consumer's library).
+    static var python: String? { ProcessInfo.processInfo.environment["TERN_TEST_PYTHON"].flatMap { $0.isEmpty ? nil : $0 } }
 }
