@@ -143,7 +143,7 @@ let package = Package(
         .target(
             name: "EventBus",
             dependencies: [
-                "CRabbitMQ",
+                "CRabbitMQ", "SQLiteSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -4,6 +4,9 @@
 #include <amqp.h>
 #include <amqp_tcp_socket.h>
 #include <sys/time.h>
+#include <sys/socket.h>
+#include <poll.h>
+#include <errno.h>
 
 /// Opens the TCP socket, giving up after `timeout_ms`.
 static inline int tern_amqp_open(amqp_socket_t *socket, const char *host, int port, int timeout_ms) {
@@ -19,17 +22,6 @@ static inline amqp_bytes_t tern_amqp_bytes(const void *bytes, size_t length) {
     result.len = length;
     result.bytes = (void *)bytes;
     return result;
-}
-
-/// A persistent JSON message with an id (delivery mode 2).
-static inline int tern_amqp_publish_json(amqp_connection_state_t connection, amqp_channel_t channel, amqp_bytes_t exchange,
-                                         amqp_bytes_t routing_key, amqp_bytes_t message_id, amqp_bytes_t body) {
-    amqp_basic_properties_t properties;
-    properties._flags = AMQP_BASIC_CONTENT_TYPE_FLAG | AMQP_BASIC_DELIVERY_MODE_FLAG | AMQP_BASIC_MESSAGE_ID_FLAG;
-    properties.content_type = amqp_cstring_bytes("application/json");
-    properties.delivery_mode = 2;
-    properties.message_id = message_id;
-    return amqp_basic_publish(connection, channel, exchange, routing_key, 0, 0, &properties, body);
 }
 
 /// What a method frame is, and the delivery tag and multiple flag of an ack or nack.
@@ -163,6 +155,31 @@ static inline long tern_amqp_queue_depth(amqp_connection_state_t connection, amq
     amqp_queue_declare_ok_t *ok = amqp_queue_declare(connection, channel, amqp_cstring_bytes(queue), 1, 0, 0, 0, amqp_empty_table);
     if (ok == NULL || amqp_get_rpc_reply(connection).reply_type != AMQP_RESPONSE_NORMAL) return -1;
     return (long)ok->message_count;
+}
+
+/// Writes already-encoded frames to the connection's socket (a plain TCP socket, which librabbitmq
+/// keeps non-blocking), waiting up to `timeout_ms` whenever the socket buffer is full. 0 when all
+/// was written, -1 otherwise.
+static inline int tern_amqp_send_frames(amqp_connection_state_t connection, const void *bytes, size_t length, int timeout_ms) {
+    int fd = amqp_get_sockfd(connection);
+    if (fd < 0) return -1;
+    const char *next = (const char *)bytes;
+    while (length > 0) {
+        ssize_t sent = send(fd, next, length, MSG_NOSIGNAL);
+        if (sent > 0) {
+            next += sent;
+            length -= (size_t)sent;
+            continue;
+        }
+        if (sent < 0 && errno == EINTR) continue;
+        if (sent < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+            struct pollfd ready = {fd, POLLOUT, 0};
+            if (poll(&ready, 1, timeout_ms) <= 0) return -1;
+            continue;
+        }
+        return -1;
+    }
+    return 0;
 }
 
 static inline int tern_amqp_reply_ok(amqp_rpc_reply_t reply) { return reply.reply_type == AMQP_RESPONSE_NORMAL; }

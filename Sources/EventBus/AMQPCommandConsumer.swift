@@ -68,13 +68,14 @@ public final class AMQPCommandConsumer: @unchecked Sendable {
         running = true
         finished.unlock()
         let thread = Thread { [self] in
+            // Named from inside: a name set before start does not reach the OS thread (perf, top -H).
+            Thread.current.name = "tern-amqp-commands"
             run()
             finished.lock()
             running = false
             finished.broadcast()
             finished.unlock()
         }
-        thread.name = "tern-amqp-commands"
         thread.start()
     }
 

@@ -21,63 +21,78 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
 
     /// Compact JSON, keys in the order given.
     public var json: String {
-        var out = ""
+        var out: [UInt8] = []
         write(into: &out)
-        return out
+        return String(decoding: out, as: UTF8.self)
     }
 
-    func write(into out: inout String) {
+    /// Appends compact JSON as UTF-8 (the publisher writes events straight into its frame buffer).
+    public func write(into out: inout [UInt8]) {
         switch self {
         case .string(let text): JSONValue.writeString(text, into: &out)
-        case .int(let number): out += String(number)
-        case .double(let number): out += number.isFinite ? String(number) : "null"
-        case .bool(let flag): out += flag ? "true" : "false"
-        case .null: out += "null"
+        case .int(let number): JSONValue.writeInteger(number, into: &out)
+        case .double(let number): out.append(contentsOf: (number.isFinite ? String(number) : "null").utf8)
+        case .bool(let flag): out.append(contentsOf: (flag ? "true" : "false").utf8)
+        case .null: out.append(contentsOf: "null".utf8)
         case .array(let values):
-            out += "["
+            out.append(UInt8(ascii: "["))
             for (index, value) in values.enumerated() {
-                if index > 0 { out += "," }
+                if index > 0 { out.append(UInt8(ascii: ",")) }
                 value.write(into: &out)
             }
-            out += "]"
+            out.append(UInt8(ascii: "]"))
         case .object(let fields):
-            out += "{"
-            for (index, field) in fields.enumerated() {
-                if index > 0 { out += "," }
-                JSONValue.writeString(field.0, into: &out)
-                out += ":"
-                field.1.write(into: &out)
-            }
-            out += "}"
+            JSONValue.writeObject(fields, into: &out)
         }
     }
 
-    static func writeString(_ text: String, into out: inout String) {
-        // Most values (AORs, ids, times) need no escaping: append them whole.
-        if !text.utf8.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) {
-            out += "\""
-            out += text
-            out += "\""
-            return
+    static func writeObject(_ fields: [(String, JSONValue)], into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        for (index, field) in fields.enumerated() {
+            if index > 0 { out.append(UInt8(ascii: ",")) }
+            JSONValue.writeString(field.0, into: &out)
+            out.append(UInt8(ascii: ":"))
+            field.1.write(into: &out)
         }
-        out += "\""
-        for scalar in text.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
+        out.append(UInt8(ascii: "}"))
+    }
+
+    static func writeInteger(_ number: Int64, into out: inout [UInt8]) {
+        if number < 0 { out.append(UInt8(ascii: "-")) }
+        var magnitude = number.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) =
+            (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var count = 0
+        withUnsafeMutableBytes(of: &digits) { buffer in
+            repeat {
+                buffer[count] = UInt8(ascii: "0") + UInt8(magnitude % 10)
+                magnitude /= 10
+                count += 1
+            } while magnitude > 0
+            for index in stride(from: count - 1, through: 0, by: -1) { out.append(buffer[index]) }
+        }
+    }
+
+    static func writeString(_ text: String, into out: inout [UInt8]) {
+        out.append(UInt8(ascii: "\""))
+        for byte in text.utf8 {
+            switch byte {
+            case UInt8(ascii: "\""): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\"")])
+            case UInt8(ascii: "\\"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "\\")])
+            case UInt8(ascii: "\n"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "n")])
+            case UInt8(ascii: "\r"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "r")])
+            case UInt8(ascii: "\t"): out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "t")])
+            case 0..<0x20:
+                let hex = Array("0123456789abcdef".utf8)
+                out.append(contentsOf: [UInt8(ascii: "\\"), UInt8(ascii: "u"), UInt8(ascii: "0"), UInt8(ascii: "0"),
+                                        hex[Int(byte >> 4)], hex[Int(byte & 0xF)]])
             default:
-                if scalar.value < 0x20 {
-                    let hex = String(scalar.value, radix: 16)
-                    out += "\\u" + String(repeating: "0", count: 4 - hex.count) + hex
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
+                // UTF-8 passes through as it is: JSON text is UTF-8.
+                out.append(byte)
             }
         }
-        out += "\""
+        out.append(UInt8(ascii: "\""))
     }
 }
 
@@ -114,23 +129,65 @@ public struct TernEvent: Sendable {
 
     /// The message body.
     public func json(node: String) -> String {
-        JSONValue.object([
-            ("id", .string(id)), ("type", .string(type)), ("time", .string(Self.rfc3339(time))), ("node", .string(node)),
-            ("version", .int(Int64(Self.schemaVersion))), ("payload", .object(payload)),
-        ]).json
+        var out: [UInt8] = []
+        appendJSON(node: node, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// The message body appended as UTF-8 JSON.
+    public func appendJSON(node: String, into out: inout [UInt8]) {
+        out.append(contentsOf: #"{"id":"#.utf8)
+        JSONValue.writeString(id, into: &out)
+        out.append(contentsOf: #","type":"#.utf8)
+        JSONValue.writeString(type, into: &out)
+        out.append(contentsOf: #","time":""#.utf8)
+        Self.appendRFC3339(time, into: &out)
+        out.append(contentsOf: #"","node":"#.utf8)
+        JSONValue.writeString(node, into: &out)
+        out.append(contentsOf: #","version":"#.utf8)
+        JSONValue.writeInteger(Int64(Self.schemaVersion), into: &out)
+        out.append(contentsOf: #","payload":"#.utf8)
+        JSONValue.writeObject(payload, into: &out)
+        out.append(UInt8(ascii: "}"))
     }
 
     /// RFC 3339 UTC with milliseconds, as the envelope's `time`.
     public static func rfc3339String(_ milliseconds: Int64) -> String { rfc3339(milliseconds) }
 
     static func rfc3339(_ milliseconds: Int64) -> String {
+        var out: [UInt8] = []
+        appendRFC3339(milliseconds, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    /// `2026-11-27T08:30:00.123Z`, written digit by digit.
+    static func appendRFC3339(_ milliseconds: Int64, into out: inout [UInt8]) {
         var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        func two(_ value: Int32) -> String { value < 10 ? "0" + String(value) : String(value) }
-        let millis = Int(milliseconds % 1000)
-        let fraction = millis < 10 ? "00" + String(millis) : millis < 100 ? "0" + String(millis) : String(millis)
-        return String(parts.tm_year + 1900) + "-" + two(parts.tm_mon + 1) + "-" + two(parts.tm_mday) + "T" + two(parts.tm_hour) + ":"
-            + two(parts.tm_min) + ":" + two(parts.tm_sec) + "." + fraction + "Z"
+        func digits(_ value: Int, _ count: Int) {
+            var divisor = 1
+            for _ in 1..<count { divisor *= 10 }
+            var rest = value
+            while divisor > 0 {
+                out.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
+                rest %= divisor
+                divisor /= 10
+            }
+        }
+        digits(Int(parts.tm_year) + 1900, 4)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mon) + 1, 2)
+        out.append(UInt8(ascii: "-"))
+        digits(Int(parts.tm_mday), 2)
+        out.append(UInt8(ascii: "T"))
+        digits(Int(parts.tm_hour), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_min), 2)
+        out.append(UInt8(ascii: ":"))
+        digits(Int(parts.tm_sec), 2)
+        out.append(UInt8(ascii: "."))
+        digits(Int(milliseconds % 1000), 3)
+        out.append(UInt8(ascii: "Z"))
     }
 }

@@ -38,16 +38,12 @@ struct ScrapeGauges: Sendable {
 
     init(context: ManagementContext, registry: PrometheusCollectorRegistry) {
         self.context = context
-        serverTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions",
-                                                                                 helpText: "SIP transactions in progress"),
+        serverTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions", unitName: "", helpText: "SIP transactions in progress"),
                                                 labels: [("kind", "server")])
-        clientTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions",
-                                                                                 helpText: "SIP transactions in progress"),
+        clientTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions", unitName: "", helpText: "SIP transactions in progress"),
                                                 labels: [("kind", "client")])
-        subscriptions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_subscriptions",
-                                                                            helpText: "Live presence and winfo subscriptions"))
-        presentities = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_presentities",
-                                                                           helpText: "Presentities with state or watchers"))
+        subscriptions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_subscriptions", unitName: "", helpText: "Live presence and winfo subscriptions"))
+        presentities = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_presentities", unitName: "", helpText: "Presentities with state or watchers"))
     }
 
     func refresh() {
