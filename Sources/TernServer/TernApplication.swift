@@ -39,6 +39,7 @@ public struct TernApplication: Sendable {
         var mongo: MongoDatabase?
         var messageStoreToClose: SQLiteMessageStore?
         var presenceStoreToClose: SQLitePresenceStore?
+        var spillStoreToClose: EventSpillStore?
         do {
             mongo = try openMongoDB()
             let store = try await openBindingStore(group: group, mongo: mongo)
@@ -53,8 +54,14 @@ public struct TernApplication: Sendable {
             var publisher: AMQPPublisher?
             var commandSettings: AMQPCommandConsumer.Configuration?
             if let settings = configuration.events {
-                let outbox = EventOutbox(capacity: settings.outboxSize,
-                                         policy: EventOutbox.OverflowPolicy(rawValue: settings.overflow) ?? .dropOldest)
+                let policy = EventOutbox.OverflowPolicy(rawValue: settings.overflow) ?? .dropOldest
+                var spill: EventSpillStore?
+                if policy == .spill {
+                    try Self.createDirectory(holding: configuration.eventSpillPath)
+                    spill = try await EventSpillStore.open(path: configuration.eventSpillPath, logger: logger, group: group)
+                    spillStoreToClose = spill
+                }
+                let outbox = EventOutbox(capacity: settings.outboxSize, policy: policy, spill: spill)
                 let eventPublisher = AMQPPublisher(
                     configuration: AMQPPublisher.Configuration(brokers: settings.brokers.compactMap(AMQPPublisher.Broker.init(uri:)),
                                                                exchange: settings.exchange, heartbeat: settings.heartbeat,
@@ -128,12 +135,14 @@ public struct TernApplication: Sendable {
         } catch {
             await messageStoreToClose?.close()
             await presenceStoreToClose?.close()
+            await spillStoreToClose?.close()
             await mongo?.shutdown()
             try? await group.shutdownGracefully()
             throw error
         }
         await messageStoreToClose?.close()
         await presenceStoreToClose?.close()
+        await spillStoreToClose?.close()
         await mongo?.shutdown()
         try await group.shutdownGracefully()
     }

@@ -271,12 +271,13 @@ extension TernConfiguration {
             settings.outboxSize = try section.int("outbox_size", in: 1...100_000_000) ?? settings.outboxSize
             if let overflow = try section.string("overflow") {
                 guard EventOutbox.OverflowPolicy(rawValue: overflow) != nil else {
-                    throw section.error("overflow", node, "\(overflow): expected drop_oldest or drop_newest")
+                    throw section.error("overflow", node, "\(overflow): expected drop_oldest, drop_newest or spill")
                 }
                 settings.overflow = overflow
             }
             settings.heartbeat = try section.int("heartbeat", in: 0...600) ?? settings.heartbeat
             settings.window = try section.int("window", in: 1...1_000_000) ?? settings.window
+            settings.spillPath = try section.string("spill_path") ?? settings.spillPath
             if let commandsNode = section.take("commands") {
                 var commands = try MappingReader(commandsNode, path: "events.commands")
                 settings.commandsEnabled = try commands.bool("enabled") ?? settings.commandsEnabled
@@ -341,6 +342,9 @@ extension TernConfiguration {
         }
         if messaging != nil, messageStore == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "messaging.store", line: nil, message: "mongodb needs storage.mongodb.uri")
+        }
+        if let events, events.overflow == "spill", events.spillPath.isEmpty, sqlitePath.isEmpty {
+            throw ConfigurationError(key: "events.overflow", line: nil, message: "spill needs events.spill_path or storage.sqlite_path")
         }
         if authentication != nil, credentialsSource == .mongodb, mongoDB == nil {
             throw ConfigurationError(key: "auth.credentials", line: nil, message: "mongodb needs storage.mongodb.uri")
@@ -446,6 +450,7 @@ extension TernConfiguration {
             "  overflow: \(events?.overflow ?? "drop_oldest")",
             "  heartbeat: \(events?.heartbeat ?? 10)",
             "  window: \(events?.window ?? 1000)",
+            "  spill_path: \"\(events?.spillPath ?? "")\"",
             "  commands:",
             "    enabled: \(events?.commandsEnabled ?? true)",
             "    queue: \(events?.commandQueue ?? "tern.commands")",

@@ -56,8 +56,8 @@ public struct TernConfiguration: Sendable {
     /// `presence.store`: where presence survives a restart: `sqlite` (default), `mongodb`, `memory`.
     public var presenceStore: LocationStoreKind
     /// `events.*`: the event bus (AMQP 0-9-1). enabled (false), brokers (list of amqp:// URIs,
-    /// tried in turn), exchange (`tern.events`), outbox_size (100000), overflow (drop_oldest or
-    /// drop_newest), heartbeat (10 s), window (1000 unconfirmed).
+    /// tried in turn), exchange (`tern.events`), outbox_size (100000), overflow (drop_oldest,
+    /// drop_newest or spill), heartbeat (10 s), window (1000 unconfirmed), spill_path.
     public var events: EventSettings?
     /// `management.*`: the HTTP management API (JSON-RPC, XML-RPC, /metrics, /health, /ready).
     /// enabled (true), listen (`127.0.0.1:8070`), token (none: methods that change state are refused).
@@ -133,6 +133,9 @@ public struct TernConfiguration: Sendable {
         public var overflow = "drop_oldest"
         public var heartbeat = 10
         public var window = 1000
+        /// `events.spill_path`: the SQLite file `overflow: spill` writes to (default: `tern-events.sqlite`
+        /// beside `storage.sqlite_path`).
+        public var spillPath = ""
         /// `events.commands.*`: the command queue. enabled (true), queue (`tern.commands`),
         /// binding_key (`command.#`), prefetch (32).
         public var commandsEnabled = true
@@ -163,6 +166,13 @@ public struct TernConfiguration: Sendable {
             self.database = database
             self.threads = threads
         }
+    }
+
+    /// Where `overflow: spill` writes: `events.spill_path`, else beside the embedded store.
+    public var eventSpillPath: String {
+        if let path = events?.spillPath, !path.isEmpty { return path }
+        let directory = (sqlitePath as NSString).deletingLastPathComponent
+        return directory.isEmpty ? "tern-events.sqlite" : directory + "/tern-events.sqlite"
     }
 
     /// The core's configuration derived from this one.

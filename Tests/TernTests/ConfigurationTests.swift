@@ -92,7 +92,12 @@ import NIOCore
         ("messaging:\n  total_rate: fast\n", "messaging.total_rate (line 2): expected a number"),
         ("events:\n  enabled: true\n", "events.brokers (line 2): needed when events are enabled"),
         ("events:\n  brokers: [http://mq]\n", "events.brokers (line 2): http://mq: expected amqp://user:password@host:port/vhost"),
-        ("events:\n  brokers: [amqp://mq]\n  overflow: spill\n", "events.overflow (line 2): spill: expected drop_oldest or drop_newest"),
+        ("events:\n  brokers: [amqp://mq]\n  overflow: later\n", "events.overflow (line 2): later: expected drop_oldest, drop_newest or spill"),
+        ("storage:\n  sqlite_path: \"\"\nevents:\n  brokers: [amqp://mq]\n  overflow: spill\n",
+         "events.overflow: spill needs events.spill_path or storage.sqlite_path"),
+        ("events:\n  brokers: [amqp://mq]\n  commands:\n    prefetch: 0\n", "events.commands.prefetch (line 4): 0 is out of range 1...65535"),
+        ("management:\n  listen: localhost\n", "management.listen (line 2): localhost: expected HOST:PORT (IPv6 in brackets)"),
+        ("management:\n  port: 80\n", "management.port (line 2): unknown key"),
         ("presence:\n  policy: friends\n", "presence.policy (line 2): friends: expected allow, same_domain or ask"),
         ("presence:\n  min_expires: 900\n  max_expires: 600\n", "presence.min_expires (line 2): must not exceed presence.max_expires"),
     ]

@@ -1,6 +1,8 @@
 import EventBus
 import Foundation
 import Logging
+import NIOCore
+import NIOPosix
 import Testing
 
 /// Events over a real RabbitMQ broker (started by `scripts/services.sh`): the schema end to end
@@ -138,6 +140,62 @@ struct EventBusTests {
         #expect(received.count == 100)
         let numbers = received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int }
         #expect(numbers == Array(50..<150), "the oldest were dropped, the rest arrived in order")
+    }
+
+    @Test func anOverflowSpillsToTheStoreAndIsPublishedInOrder() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.spill." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-spill-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        let spill = try await EventSpillStore.open(path: path, logger: Self.logger, group: group)
+        let outbox = EventOutbox(capacity: 100, policy: .spill, spill: spill)
+        for index in 0..<500 {
+            #expect(outbox.enqueue(TernEvent(type: "test.spill", payload: [("n", .int(Int64(index))), ("text", .string("café \"\(index)\""))])))
+        }
+        #expect(outbox.depth == 100 && outbox.spillDepth == 400 && outbox.droppedTotal == 0 && outbox.spilledTotal == 400)
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), node: "test"),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        let received = try consumer.receive(count: 500, timeout: 20)
+        publisher.stop()
+        let numbers = received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int }
+        #expect(numbers == Array(0..<500), "every event, the spilled ones after those in memory, in order")
+        #expect(received.last.flatMap { ($0["payload"] as? [String: Any])?["text"] as? String } == "café \"499\"")
+        #expect(outbox.spillDepth == 0 && outbox.droppedTotal == 0)
+        await spill.close()
+        try await group.shutdownGracefully()
+    }
+
+    @Test func spilledEventsArePublishedAfterARestart() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.spill-restart." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let path = FileManager.default.temporaryDirectory.appendingPathComponent("tern-spill-\(UUID().uuidString).sqlite").path
+        defer { try? FileManager.default.removeItem(atPath: path) }
+        let group = MultiThreadedEventLoopGroup(numberOfThreads: 1)
+        // The broker is away for the whole first run: 10 events fit in memory, 50 are spilled.
+        let first = try await EventSpillStore.open(path: path, logger: Self.logger, group: group)
+        let outbox = EventOutbox(capacity: 10, policy: .spill, spill: first)
+        for index in 0..<60 { outbox.enqueue(TernEvent(type: "test.spill", payload: [("n", .int(Int64(index)))])) }
+        await first.close()
+        // The next run publishes what was spilled, in order (what was only in memory is gone with the process).
+        let second = try await EventSpillStore.open(path: path, logger: Self.logger, group: group)
+        #expect(second.initialCount == 50)
+        let restarted = EventOutbox(capacity: 10, policy: .spill, spill: second)
+        restarted.enqueue(TernEvent(type: "test.spill", payload: [("n", .int(60))]))
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), node: "test"),
+                                      outbox: restarted, logger: Self.logger)
+        publisher.start()
+        let received = try consumer.receive(count: 51, timeout: 20)
+        publisher.stop()
+        let numbers = received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int }
+        #expect(numbers == Array(10..<61), "the spilled events first, then the new one behind them")
+        await second.close()
+        try await group.shutdownGracefully()
     }
 
     @Test func aFrozenBrokerDoesNotSlowSIP() async throws {
