@@ -75,6 +75,9 @@ start_rabbitmq() {
     epmd -port "$ERL_EPMD_PORT" -address 127.0.0.1 > "$dir/epmd.log" 2>&1 &
     echo $! > "$dir/epmd.pid"
     for _ in $(seq 1 50); do epmd -port "$ERL_EPMD_PORT" -names >/dev/null 2>&1 && break; sleep 0.1; done
+    # Erlang schedulers spin while idle by default; on these 2 shared cores that spinning competes
+    # with Tern and SIPp (RabbitMQ's advice for hosts shared with other work).
+    export RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS="+sbwt none +sbwtdcpu none +sbwtdio none"
     setsid /usr/lib/rabbitmq/bin/rabbitmq-server > "$dir/server.log" 2>&1 < /dev/null &
     echo $! > "$dir/server.pgid"
     /usr/lib/rabbitmq/bin/rabbitmqctl -n "$RABBITMQ_NODENAME" wait --timeout 90 "$RABBITMQ_PID_FILE" > "$dir/wait.log" 2>&1

@@ -22,11 +22,11 @@ public final class AMQPPublisher: @unchecked Sendable {
         /// Published but unconfirmed events at most (default 1000).
         public var window: Int
         public var node: String
-        /// Seconds events may wait to be published together (default 2 ms).
+        /// Seconds events may wait to be published together (default 5 ms).
         public var linger: Double
 
         public init(brokers: [Broker], exchange: String = "tern.events", heartbeat: Int = 10, window: Int = 1000, node: String,
-                    linger: Double = 0.002) {
+                    linger: Double = 0.005) {
             self.brokers = brokers
             self.exchange = exchange
             self.heartbeat = heartbeat

@@ -1,3 +1,4 @@
+import Atomics
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -11,6 +12,9 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
     case null
     case array([JSONValue])
     case object([(String, JSONValue)])
+    /// Unix milliseconds, written as an RFC 3339 string: formatted by the publisher, not by the
+    /// SIP thread that made the event.
+    case timestamp(Int64)
 
     public init(stringLiteral value: String) { self = .string(value) }
     public init(integerLiteral value: Int64) { self = .int(value) }
@@ -43,6 +47,10 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
             out.append(UInt8(ascii: "]"))
         case .object(let fields):
             JSONValue.writeObject(fields, into: &out)
+        case .timestamp(let milliseconds):
+            out.append(UInt8(ascii: "\""))
+            TernEvent.appendRFC3339(milliseconds, into: &out)
+            out.append(UInt8(ascii: "\""))
         }
     }
 
@@ -75,6 +83,16 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
     }
 
     static func writeString(_ text: String, into out: inout [UInt8]) {
+        // Most values (AORs, ids, URIs) need no escaping: copied whole.
+        var text = text
+        let plain = text.withUTF8 { bytes -> Bool in
+            guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
+            out.append(UInt8(ascii: "\""))
+            out.append(contentsOf: bytes)
+            out.append(UInt8(ascii: "\""))
+            return true
+        }
+        if plain { return }
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -121,11 +139,13 @@ public struct TernEvent: Sendable {
         return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
     }
 
+    /// Unique across nodes and restarts: a random prefix per process, then a counter.
     public static func newID() -> String {
-        let high = UInt64.random(in: .min ... .max)
-        let low = UInt64.random(in: .min ... .max)
-        return String(high, radix: 16) + "-" + String(low, radix: 16)
+        idPrefix + String(idCounter.wrappingIncrementThenLoad(ordering: .relaxed), radix: 16)
     }
+
+    private static let idPrefix = String(UInt64.random(in: .min ... .max), radix: 16) + "-"
+    private static let idCounter = ManagedAtomic<UInt64>(0)
 
     /// The message body.
     public func json(node: String) -> String {

@@ -103,6 +103,7 @@ public struct XMLRPCEndpoint: Sendable {
         case .double(let number): return "<value><double>\(number.isFinite ? number : 0)</double></value>"
         case .bool(let flag): return "<value><boolean>\(flag ? 1 : 0)</boolean></value>"
         case .null: return "<value><nil/></value>"
+        case .timestamp: return "<value><string>" + value.json.dropFirst().dropLast() + "</string></value>"
         case .array(let items): return "<value><array><data>" + items.map(encode).joined() + "</data></array></value>"
         case .object(let fields):
             return "<value><struct>" + fields.map { "<member><name>" + escaped($0.0) + "</name>" + encode($0.1) + "</member>" }.joined()

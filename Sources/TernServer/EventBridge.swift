@@ -20,18 +20,25 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         let binding = event.binding
         var payload: [(String, JSONValue)] = [
             ("aor", .string(binding.aor)), ("contact", .string(binding.contact.description)),
-            ("expires_at", .string(TernEventTime.rfc3339(binding.expiresAt))), ("transport", .string(binding.transport.rawValue)),
+            ("expires_at", .timestamp(binding.expiresAt)), ("transport", .string(binding.transport.rawValue)),
         ]
         payload.append(("instance", binding.instanceID.map { .string($0) } ?? .null))
-        payload.append(("source", binding.source.map { .string($0.description) } ?? .null))
+        payload.append(("source", binding.source.map { .string(Self.hostPort($0)) } ?? .null))
         payload.append(("user_agent", binding.userAgent.map { .string($0) } ?? .null))
         outbox.enqueue(TernEvent(type: "registration." + event.kind.rawValue, payload: payload))
+    }
+
+    /// `192.0.2.1:5060` or `[2001:db8::1]:5060`.
+    static func hostPort(_ address: SocketAddress) -> String {
+        let host = address.ipAddress ?? "?"
+        let port = address.port.map { String($0) } ?? "0"
+        return (host.contains(":") ? "[" + host + "]" : host) + ":" + port
     }
 
     public func messagingEvent(_ event: MessagingEvent) {
         outbox.enqueue(TernEvent(type: "message." + event.kind.rawValue, payload: [
             ("message_id", .string(event.messageID)), ("sender", .string(event.sender)), ("recipient", .string(event.recipient)),
-            ("stored_at", .string(TernEventTime.rfc3339(event.storedAt))), ("attempts", .int(Int64(event.attempts))),
+            ("stored_at", .timestamp(event.storedAt)), ("attempts", .int(Int64(event.attempts))),
         ]))
     }
 
@@ -43,11 +50,6 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         if let open = event.open { payload.append(("open", .bool(open))) }
         outbox.enqueue(TernEvent(type: event.kind.rawValue, payload: payload))
     }
-}
-
-/// The bus's time format for timestamps inside payloads.
-enum TernEventTime {
-    static func rfc3339(_ milliseconds: Int64) -> String { TernEvent.rfc3339String(milliseconds) }
 }
 
 /// Starts the publisher and the command consumer with the server and stops them (after a short
