@@ -104,41 +104,44 @@ struct EventCommandTests {
         #expect(sender.outputText.contains(#""contact": "sip:zoe@127.0.0.1:9""#))
         let failing = try PythonScript(python, "examples/send_command.py", ["--url", uri, "--exchange", exchange, "nope"])
         #expect(try await failing.waitForExit() == 1)
-        #expect(failing.outputText.contains("-32601"))
+        #expect(failing.outputText.contains("-32601"), "\(failing.outputText) \(failing.errorText)")
     }
 }
 
 /// A script from the repository run with the given Python, output collected.
 final class PythonScript: @unchecked Sendable {
     let process = Process()
-    private let out = Pipe()
-    private let err = Pipe()
     private let lock = NSLock()
-    private var collectedOut = Data()
-    private var collectedErr = Data()
+    private var collected: [Data] = [Data(), Data()]
+    private var open = 2
 
     init(_ python: String, _ script: String, _ arguments: [String]) throws {
         process.executableURL = URL(fileURLWithPath: python)
         process.arguments = [TernBinaryTests.packageRoot.appendingPathComponent(script).path] + arguments
-        process.standardOutput = out
-        process.standardError = err
-        out.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            self?.lock.withLock { self?.collectedOut.append(data) }
-        }
-        err.fileHandleForReading.readabilityHandler = { [weak self] handle in
-            let data = handle.availableData
-            self?.lock.withLock { self?.collectedErr.append(data) }
-        }
+        let pipes = [Pipe(), Pipe()]
+        process.standardOutput = pipes[0]
+        process.standardError = pipes[1]
         try process.run()
+        // One reader per pipe, until end of file: nothing is lost however late the last lines come.
+        for (index, pipe) in pipes.enumerated() {
+            let handle = pipe.fileHandleForReading
+            Thread { [self] in
+                while true {
+                    let data = handle.availableData
+                    if data.isEmpty { break }
+                    lock.withLock { collected[index].append(data) }
+                }
+                lock.withLock { open -= 1 }
+            }.start()
+        }
     }
 
     deinit {
         if process.isRunning { process.terminate() }
     }
 
-    var outputText: String { lock.withLock { String(decoding: collectedOut, as: UTF8.self) } }
-    var errorText: String { lock.withLock { String(decoding: collectedErr, as: UTF8.self) } }
+    var outputText: String { lock.withLock { String(decoding: collected[0], as: UTF8.self) } }
+    var errorText: String { lock.withLock { String(decoding: collected[1], as: UTF8.self) } }
 
     func waitFor(_ text: String, in stream: KeyPath<PythonScript, String>, timeout: Duration = .seconds(15)) async throws {
         let deadline = ContinuousClock.now + timeout
@@ -149,18 +152,15 @@ final class PythonScript: @unchecked Sendable {
         guard self[keyPath: stream].contains(text) else { throw TernTestFailure("no '\(text)': \(outputText) \(errorText)") }
     }
 
+    /// The exit status, once the process has ended and both pipes are read to their end.
     func waitForExit(timeout: Duration = .seconds(20)) async throws -> Int32 {
         let deadline = ContinuousClock.now + timeout
-        while process.isRunning, ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        while process.isRunning || lock.withLock({ open > 0 }), ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(20))
+        }
         if process.isRunning {
             process.terminate()
             throw TernTestFailure("script did not exit: \(outputText) \(errorText)")
-        }
-        // The pipes may still hold the last lines: read them to the end.
-        for (pipe, isOutput) in [(out, true), (err, false)] {
-            pipe.fileHandleForReading.readabilityHandler = nil
-            let rest = pipe.fileHandleForReading.readDataToEndOfFile()
-            lock.withLock { if isOutput { collectedOut.append(rest) } else { collectedErr.append(rest) } }
         }
         return process.terminationStatus
     }
