@@ -158,7 +158,7 @@ let package = Package(
         .target(
             name: "Management",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus",
+                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -17,6 +17,6 @@ trap 'stop_tern; rm -rf "$work"' EXIT
 printf 'threads: 2\nlog:\n  level: warning\nstorage:\n  location: memory\n  sqlite_path: ""\npresence:\n  notify_interval_ms: %s\n' \
   "${INTERVAL_MS:-1000}" > "$work/tern.yaml"
 start_tern "$TERN" --config "$work/tern.yaml" --listen udp:127.0.0.1:0 --log-level notice
-"$BENCH" "127.0.0.1:$(tern_port udp)" --pid "$TERN_PID" --presentities "${PRESENTITIES:-100}" --watchers "${WATCHERS:-1000}" \
+"$BENCH" "127.0.0.1:$(tern_port udp)" --pid "$TERN_PID" --management-port "$(tern_management_port)" --presentities "${PRESENTITIES:-100}" --watchers "${WATCHERS:-1000}" \
   --per-watcher "${PER_WATCHER:-10}" --changes-per-second "${CHANGES:-4}" --seconds "${SECONDS_MEASURED:-10}" \
   --interval-ms "${INTERVAL_MS:-1000}"

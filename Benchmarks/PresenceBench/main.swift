@@ -4,6 +4,9 @@
 //   tern-presence-bench HOST:PORT [--presentities 100] [--watchers 1000] [--per-watcher 20]
 //                       [--changes-per-second 4] [--seconds 20] [--pid TERN_PID] [--interval-ms 1000]
 import Foundation
+#if canImport(FoundationNetworking)
+import FoundationNetworking
+#endif
 import NIOCore
 import NIOPosix
 import SIP
@@ -17,6 +20,8 @@ struct Options {
     var changesPerSecond = 4.0
     var seconds = 20.0
     var pid: Int32?
+    /// Tern's management API port: live heap bytes come from its /metrics.
+    var managementPort: Int?
     var intervalMilliseconds = 1000.0
 
     init(_ arguments: [String]) {
@@ -29,6 +34,7 @@ struct Options {
             case "--changes-per-second": changesPerSecond = Double(iterator.next() ?? "") ?? changesPerSecond
             case "--seconds": seconds = Double(iterator.next() ?? "") ?? seconds
             case "--pid": pid = Int32(iterator.next() ?? "")
+            case "--management-port": managementPort = Int(iterator.next() ?? "")
             case "--interval-ms": intervalMilliseconds = Double(iterator.next() ?? "") ?? intervalMilliseconds
             default:
                 let parts = argument.split(separator: ":")
@@ -42,6 +48,15 @@ struct Options {
 }
 
 /// CPU seconds and resident memory of a process, from /proc.
+/// `tern_process_heap_in_use_bytes` from tern's /metrics.
+func heapInUse(port: Int) -> Int? {
+    guard let url = URL(string: "http://127.0.0.1:\(port)/metrics"), let data = try? Data(contentsOf: url) else { return nil }
+    let text = String(decoding: data, as: UTF8.self)
+    guard let line = text.split(separator: "\n").first(where: { $0.hasPrefix("tern_process_heap_in_use_bytes ") }),
+          let value = Double(line.split(separator: " ").last ?? "") else { return nil }
+    return Int(value)
+}
+
 func processUsage(_ pid: Int32) -> (cpu: Double, rssKiB: Int) {
     let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
     var cpu = 0.0
@@ -174,6 +189,7 @@ try loop.submit {
 func usage() -> (Double, Int) { options.pid.map(processUsage) ?? (0, 0) }
 let total = options.watchers * options.perWatcher
 let (_, rssBefore) = usage()
+let heapBefore = options.managementPort.flatMap(heapInUse)
 
 // Phase 1: every watcher subscribes to its presentities (at most 5,000 SUBSCRIBEs a second).
 try loop.submit {
@@ -217,6 +233,7 @@ let subscribeSeconds = Date().timeIntervalSince(subscribeStart)
 let settle = Double(ProcessInfo.processInfo.environment["SETTLE_SECONDS"] ?? "") ?? 34
 Thread.sleep(forTimeInterval: settle)
 let (_, rssSubscribed) = usage()
+let heapSubscribed = options.managementPort.flatMap(heapInUse)
 
 // Phase 2: each presentity changes `changesPerSecond` times a second for `seconds`.
 let (cpuBefore, _) = usage()
@@ -249,6 +266,10 @@ if options.pid != nil {
     print(String(format: "  tern CPU %.2f s (%.1f us per NOTIFY), RSS %d -> %d KiB subscribed (%d bytes per subscription) -> %d KiB at the end",
                  cpuAfter - cpuBefore, notifies > 0 ? (cpuAfter - cpuBefore) * 1e6 / Double(notifies) : 0,
                  rssBefore, rssSubscribed, total > 0 ? (rssSubscribed - rssBefore) * 1024 / total : 0, rssAfter))
+}
+if let heapBefore, let heapSubscribed {
+    print(String(format: "  live heap %.1f -> %.1f MiB subscribed: %d bytes per subscription", Double(heapBefore) / 1_048_576,
+                 Double(heapSubscribed) / 1_048_576, total > 0 ? (heapSubscribed - heapBefore) / total : 0))
 }
 if !errors.isEmpty { print("  error responses: \(errors.sorted { $0.key < $1.key })") }
 try channel.close().wait()

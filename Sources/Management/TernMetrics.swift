@@ -1,4 +1,5 @@
 import Metrics
+import CMalloc
 import CoreProxy
 import Presence
 public import Prometheus
@@ -34,19 +35,23 @@ struct ScrapeGauges: Sendable {
     private let clientTransactions: Prometheus.Gauge
     private let subscriptions: Prometheus.Gauge
     private let presentities: Prometheus.Gauge
+    private let heapInUse: Prometheus.Gauge
     private let context: ManagementContext
 
     init(context: ManagementContext, registry: PrometheusCollectorRegistry) {
         self.context = context
-        serverTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions", unitName: "", helpText: "SIP transactions in progress"),
-                                                labels: [("kind", "server")])
-        clientTransactions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_sip_transactions", unitName: "", helpText: "SIP transactions in progress"),
-                                                labels: [("kind", "client")])
-        subscriptions = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_subscriptions", unitName: "", helpText: "Live presence and winfo subscriptions"))
-        presentities = registry.makeGauge(descriptor: MetricNameDescriptor(metricName: "tern_presence_presentities", unitName: "", helpText: "Presentities with state or watchers"))
+        func gauge(_ name: String, _ help: String, _ labels: [(String, String)] = []) -> Prometheus.Gauge {
+            registry.makeGauge(descriptor: MetricNameDescriptor(metricName: name, unitName: "", helpText: help), labels: labels)
+        }
+        serverTransactions = gauge("tern_sip_transactions", "SIP transactions in progress", [("kind", "server")])
+        clientTransactions = gauge("tern_sip_transactions", "SIP transactions in progress", [("kind", "client")])
+        subscriptions = gauge("tern_presence_subscriptions", "Live presence and winfo subscriptions")
+        presentities = gauge("tern_presence_presentities", "Presentities with state or watchers")
+        heapInUse = gauge("tern_process_heap_in_use_bytes", "Bytes held from the allocator (live memory; RSS also counts freed memory not yet returned)")
     }
 
     func refresh() {
+        heapInUse.set(Int64(clamping: tern_heap_in_use()))
         serverTransactions.set(Int64(context.server.transactionLayer.serverTransactionCount))
         clientTransactions.set(Int64(context.server.transactionLayer.clientTransactionCount))
         if let presence = context.presence {

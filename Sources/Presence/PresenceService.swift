@@ -97,6 +97,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     private let subscriptions = NIOLockedValueBox<[String: Subscription]>([:])
     private let observers = NIOLockedValueBox<[any PresenceObserver]>([])
     private let sequence = NIOLockedValueBox<UInt64>(0)
+    private let expirySweepTask = NIOLockedValueBox<RepeatedTask?>(nil)
     private let notifies = Counter(label: "tern.presence.notifies")
     private let coalesced = Counter(label: "tern.presence.coalesced_changes")
     private let notifyFailures = Counter(label: "tern.presence.notify_failures")
@@ -116,9 +117,26 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
 
     public func start() {
         location.addObserver(self)
+        let sweep = group.next().scheduleRepeatedTask(initialDelay: Self.expirySweep, delay: Self.expirySweep) { [weak self] _ in
+            self?.expireSubscriptions()
+        }
+        expirySweepTask.withLockedValue { $0 = sweep }
     }
 
-    public func stop() async {}
+    public func stop() async {
+        expirySweepTask.withLockedValue { $0?.cancel() }
+    }
+
+    /// How often lapsed subscriptions are looked for. One sweep for all of them instead of a
+    /// scheduled task each: a task and its closure cost more memory than the rest of a subscription.
+    static let expirySweep = TimeAmount.milliseconds(250)
+
+    /// Ends every subscription whose expiry has passed, with reason timeout.
+    private func expireSubscriptions() {
+        let now = Self.nowMilliseconds()
+        let lapsed = subscriptions.withLockedValue { table in table.values.filter { $0.expiresAt(before: now) } }
+        for subscription in lapsed { terminate(subscription, reason: "timeout") }
+    }
 
     public func addObserver(_ observer: any PresenceObserver) {
         observers.withLockedValue { $0.append(observer) }
@@ -408,7 +426,6 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         if package == .presence, presentities.withLockedValue({ $0[presentity]?.composed == nil }) {
             recompose(presentity)
         }
-        scheduleExpiry(subscription, after: Int64(expires) * 1000)
         publish(PresenceEvent(kind: .subscriptionCreated, presentity: presentity, watcher: watcher, package: package.rawValue))
         if authorization == .pending {
             publish(PresenceEvent(kind: .watcherPending, presentity: presentity, watcher: watcher, package: package.rawValue))
@@ -451,7 +468,6 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
             // A refresh brings the whole state again (RFC 5263 §3.2), partial ones after it.
             state.sentDocument = nil
         }
-        scheduleExpiry(subscription, after: Int64(expires) * 1000)
         persist(subscription)
         publish(PresenceEvent(kind: .subscriptionUpdated, presentity: subscription.presentity, watcher: subscription.watcher,
                               package: package.rawValue))
@@ -459,24 +475,11 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         markDirty(subscription, critical: true)
     }
 
-    private func scheduleExpiry(_ subscription: Subscription, after milliseconds: Int64) {
-        let task = subscription.loop.scheduleTask(in: .milliseconds(milliseconds)) { [self] in
-            let due = subscription.state.withLockedValue { $0.expiresAt <= Self.nowMilliseconds() + 50 }
-            if due { terminate(subscription, reason: "timeout") }
-        }
-        let previous = subscription.state.withLockedValue { state -> Scheduled<Void>? in
-            defer { state.expiryTask = task }
-            return state.expiryTask
-        }
-        previous?.cancel()
-    }
-
     /// Ends a subscription: it leaves the tables and its last NOTIFY says why.
     private func terminate(_ subscription: Subscription, reason: String, notify: Bool = true) {
         let first = subscription.state.withLockedValue { state -> Bool in
             guard state.terminationReason == nil else { return false }
             state.terminationReason = reason
-            state.expiryTask?.cancel()
             return true
         }
         guard first else { return }
@@ -857,7 +860,6 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                 entry.subscriptions.insert(record.id)
                 table[record.presentity] = entry
             }
-            scheduleExpiry(subscription, after: record.expiresAt - now)
             restoredPresentities.insert(record.presentity)
         }
         for presentity in restoredPresentities { recomposeSilently(presentity) }

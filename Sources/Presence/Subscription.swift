@@ -63,7 +63,6 @@ final class Subscription: Sendable {
         var watcherInfoVersion = 0
         var watcherInfoNeedsFull = true
         var watcherInfoChanges: [WatcherInfo] = []
-        var expiryTask: Scheduled<Void>?
         var createdAt: Int64
     }
 
@@ -81,6 +80,11 @@ final class Subscription: Sendable {
         self.watcher = watcher
         self.loop = loop
         self.state = NIOLockedValueBox(state)
+    }
+
+    /// Whether the subscription lapsed before `now` (Unix milliseconds) and has not ended already.
+    func expiresAt(before now: Int64) -> Bool {
+        state.withLockedValue { $0.terminationReason == nil && $0.expiresAt <= now }
     }
 
     /// The key of a dialog: Call-ID and both tags.

@@ -54,7 +54,13 @@ final class SIPDatagramHandler: ChannelInboundHandler {
         guard let local = localAddress ?? context.channel.localAddress else { return }
         let meta = InboundMeta(transport: .udp, source: envelope.remoteAddress, local: local,
                                flow: .datagram(listener: listener, remote: envelope.remoteAddress), listener: listener, eventLoop: context.eventLoop)
-        transportLayer.deliver(bytes, meta: meta)
+        // The receive buffer is 64 KiB so that no datagram is ever cut short. A parsed message keeps
+        // slices of its bytes for as long as its transaction lives (Timer J: 32 s), which would pin
+        // the whole 64 KiB and make NIO allocate a new one for every datagram. A copy of the
+        // datagram's own size lets NIO reuse its buffer.
+        var message = context.channel.allocator.buffer(capacity: bytes.readableBytes)
+        message.writeImmutableBuffer(bytes)
+        transportLayer.deliver(message, meta: meta)
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
