@@ -97,7 +97,10 @@ struct ProxyEndToEndTests {
         }
 
         private func firstTime(_ request: SIPMessage) -> Bool {
-            seen.insert((request.callID ?? "") + " " + (request.firstValue(.cseq) ?? "")).inserted
+            // A request for another port is a stray: a retransmission meant for an earlier owner of
+            // this port (tests run side by side and reuse ports).
+            if let port = try? request.requestURI().port, port != self.port { return false }
+            return seen.insert((request.callID ?? "") + " " + (request.firstValue(.cseq) ?? "")).inserted
         }
 
         /// The next final or provisional response other than 100; requests (retransmissions of one
@@ -114,6 +117,16 @@ struct ProxyEndToEndTests {
             while true {
                 let message = try await client.receive(timeout: timeout)
                 if message.statusCode != 100 { return message }
+            }
+        }
+
+        /// The next final or provisional response (not 100) with this Call-ID. Ports are reused by
+        /// tests running side by side, so a late answer meant for an earlier owner of this port can
+        /// arrive first: it is skipped.
+        func response(callID: String, timeout: Duration = .seconds(5)) async throws -> SIPMessage {
+            while true {
+                let message = try await client.receive(timeout: timeout)
+                if let code = message.statusCode, code != 100, message.callID == callID { return message }
             }
         }
     }
@@ -308,7 +321,7 @@ struct ProxyEndToEndTests {
             #expect(server.server.location.bindings(for: "sip:bob@tern.test").count == 1, "kept until used")
             let alice = try await Agent.connect(server, user: "alice")
             try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "dead-flow")
-            let response = try await alice.next()
+            let response = try await alice.response(callID: "dead-flow")
             #expect(response.statusCode == 480, "the only device is unreachable")
             #expect(server.server.location.bindings(for: "sip:bob@tern.test").isEmpty)
         }

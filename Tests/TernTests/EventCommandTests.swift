@@ -2,12 +2,13 @@ import Foundation
 import Testing
 
 /// Commands over RabbitMQ through the `tern` binary (the management methods, answered on
-/// reply_to), and the example pika scripts in `examples/` run against the same broker.
-@Suite(.serialized, .enabled(if: AMQPTestService.enabled, "needs TERN_TEST_AMQP_URI (make test starts the broker)"),
-       .timeLimit(.minutes(2)))
-struct EventCommandTests {
+/// reply_to), and the example pika scripts in `examples/` run against the same broker. Part of
+/// EventBusTests's serialized suite: its tests stop and freeze the broker, which would cut these
+/// tests' own connections if they ran beside them.
+extension EventBusTests {
+
     /// A tern publishing to its own exchange and taking commands from its own queue.
-    static func startTern(uri: String) async throws -> (tern: TernBinaryTests.TernProcess, sip: Int, exchange: String, queue: String,
+    static func startCommandTern(uri: String) async throws -> (tern: TernBinaryTests.TernProcess, sip: Int, exchange: String, queue: String,
                                                         directory: URL) {
         let suffix = UUID().uuidString.prefix(8)
         let exchange = "tern.events.commands.\(suffix)"
@@ -43,7 +44,7 @@ struct EventCommandTests {
 
     @Test func commandsRoundTripWithReplies() async throws {
         let uri = try #require(AMQPTestService.uri)
-        let (tern, sip, exchange, queue, directory) = try await Self.startTern(uri: uri)
+        let (tern, sip, exchange, queue, directory) = try await Self.startCommandTern(uri: uri)
         defer { try? FileManager.default.removeItem(at: directory) }
         let client = try AMQPTestConsumer(uri: uri, queue: "replies-" + UUID().uuidString, exchange: exchange, bindingKey: nil)
         #expect(try await ManagementAPITests.register("alice", port: sip).hasPrefix("SIP/2.0 200"))
@@ -85,7 +86,7 @@ struct EventCommandTests {
     @Test func theExampleConsumerPrintsEventsAndTheExampleSenderGetsReplies() async throws {
         let uri = try #require(AMQPTestService.uri)
         let python = try #require(AMQPTestService.python, "make test's services provide a Python with pika")
-        let (tern, sip, exchange, _, directory) = try await Self.startTern(uri: uri)
+        let (tern, sip, exchange, _, directory) = try await Self.startCommandTern(uri: uri)
         defer {
             kill(tern.process.processIdentifier, SIGKILL)
             try? FileManager.default.removeItem(at: directory)
@@ -100,7 +101,7 @@ struct EventCommandTests {
 
         let sender = try PythonScript(python, "examples/send_command.py",
                                       ["--url", uri, "--exchange", exchange, "location.lookup", #"{"aor": "zoe@tern.test"}"#])
-        #expect(try await sender.waitForExit() == 0)
+        #expect(try await sender.waitForExit() == 0, "\(sender.outputText) \(sender.errorText)")
         #expect(sender.outputText.contains(#""contact": "sip:zoe@127.0.0.1:9""#))
         let failing = try PythonScript(python, "examples/send_command.py", ["--url", uri, "--exchange", exchange, "nope"])
         #expect(try await failing.waitForExit() == 1)
