@@ -229,17 +229,17 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                 store?.save(stored(touched, presentity: aor))
             }
         }
+        // Composed before the answer: once the publisher has its 200, everyone reads the new state.
+        if outcome == .changed || outcome == .removed { recompose(aor) }
         switch outcome {
         case .unknownTag:
             transaction.respond(SIPStatus(412))
-            return
         case .removed:
             transaction.respond(SIPStatus(200), headers: [(.expires, "0")])
         case .refreshed, .changed:
             transaction.respond(SIPStatus(200), headers: [(.sipETag, newTag), (.expires, String(expires))])
             schedulePublicationExpiry(aor, etag: newTag, after: Int64(expires) * 1000)
         }
-        if outcome != .refreshed { recompose(aor) }
     }
 
     private enum PublishOutcome { case unknownTag, removed, refreshed, changed }
@@ -541,6 +541,9 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
                 }
                 if changed {
                     if decision == .allowed { watcherChanged(subscription, event: "approved") }
+                    persist(subscription)
+                    publish(PresenceEvent(kind: .subscriptionUpdated, presentity: presentity, watcher: watcher,
+                                          package: subscription.package.rawValue))
                     markDirty(subscription, critical: true)
                 }
             }

@@ -7,9 +7,9 @@ import NIOCore
 import SIP
 
 /// Turns what the modules report into bus events (docs/events.md): registrations from the location
-/// service, offline-message events, presence and subscription events. It only enqueues: the SIP
+/// service, calls the proxy routes, offline-message events, presence and subscription events. It only enqueues: the SIP
 /// event loops never wait on the broker.
-public final class EventBridge: LocationObserver, MessagingObserver, PresenceObserver, Sendable {
+public final class EventBridge: LocationObserver, MessagingObserver, PresenceObserver, CallObserver, Sendable {
     private let outbox: EventOutbox
 
     public init(outbox: EventOutbox) {
@@ -26,6 +26,13 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         payload.append(("source", binding.source.map { .string(Self.hostPort($0)) } ?? .null))
         payload.append(("user_agent", binding.userAgent.map { .string($0) } ?? .null))
         outbox.enqueue(TernEvent(type: "registration." + event.kind.rawValue, payload: payload))
+    }
+
+    public func callEvent(_ event: CallEvent) {
+        var payload: [(String, JSONValue)] = [("call_id", .string(event.callID)), ("from", .string(event.from)), ("to", .string(event.to))]
+        if let uri = event.requestURI { payload.append(("request_uri", .string(uri))) }
+        if let status = event.status { payload.append(("status", .int(Int64(status)))) }
+        outbox.enqueue(TernEvent(type: "call." + event.kind.rawValue, payload: payload))
     }
 
     /// `192.0.2.1:5060` or `[2001:db8::1]:5060`.

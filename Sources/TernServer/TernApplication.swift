@@ -69,6 +69,7 @@ public struct TernApplication: Sendable {
                     outbox: outbox, logger: logger)
                 let events = EventBridge(outbox: outbox)
                 server.location.addObserver(events)
+                server.proxy.addCallObserver(events)
                 bridge = events
                 publisher = eventPublisher
                 if settings.commandsEnabled {

@@ -65,6 +65,8 @@ final class ProxyContext: Sendable {
     }
 
     var isInvite: Bool { server.request.method == .invite }
+    /// An INVITE outside a dialog: a call starting (its outcome is a call event).
+    var isInitialInvite: Bool { isInvite && ((try? request.to())??.tag == nil) }
 
     /// Starts the first q-level.
     func start() {
@@ -127,6 +129,7 @@ final class ProxyContext: Sendable {
                     return !state.answered
                 }
                 forwardUpstream(response)
+                if firstAnswer, proxy.reportsCalls, isInitialInvite { proxy.reportCall(CallEvent(.answered, request: request, status: code)) }
                 if firstAnswer { cancelPendingBranches() }
                 branchCompleted()
                 return
@@ -183,14 +186,17 @@ final class ProxyContext: Sendable {
             return
         }
         guard var best = ProxyContext.bestResponse(finals) else {
+            reportFailure(480)
             server.respond(SIPStatus(480))
             return
         }
         if best.statusCode == 503 {
             // §16.7 step 6: a 503 is not passed on; the proxy answers 500.
+            reportFailure(500)
             server.respond(SIPStatus(500, "Service Unavailable Downstream"))
             return
         }
+        reportFailure(best.statusCode ?? 0)
         // §16.7 step 7: every challenge of every 401/407 goes up together.
         if best.statusCode == 401 || best.statusCode == 407 {
             for other in finals where other.statusCode == 401 || other.statusCode == 407 {
@@ -200,6 +206,11 @@ final class ProxyContext: Sendable {
             }
         }
         forwardUpstream(best)
+    }
+
+    /// A call that ends unanswered, with the status its caller gets.
+    private func reportFailure(_ status: Int) {
+        if proxy.reportsCalls, isInitialInvite { proxy.reportCall(CallEvent(.failed, request: request, status: status)) }
     }
 
     /// RFC 3261 §16.7 step 6: a 6xx if any, else the lowest class; 408s and our own 503s come last.

@@ -65,6 +65,7 @@ public final class StatefulProxy: Sendable {
     private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
     private let deadTargets = Counter(label: "tern.proxy.dead_targets")
     private let forwarded = Counter(label: "tern.proxy.requests_forwarded")
+    private let callObservers = NIOLockedValueBox<[any CallObserver]>([])
     private let undeliverableHandlers = NIOLockedValueBox<[SIPMethod: any UndeliverableRequestHandler]>([:])
 
     public init(configuration: Configuration, transactions: TransactionLayer, transport: TransportLayer,
@@ -78,6 +79,18 @@ public final class StatefulProxy: Sendable {
     }
 
     /// Lets a feature take over undeliverable out-of-dialog requests of one method.
+    /// Adds an observer of the calls this proxy routes.
+    public func addCallObserver(_ observer: any CallObserver) {
+        callObservers.withLockedValue { $0.append(observer) }
+    }
+
+    func reportCall(_ event: CallEvent) {
+        for observer in callObservers.withLockedValue({ $0 }) { observer.callEvent(event) }
+    }
+
+    /// Whether anyone listens: the event is not even built otherwise.
+    var reportsCalls: Bool { !callObservers.withLockedValue { $0.isEmpty } }
+
     public func setUndeliverableHandler(_ handler: any UndeliverableRequestHandler, for method: SIPMethod) {
         undeliverableHandlers.withLockedValue { $0[method] = handler }
     }
@@ -198,6 +211,10 @@ public final class StatefulProxy: Sendable {
                handler.undeliverable(transaction, request: request, aor: aor, status: nil) {
                 return
             }
+            // A call to a user with no device registered: unanswered at once (a missed call).
+            if reportsCalls, request.method == .invite, (try? request.to())??.tag == nil {
+                reportCall(CallEvent(.failed, request: request, status: 404))
+            }
             transaction.respond(SIPStatus(404))
             return
         }
@@ -263,6 +280,13 @@ public final class StatefulProxy: Sendable {
 
     private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]], aor: String? = nil) {
         let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels, localAOR: aor)
+        if reportsCalls, request.method == .invite || request.method == .bye {
+            if request.method == .bye {
+                reportCall(CallEvent(.ended, request: request))
+            } else if context.isInitialInvite {
+                reportCall(CallEvent(.started, request: request))
+            }
+        }
         if transaction.request.method == .invite {
             contexts.withLockedValue { $0[transaction.key] = context }
         }

@@ -1,0 +1,47 @@
+import SIP
+
+/// What the proxy saw of a call (an INVITE dialog it routes), for the event bus: Tern never takes
+/// part in calls, so this is what passed through, not what the phones did with it.
+public struct CallEvent: Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable {
+        /// An initial INVITE was routed.
+        case started
+        /// The first 2xx to it went back to the caller.
+        case answered
+        /// It ended without an answer: the final status that went back (486, 487 after CANCEL, 480, ...).
+        case failed
+        /// A BYE was routed.
+        case ended
+    }
+
+    public var kind: Kind
+    public var callID: String
+    /// From and To URIs (the caller's and callee's addresses as the request named them).
+    public var from: String
+    public var to: String
+    /// The INVITE's Request-URI (started), or nil.
+    public var requestURI: String?
+    /// The final status (answered, failed), or nil.
+    public var status: Int?
+
+    public init(kind: Kind, callID: String, from: String, to: String, requestURI: String? = nil, status: Int? = nil) {
+        self.kind = kind
+        self.callID = callID
+        self.from = from
+        self.to = to
+        self.requestURI = requestURI
+        self.status = status
+    }
+
+    /// The event for `request` (an INVITE or BYE).
+    init(_ kind: Kind, request: SIPMessage, status: Int? = nil) {
+        self.init(kind: kind, callID: request.callID ?? "",
+                  from: ((try? request.from())??.uri.description) ?? "", to: ((try? request.to())??.uri.description) ?? "",
+                  requestURI: kind == .started ? (try? request.requestURI())?.description : nil, status: status)
+    }
+}
+
+/// Receives the calls the proxy routes (the event bus subscribes).
+public protocol CallObserver: Sendable {
+    func callEvent(_ event: CallEvent)
+}
