@@ -66,6 +66,7 @@ extension TernConfiguration {
             maxMessageSize = try limits.int("max_message_size", in: 1_024...16_777_216) ?? maxMessageSize
             maxConnections = try limits.int("max_connections", in: 1...10_000_000) ?? maxConnections
             idleTimeoutSeconds = try limits.int("idle_timeout", in: 1...86_400) ?? idleTimeoutSeconds
+            udpBufferBytes = try limits.int("udp_buffer_bytes", in: 65_536...1_073_741_824) ?? udpBufferBytes
             try limits.finish()
         }
         if let node = reader.take("timers") {
@@ -377,6 +378,7 @@ extension TernConfiguration {
             "limits:",
             "  max_message_size: \(maxMessageSize)",
             "  max_connections: \(maxConnections)",
+            "  udp_buffer_bytes: \(udpBufferBytes)",
             "  idle_timeout: \(idleTimeoutSeconds)",
             "timers:",
             "  t1_ms: \(t1Milliseconds)",

@@ -18,6 +18,9 @@ public struct TernConfiguration: Sendable {
     public var maxConnections: Int
     /// `limits.idle_timeout` (seconds, default 600).
     public var idleTimeoutSeconds: Int
+    /// `limits.udp_buffer_bytes`: each UDP socket's receive and send buffer (default 4 MiB; the
+    /// kernel caps it at net.core.rmem_max).
+    public var udpBufferBytes: Int
     /// `timers.t1_ms`, `timers.t2_ms`, `timers.t4_ms` (defaults 500, 4000, 5000).
     public var t1Milliseconds: Int
     public var t2Milliseconds: Int
@@ -89,6 +92,7 @@ public struct TernConfiguration: Sendable {
         maxMessageSize = 65_535
         maxConnections = 10_000
         idleTimeoutSeconds = 600
+        udpBufferBytes = 4 << 20
         t1Milliseconds = 500
         t2Milliseconds = 4_000
         t4Milliseconds = 5_000
@@ -184,7 +188,8 @@ public struct TernConfiguration: Sendable {
                 maxMessageSize: maxMessageSize,
                 maxConnections: maxConnections,
                 idleTimeout: .seconds(Int64(idleTimeoutSeconds)),
-                staticHosts: staticHosts
+                staticHosts: staticHosts,
+                udpBufferBytes: udpBufferBytes
             ),
             timers: TransactionTimers(
                 t1: .milliseconds(Int64(t1Milliseconds)),

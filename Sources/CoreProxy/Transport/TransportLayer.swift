@@ -57,10 +57,16 @@ public final class TransportLayer: Sendable {
         public var connectTimeout: TimeAmount
         /// Names resolved without DNS, lower-cased name → IP address. Default none.
         public var staticHosts: [String: String]
+        /// Receive and send buffer of each UDP socket, in bytes (the kernel caps it at
+        /// net.core.rmem_max / wmem_max). A burst of datagrams beyond the receive buffer is dropped
+        /// by the kernel and costs a retransmission 500 ms later. Default 4 MiB.
+        public var udpBufferBytes: Int
 
         public init(listeners: [ListenerSpec], tls: TLSSettings? = nil, maxMessageSize: Int = 65_535,
                     maxConnections: Int = 10_000, idleTimeout: TimeAmount = .minutes(10),
-                    connectTimeout: TimeAmount = .seconds(5), staticHosts: [String: String] = [:]) {
+                    connectTimeout: TimeAmount = .seconds(5), staticHosts: [String: String] = [:],
+                    udpBufferBytes: Int = 4 << 20) {
+            self.udpBufferBytes = udpBufferBytes
             self.listeners = listeners
             self.tls = tls
             self.maxMessageSize = maxMessageSize
@@ -210,6 +216,8 @@ public final class TransportLayer: Sendable {
                 return try await DatagramBootstrap(group: group)
                     .channelOption(.socketOption(.so_reuseaddr), value: 1)
                     .channelOption(.maxMessagesPerRead, value: 16)
+                    .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.udpBufferBytes))
+                    .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.udpBufferBytes))
                     .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
                     .channelInitializer { channel in
                         channel.eventLoop.makeCompletedFuture {
