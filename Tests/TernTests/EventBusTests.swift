@@ -124,6 +124,23 @@ struct EventBusTests {
         #expect(publisher.statistics.reconnects >= 1, "the broker really went away")
     }
 
+    @Test func aBrokerThatIsDownIsPassedForTheNextOne() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.cluster." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let outbox = EventOutbox(capacity: 1000, policy: .dropNewest)
+        for index in 0..<20 { outbox.enqueue(TernEvent(type: "test.cluster", payload: [("n", .int(Int64(index)))])) }
+        // The first broker of the list refuses connections; the second is the test broker.
+        let dead = try #require(AMQPPublisher.Broker(uri: "amqp://guest:guest@127.0.0.1:9/"))
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [dead, try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), node: "test"),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        let received = try consumer.receive(count: 20, timeout: 10)
+        publisher.stop()
+        #expect(received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int } == Array(0..<20))
+    }
+
     @Test func anOverflowingOutboxCountsEveryDrop() async throws {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.overflow." + UUID().uuidString.prefix(8)
