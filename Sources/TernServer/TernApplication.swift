@@ -121,9 +121,11 @@ public struct TernApplication: Sendable {
                 let http = ManagementHTTPServer(
                     configuration: ManagementHTTPServer.Configuration(host: settings.host, port: settings.port, token: settings.token),
                     api: api, context: context, isReady: { !listeners.withLockedValue { $0 }.isEmpty })
-                services.append(.init(service: http.application(group: group, logger: logger, onListening: { [logger] port in
+                let application = http.application(group: group, logger: logger, onListening: { [logger] port in
                     logger.notice("management API listening", metadata: ["address": "http://\(settings.host):\(port)"])
-                }), successTerminationBehavior: .gracefullyShutdownGroup))
+                })
+                services.append(.init(service: ManagementService(application: application, address: "\(settings.host):\(settings.port)"),
+                                      successTerminationBehavior: .gracefullyShutdownGroup))
             }
             let serviceGroup = ServiceGroup(
                 configuration: ServiceGroupConfiguration(
@@ -236,4 +238,24 @@ public struct TernApplication: Sendable {
             try FileManager.default.createDirectory(atPath: directory, withIntermediateDirectories: true)
         }
     }
+}
+
+/// The management API's HTTP server, whose failure (a port in use, say) names it.
+struct ManagementService: Service {
+    let application: any Service
+    let address: String
+
+    func run() async throws {
+        do {
+            try await application.run()
+        } catch {
+            throw ManagementServiceError(address: address, underlying: "\(error)")
+        }
+    }
+}
+
+public struct ManagementServiceError: Error, CustomStringConvertible {
+    public var address: String
+    public var underlying: String
+    public var description: String { "management API on \(address): \(underlying)" }
 }

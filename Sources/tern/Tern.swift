@@ -82,6 +82,9 @@ struct Tern: AsyncParsableCommand {
         } catch let error as TransportLayer.StartError {
             FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
             throw ExitCode(1)
+        } catch let error as ManagementServiceError {
+            FileHandle.standardError.write(Data("tern: \(error)\n".utf8))
+            throw ExitCode(1)
         }
     }
 

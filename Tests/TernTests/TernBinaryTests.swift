@@ -117,6 +117,15 @@ struct TernBinaryTests {
         try await holder.close()
     }
 
+    @Test func managementPortInUseIsAnErrorNamingIt() async throws {
+        let holder = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
+        let port = try #require(holder.localAddress?.port)
+        let tern = try TernProcess(["--listen", "udp:127.0.0.1:0", "--management", "127.0.0.1:\(port)"])
+        #expect(try await tern.waitForExit() == 1)
+        #expect(tern.output.contains("tern: management API on 127.0.0.1:\(port):"))
+        try await holder.close()
+    }
+
     @Test func checkConfigPrintsTheEffectiveConfiguration() async throws {
         let tern = try TernProcess(["--check-config", "tern.example.yaml"])
         #expect(try await tern.waitForExit() == 0)
