@@ -158,7 +158,7 @@ public final class AMQPPublisher: @unchecked Sendable {
                 reason = readFrames(state, &unconfirmed)
                 continue
             }
-            // One cycle per linger at most, however fast events come: a burst goes out in one corked
+            // One cycle per linger at most, however fast events come: a burst goes out in one
             // write and its confirms are read together, instead of a wake-up and a segment per event.
             Thread.sleep(forTimeInterval: configuration.linger)
             reason = readFrames(state, &unconfirmed)

@@ -14,7 +14,8 @@ public final class EventSpillStore: Sendable {
     public let initialCount: Int
 
     private static let schema = [
-        "CREATE TABLE IF NOT EXISTS event_spill (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, type TEXT NOT NULL, time INTEGER NOT NULL, payload TEXT NOT NULL)",
+        "CREATE TABLE IF NOT EXISTS event_spill (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL, type TEXT NOT NULL, "
+            + "time INTEGER NOT NULL, payload TEXT NOT NULL)",
     ]
 
     private init(writer: SQLiteWriter, loop: any EventLoop, logger: Logger, initialCount: Int) {

@@ -47,7 +47,8 @@ struct ScrapeGauges: Sendable {
         clientTransactions = gauge("tern_sip_transactions", "SIP transactions in progress", [("kind", "client")])
         subscriptions = gauge("tern_presence_subscriptions", "Live presence and winfo subscriptions")
         presentities = gauge("tern_presence_presentities", "Presentities with state or watchers")
-        heapInUse = gauge("tern_process_heap_in_use_bytes", "Bytes held from the allocator (live memory; RSS also counts freed memory not yet returned)")
+        heapInUse = gauge("tern_process_heap_in_use_bytes",
+                          "Bytes held from the allocator (live memory; RSS also counts freed memory not yet returned)")
     }
 
     func refresh() {
