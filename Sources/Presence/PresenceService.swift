@@ -134,7 +134,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     /// Ends every subscription whose expiry has passed, with reason timeout.
     private func expireSubscriptions() {
         let now = Self.nowMilliseconds()
-        let lapsed = subscriptions.withLockedValue { table in table.values.filter { $0.expiresAt(before: now) } }
+        let lapsed = subscriptions.withLockedValue { table in table.values.filter { $0.hasLapsed(at: now) } }
         for subscription in lapsed { terminate(subscription, reason: "timeout") }
     }
 

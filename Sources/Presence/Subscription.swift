@@ -83,7 +83,7 @@ final class Subscription: Sendable {
     }
 
     /// Whether the subscription lapsed before `now` (Unix milliseconds) and has not ended already.
-    func expiresAt(before now: Int64) -> Bool {
+    func hasLapsed(at now: Int64) -> Bool {
         state.withLockedValue { $0.terminationReason == nil && $0.expiresAt <= now }
     }
 
