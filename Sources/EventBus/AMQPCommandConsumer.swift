@@ -68,8 +68,9 @@ public final class AMQPCommandConsumer: @unchecked Sendable {
         running = true
         finished.unlock()
         let thread = Thread { [self] in
-            // Named from inside: a name set before start does not reach the OS thread (perf, top -H).
-            Thread.current.name = "tern-amqp-commands"
+            // Named from inside: a name set before start does not reach the OS thread (perf, top -H);
+            // Linux takes 15 characters at most.
+            Thread.current.name = "tern-commands"
             run()
             finished.lock()
             running = false

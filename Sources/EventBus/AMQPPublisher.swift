@@ -61,7 +61,8 @@ public final class AMQPPublisher: @unchecked Sendable {
         running = true
         finished.unlock()
         let thread = Thread { [self] in
-            // Named from inside: a name set before start does not reach the OS thread (perf, top -H).
+            // Named from inside: a name set before start does not reach the OS thread (perf, top -H);
+            // Linux takes 15 characters at most.
             Thread.current.name = "tern-amqp"
             run()
             finished.lock()
