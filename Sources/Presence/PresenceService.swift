@@ -134,7 +134,9 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     /// Ends every subscription whose expiry has passed, with reason timeout.
     private func expireSubscriptions() {
         let now = Self.nowMilliseconds()
-        let lapsed = subscriptions.withLockedValue { table in table.values.filter { $0.hasLapsed(at: now) } }
+        // Each subscription's lock is taken outside the table's: NOTIFY building takes them the
+        // other way round.
+        let lapsed = subscriptions.withLockedValue { Array($0.values) }.filter { $0.hasLapsed(at: now) }
         for subscription in lapsed { terminate(subscription, reason: "timeout") }
     }
 
