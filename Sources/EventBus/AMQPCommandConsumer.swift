@@ -47,10 +47,8 @@ public final class AMQPCommandConsumer: @unchecked Sendable {
     public let configuration: Configuration
     private let handler: Handler
     private let logger: Logger
-    private let stopping = NIOLockedValueBox(false)
+    private let thread = AMQPConnectionThread(name: "tern-commands")
     private let answers = NIOLockedValueBox<[Answer]>([])
-    private let finished = NSCondition()
-    private var running = false
     private let counts = NIOLockedValueBox((received: 0, answered: 0, reconnects: 0))
     private let receivedCounter = Counter(label: "tern.commands.received")
     private let answeredCounter = Counter(label: "tern.commands.answered")
@@ -64,53 +62,27 @@ public final class AMQPCommandConsumer: @unchecked Sendable {
     public var statistics: (received: Int, answered: Int, reconnects: Int) { counts.withLockedValue { $0 } }
 
     public func start() {
-        finished.lock()
-        running = true
-        finished.unlock()
-        let thread = Thread { [self] in
-            // Named from inside: a name set before start does not reach the OS thread (perf, top -H);
-            // Linux takes 15 characters at most.
-            Thread.current.name = "tern-commands"
-            run()
-            finished.lock()
-            running = false
-            finished.broadcast()
-            finished.unlock()
-        }
-        thread.start()
+        thread.start { [self] in run() }
     }
 
     /// Stops taking commands; answers that are ready within a second are still sent.
     public func stop() {
-        stopping.withLockedValue { $0 = true }
-        finished.lock()
-        let deadline = Date(timeIntervalSinceNow: 5)
-        while running, Date() < deadline { _ = finished.wait(until: deadline) }
-        finished.unlock()
+        thread.stop(waitingAtMost: 5)
     }
 
     // MARK: - The connection thread
 
     private func run() {
-        var brokerIndex = 0
-        var backoff: TimeInterval = 0.2
         var generation = 0
-        while !stopping.withLockedValue({ $0 }), !configuration.brokers.isEmpty {
-            let broker = configuration.brokers[brokerIndex % configuration.brokers.count]
-            guard let connection = connect(broker) else {
-                brokerIndex += 1
-                Thread.sleep(forTimeInterval: backoff)
-                backoff = min(backoff * 2, 5)
-                continue
-            }
-            backoff = 0.2
+        AMQPConnectionThread.runSessions(brokers: configuration.brokers, shouldStop: { thread.isStopping }, connect: connect,
+                                         session: { connection, broker in
             generation += 1
             logger.notice("command queue connected", metadata: ["broker": "\(broker)", "queue": "\(configuration.queue)"])
-            guard let reason = consume(connection, generation: generation) else { return }
+            return consume(connection, generation: generation)
+        }, lost: { broker, reason in
             counts.withLockedValue { $0.reconnects += 1 }
             logger.warning("command queue connection lost", metadata: ["broker": "\(broker)", "reason": "\(reason)"])
-            brokerIndex += 1
-        }
+        })
     }
 
     private func connect(_ broker: AMQPBroker) -> AMQPConnection? {
@@ -136,7 +108,7 @@ public final class AMQPCommandConsumer: @unchecked Sendable {
                 inFlight -= 1
                 if let status = send(answer, on: state) { return status }
             }
-            if stopping.withLockedValue({ $0 }) {
+            if thread.isStopping {
                 if stopDeadline == nil { stopDeadline = Date(timeIntervalSinceNow: 1) }
                 if inFlight == 0 || Date() > (stopDeadline ?? Date()) { return nil }
             }

@@ -39,9 +39,9 @@ public final class AMQPPublisher: @unchecked Sendable {
     public let configuration: Configuration
     public let outbox: EventOutbox
     private let logger: Logger
-    private let stopping = NIOLockedValueBox(false)
-    private let finished = NSCondition()
-    private var running = false
+    private let thread = AMQPConnectionThread(name: "tern-amqp")
+    /// When a stop gives up on what is left (the connection thread alone touches it).
+    private var stopDeadline: Date?
     private let counts = NIOLockedValueBox((published: 0, confirmed: 0, nacked: 0, reconnects: 0))
     private let publishedCounter = Counter(label: "tern.events.published")
     private let confirmedCounter = Counter(label: "tern.events.confirmed")
@@ -57,29 +57,12 @@ public final class AMQPPublisher: @unchecked Sendable {
     public var statistics: (published: Int, confirmed: Int, nacked: Int, reconnects: Int) { counts.withLockedValue { $0 } }
 
     public func start() {
-        finished.lock()
-        running = true
-        finished.unlock()
-        let thread = Thread { [self] in
-            // Named from inside: a name set before start does not reach the OS thread (perf, top -H);
-            // Linux takes 15 characters at most.
-            Thread.current.name = "tern-amqp"
-            run()
-            finished.lock()
-            running = false
-            finished.broadcast()
-            finished.unlock()
-        }
-        thread.start()
+        thread.start { [self] in run() }
     }
 
     /// Stops after trying to publish what is left for up to `drain` seconds.
     public func stop(drain: Double = 2) {
-        stopping.withLockedValue { $0 = true }
-        finished.lock()
-        let deadline = Date(timeIntervalSinceNow: drain + 5)
-        while running, Date() < deadline { _ = finished.wait(until: deadline) }
-        finished.unlock()
+        thread.stop(waitingAtMost: drain + 5)
         let totals = statistics
         logger.notice("event bus stopped", metadata: [
             "published": "\(totals.published)", "confirmed": "\(totals.confirmed)", "nacked": "\(totals.nacked)",
@@ -90,35 +73,23 @@ public final class AMQPPublisher: @unchecked Sendable {
     // MARK: - The connection thread
 
     private func run() {
-        var brokerIndex = 0
-        var backoff: TimeInterval = 0.2
-        var stopDeadline: Date?
-        while true {
-            if stopping.withLockedValue({ $0 }) {
-                if stopDeadline == nil { stopDeadline = Date(timeIntervalSinceNow: 2) }
-                if outbox.depth == 0 || Date() > (stopDeadline ?? Date()) { return }
-            }
-            guard !configuration.brokers.isEmpty else { return }
-            let broker = configuration.brokers[brokerIndex % configuration.brokers.count]
-            guard let connection = connect(broker) else {
-                brokerIndex += 1
-                Thread.sleep(forTimeInterval: backoff)
-                backoff = min(backoff * 2, 5)
-                continue
-            }
-            backoff = 0.2
+        AMQPConnectionThread.runSessions(brokers: configuration.brokers, shouldStop: { doneStopping(emptyWhen: true) },
+                                         connect: connect, session: { connection, broker in
             connectedGauge.record(1)
             logger.notice("event bus connected", metadata: ["broker": "\(broker)"])
-            let reason = publishLoop(connection, stopDeadline: &stopDeadline)
-            connectedGauge.record(0)
-            if let reason {
-                counts.withLockedValue { $0.reconnects += 1 }
-                logger.warning("event bus connection lost", metadata: ["broker": "\(broker)", "reason": "\(reason)"])
-                brokerIndex += 1
-            } else {
-                return
-            }
-        }
+            defer { connectedGauge.record(0) }
+            return publishLoop(connection)
+        }, lost: { broker, reason in
+            counts.withLockedValue { $0.reconnects += 1 }
+            logger.warning("event bus connection lost", metadata: ["broker": "\(broker)", "reason": "\(reason)"])
+        })
+    }
+
+    /// Once asked to stop: true when nothing is left to publish (`empty`) or the drain time is up.
+    private func doneStopping(emptyWhen empty: Bool) -> Bool {
+        guard thread.isStopping else { return false }
+        if stopDeadline == nil { stopDeadline = Date(timeIntervalSinceNow: 2) }
+        return (outbox.depth == 0 && empty) || Date() > (stopDeadline ?? Date())
     }
 
     /// A connection with its exchange declared and confirms on.
@@ -136,7 +107,7 @@ public final class AMQPPublisher: @unchecked Sendable {
 
     /// Publishes and collects confirms until the connection fails (returns why) or Tern stops
     /// with the outbox empty (returns nil).
-    private func publishLoop(_ connection: AMQPConnection, stopDeadline: inout Date?) -> String? {
+    private func publishLoop(_ connection: AMQPConnection) -> String? {
         let state = connection.state
         var nextTag: UInt64 = 1
         // Tags rise, and the broker confirms mostly in order: the oldest is at the front.
@@ -149,10 +120,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             if !unconfirmed.isEmpty { outbox.putBack(Array(unconfirmed.map(\.event))) }
         }
         while reason == nil {
-            if stopping.withLockedValue({ $0 }) {
-                if stopDeadline == nil { stopDeadline = Date(timeIntervalSinceNow: 2) }
-                if (outbox.depth == 0 && unconfirmed.isEmpty) || Date() > (stopDeadline ?? Date()) { return nil }
-            }
+            if doneStopping(emptyWhen: unconfirmed.isEmpty) { return nil }
             outbox.refillFromSpill()
             if unconfirmed.isEmpty, !outbox.waitForEvents(timeout: 0.1) {
                 // Idle: still call into librabbitmq, which sends and checks heartbeats there.
