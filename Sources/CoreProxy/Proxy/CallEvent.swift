@@ -33,6 +33,11 @@ public struct CallEvent: Sendable, Hashable {
         self.status = status
     }
 
+    /// An INVITE outside a dialog (no To tag): a call starting.
+    static func isInitialInvite(_ request: SIPMessage) -> Bool {
+        request.method == .invite && ((try? request.to())??.tag == nil)
+    }
+
     /// The event for `request` (an INVITE or BYE).
     init(_ kind: Kind, request: SIPMessage, status: Int? = nil) {
         self.init(kind: kind, callID: request.callID ?? "",

@@ -66,7 +66,7 @@ final class ProxyContext: Sendable {
 
     var isInvite: Bool { server.request.method == .invite }
     /// An INVITE outside a dialog: a call starting (its outcome is a call event).
-    var isInitialInvite: Bool { isInvite && ((try? request.to())??.tag == nil) }
+    var isInitialInvite: Bool { CallEvent.isInitialInvite(request) }
 
     /// Starts the first q-level.
     func start() {

@@ -212,7 +212,7 @@ public final class StatefulProxy: Sendable {
                 return
             }
             // A call to a user with no device registered: unanswered at once (a missed call).
-            if reportsCalls, request.method == .invite, (try? request.to())??.tag == nil {
+            if reportsCalls, CallEvent.isInitialInvite(request) {
                 reportCall(CallEvent(.failed, request: request, status: 404))
             }
             transaction.respond(SIPStatus(404))
