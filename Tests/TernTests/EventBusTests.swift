@@ -35,22 +35,13 @@ struct EventBusTests {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.test." + UUID().uuidString.prefix(8)
         let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-events-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
-        let file = directory.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
-          node: events-node
+        let started = try await TernBinaryTests.startTern(node: "events-node", """
         events:
           brokers: ["\(uri)"]
           exchange: \(exchange)
-        """.write(to: file, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", file.path])
-        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        """)
+        defer { started.removeDirectory() }
+        let tern = started.process, port = started.sipPort
         let test = TernBinaryTests()
         let register = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bKev1;rport\r\n"
             + "From: <sip:alice@tern.test>;tag=1\r\nTo: <sip:alice@tern.test>\r\nCall-ID: ev-reg\r\nCSeq: 1 REGISTER\r\n"

@@ -13,30 +13,21 @@ extension EventBusTests {
         let suffix = UUID().uuidString.prefix(8)
         let exchange = "tern.events.commands.\(suffix)"
         let queue = "tern.commands.test.\(suffix)"
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-commands-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let file = directory.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
-          node: command-node
+        let started = try await TernBinaryTests.startTern(node: "command-node", """
         events:
           brokers: ["\(uri)"]
           exchange: \(exchange)
           commands:
             queue: \(queue)
-        """.write(to: file, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", file.path])
-        let sip = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        """)
+        let tern = started.process
         // A command published before the queue is bound would be unroutable: wait for the consumer.
         let deadline = ContinuousClock.now + .seconds(15)
         while !tern.output.contains("command queue connected"), ContinuousClock.now < deadline {
             try await Task.sleep(for: .milliseconds(20))
         }
         guard tern.output.contains("command queue connected") else { throw TernTestFailure("no command queue: \(tern.output)") }
-        return (tern, sip, exchange, queue, directory)
+        return (tern, started.sipPort, exchange, queue, started.directory)
     }
 
     static func result(_ reply: [String: Any]) -> [String: Any] { reply["result"] as? [String: Any] ?? [:] }

@@ -9,17 +9,8 @@ extension EventBusTests {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.every." + UUID().uuidString.prefix(8)
         let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-every-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: directory) }
         let token = "every-token"
-        let file = directory.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
-          node: every-node
+        let configured = try await TernBinaryTests.startTern(node: "every-node", """
         registrar:
           min_expires: 1
         presence:
@@ -30,12 +21,11 @@ extension EventBusTests {
           commands:
             enabled: false
         management:
-          listen: 127.0.0.1:0
           token: \(token)
-        """.write(to: file, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", file.path, "--management", "127.0.0.1:0"])
+        """)
+        defer { configured.removeDirectory() }
+        let tern = configured.process, port = configured.sipPort
         defer { kill(tern.process.processIdentifier, SIGKILL) }
-        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
         let api = ManagementClient(port: try await tern.managementPort(), token: token)
         let bob = try UDPPhone(user: "bob"), alice = try UDPPhone(user: "alice"), erin = try UDPPhone(user: "erin")
         let dave = try UDPPhone(user: "dave"), frank = try UDPPhone(user: "frank")

@@ -10,23 +10,13 @@ struct ManagementAPITests {
     /// A tern with a temporary store, presence asking before it shows anyone's state, and a token.
     static func startTern(token: String? = ManagementAPITests.token) async throws
         -> (tern: TernBinaryTests.TernProcess, sip: Int, api: ManagementClient, directory: URL) {
-        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-mgmt-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
-        let file = directory.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
-          node: mgmt-node
+        let started = try await TernBinaryTests.startTern(node: "mgmt-node", """
         presence:
           policy: ask
         management:
-          listen: 127.0.0.1:0
           token: "\(token ?? "")"
-        """.write(to: file, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", file.path, "--management", "127.0.0.1:0"])
-        let sip = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        """)
+        let tern = started.process, sip = started.sipPort, directory = started.directory
         let api = ManagementClient(port: try await tern.managementPort(), token: nil)
         return (tern, sip, api, directory)
     }
@@ -267,6 +257,7 @@ struct ManagementAPITests {
         #expect(samples[#"tern_location_bindings"#] == 1)
         #expect(samples[#"tern_sip_transactions{kind="server"}"#] != nil)
         #expect(samples[#"tern_presence_subscriptions"#] == 0)
+        #expect((samples[#"tern_process_heap_in_use_bytes"#] ?? 0) > 1_000_000, "live heap of a running tern")
         #expect(samples[#"tern_presence_notifies"#] != nil)
         #expect(samples.keys.contains { $0.hasPrefix("tern_messaging_messages") })
     }

@@ -211,27 +211,43 @@ struct TernBinaryTests {
         await database.shutdown()
     }
 
+    /// A tern on one UDP listener with its embedded store in a fresh temporary directory, as node
+    /// `node`, configured further by `sections` (top-level YAML after `listen` and `storage`).
+    struct ConfiguredTern {
+        let process: TernProcess
+        let sipPort: Int
+        let directory: URL
+
+        func removeDirectory() {
+            try? FileManager.default.removeItem(at: directory)
+        }
+    }
+
+    static func startTern(node: String, _ sections: String = "") async throws -> ConfiguredTern {
+        let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-\(node)-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
+        let file = directory.appendingPathComponent("tern.yaml")
+        let yaml = """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          sqlite_path: "\(directory.appendingPathComponent("tern.sqlite").path)"
+          node: \(node)
+
+        """
+        try (yaml + sections).write(to: file, atomically: true, encoding: .utf8)
+        let tern = try TernProcess(["--config", file.path])
+        guard let port = Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? "") else {
+            throw TernTestFailure("no UDP port in \(tern.output)")
+        }
+        return ConfiguredTern(process: tern, sipPort: port, directory: directory)
+    }
+
     /// Sends one datagram from a fresh socket and returns the first reply as text.
     func udpExchange(port: Int, _ text: String) async throws -> String {
-        let socket = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        defer { close(socket) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_port = in_port_t(UInt16(port).bigEndian)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        let bytes = Array(text.utf8)
-        _ = withUnsafePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) {
-                sendto(socket, bytes, bytes.count, 0, $0, socklen_t(MemoryLayout<sockaddr_in>.size))
-            }
-        }
-        var buffer = [UInt8](repeating: 0, count: 65_536)
-        // poll rather than SO_RCVTIMEO: timeval is declared by several C modules of this target.
-        var ready = pollfd(fd: socket, events: Int16(POLLIN), revents: 0)
-        guard poll(&ready, 1, 5000) == 1 else { throw TernTestFailure("no reply from tern on UDP \(port)") }
-        let count = recv(socket, &buffer, buffer.count, 0)
-        guard count > 0 else { throw TernTestFailure("no reply from tern on UDP \(port)") }
-        return String(decoding: buffer[0..<count], as: UTF8.self)
+        let phone = try UDPPhone(user: "exchange")
+        phone.send(text, toPort: port)
+        return try phone.receive(timeout: 5)
     }
 }
 

@@ -52,23 +52,9 @@ final class AMQPTestConsumer {
         }
         guard status == 0 else { throw TernTestFailure("publishing a command failed: \(status)") }
         let deadline = Date(timeIntervalSinceNow: timeout)
-        while Date() < deadline {
-            var message = amqp_message_t()
-            let got = queue.withCString { name in tern_amqp_get(state, 1, amqp_cstring_bytes(name), &message) }
-            if got < 0 { throw TernTestFailure("basic.get failed") }
-            if got == 0 {
-                Thread.sleep(forTimeInterval: 0.01)
-                continue
-            }
-            let body = Data(bytes: message.body.bytes, count: message.body.len)
-            let flags = message.properties._flags
-            let replyID = flags & UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) != 0
-                ? String(decoding: UnsafeRawBufferPointer(start: message.properties.correlation_id.bytes,
-                                                          count: message.properties.correlation_id.len), as: UTF8.self)
-                : ""
-            amqp_destroy_message(&message)
-            guard replyID == correlation else { continue }
-            return try JSONSerialization.jsonObject(with: body) as? [String: Any] ?? [:]
+        while let message = try next(before: deadline) {
+            guard message.correlationID == correlation else { continue }
+            return try JSONSerialization.jsonObject(with: message.body) as? [String: Any] ?? [:]
         }
         throw TernTestFailure("no reply to \(body)")
     }
@@ -82,19 +68,30 @@ final class AMQPTestConsumer {
     func receive(count: Int, timeout: TimeInterval) throws -> [[String: Any]] {
         let deadline = Date(timeIntervalSinceNow: timeout)
         var received: [[String: Any]] = []
-        while received.count < count, Date() < deadline {
+        while received.count < count, let message = try next(before: deadline) {
+            if let object = try JSONSerialization.jsonObject(with: message.body) as? [String: Any] { received.append(object) }
+        }
+        return received
+    }
+
+    /// The next message on the queue (polling basic.get), or nil once `deadline` passed.
+    private func next(before deadline: Date) throws -> (body: Data, correlationID: String)? {
+        while Date() < deadline {
             var message = amqp_message_t()
             let got = queue.withCString { name in tern_amqp_get(state, 1, amqp_cstring_bytes(name), &message) }
             if got < 0 { throw TernTestFailure("basic.get failed") }
             if got == 0 {
-                Thread.sleep(forTimeInterval: 0.02)
+                Thread.sleep(forTimeInterval: 0.01)
                 continue
             }
+            defer { amqp_destroy_message(&message) }
             let body = Data(bytes: message.body.bytes, count: message.body.len)
-            amqp_destroy_message(&message)
-            if let object = try JSONSerialization.jsonObject(with: body) as? [String: Any] { received.append(object) }
+            let correlation = message.properties.correlation_id
+            let hasCorrelation = message.properties._flags & UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) != 0
+            return (body, hasCorrelation ? String(decoding: UnsafeRawBufferPointer(start: correlation.bytes, count: correlation.len),
+                                                  as: UTF8.self) : "")
         }
-        return received
+        return nil
     }
 }
 
