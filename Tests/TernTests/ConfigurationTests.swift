@@ -98,6 +98,7 @@ import NIOCore
         ("events:\n  brokers: [amqp://mq]\n  commands:\n    prefetch: 0\n", "events.commands.prefetch (line 4): 0 is out of range 1...65535"),
         ("management:\n  listen: localhost\n", "management.listen (line 2): localhost: expected HOST:PORT (IPv6 in brackets)"),
         ("management:\n  port: 80\n", "management.port (line 2): unknown key"),
+        ("limits:\n  udp_buffer_bytes: 10\n", "limits.udp_buffer_bytes (line 2): 10 is out of range 65536...1073741824"),
         ("presence:\n  policy: friends\n", "presence.policy (line 2): friends: expected allow, same_domain or ask"),
         ("presence:\n  min_expires: 900\n  max_expires: 600\n", "presence.min_expires (line 2): must not exceed presence.max_expires"),
     ]
