@@ -29,6 +29,10 @@ public final class SIPServer: Service {
         public var removeBindingsOnFlowClose: Bool
         /// How long graceful shutdown waits for live transactions. Default 5 s.
         public var drainTimeout: TimeAmount
+        /// What is trimmed from messages to peers on costly links (default none).
+        public var tunings: [MessageTuningRule] = []
+        /// Disable, in offers to a device that registered media feature tags, the other media (default true).
+        public var dropUnregisteredMedia = true
 
         public init(transport: TransportLayer.Configuration, timers: TransactionTimers = TransactionTimers(),
                     pipeline: RequestPipeline.Configuration = RequestPipeline.Configuration(),
@@ -81,7 +85,9 @@ public final class SIPServer: Service {
         self.logger = logger
         self.onListening = onListening
         transportLayer = try TransportLayer(configuration: configuration.transport, group: group, logger: logger)
-        transactionLayer = TransactionLayer(sender: transportLayer, timers: configuration.timers)
+        transactionLayer = TransactionLayer(sender: transportLayer, timers: configuration.timers,
+                                            tuner: MessageTuner(rules: configuration.tunings,
+                                                                dropUnregisteredMedia: configuration.dropUnregisteredMedia))
         pipeline = RequestPipeline(configuration: configuration.pipeline, logger: logger)
         let parser = SIPMessageParser(limits: .init(maxMessageSize: configuration.transport.maxMessageSize))
         inbound = InboundStage(parser: parser, transactions: transactionLayer, sender: transportLayer, logger: logger)

@@ -32,6 +32,8 @@ public struct Binding: Sendable, Hashable {
     /// Unix milliseconds of the REGISTER that last added or refreshed it (0 when unknown, after a
     /// restart from a store that does not keep it): "the device the user used last".
     public var registeredAt: Int64 = 0
+    /// Whether the REGISTER's Accept-Encoding named gzip: bodies sent to the device may be compressed.
+    public var acceptsGzip = false
 
     public init(aor: String, contact: SIPURI, contactParameters: SIPParameters, expiresAt: Int64, callID: String,
                 cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?) {
@@ -74,6 +76,18 @@ public struct Binding: Sendable, Hashable {
     public var q: Double {
         guard let text = contactParameters.unquoted("q"), let value = Double(text), (0...1).contains(value) else { return 1 }
         return value
+    }
+
+    /// The media types the device registered as feature tags (RFC 3840 §9: `audio`, `video`, ...),
+    /// nil when it registered none, which says nothing about what it supports.
+    public var registeredMediaTypes: Set<String>? {
+        var types: Set<String> = []
+        for tag in ["audio", "video", "text", "application", "message"] {
+            guard case .some(let value) = contactParameters[tag] else { continue }
+            let text = value.map { $0.trimmingCharacters(in: "\"").uppercased() }
+            if text == nil || text == "TRUE" { types.insert(tag) }
+        }
+        return types.isEmpty ? nil : types
     }
 
     /// Whether the device is behind NAT (decided at registration by ``NATDetection``): requests for it

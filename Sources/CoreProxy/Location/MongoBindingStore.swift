@@ -89,6 +89,7 @@ public final class MongoBindingStore: SharedBindingStore {
             "path": .array(binding.path.map { .string($0) }),
             "temporary_gruus": .array(binding.temporaryGRUUs.map { .string($0) }),
             "behind_nat": .bool(binding.isBehindNAT),
+            "accepts_gzip": .bool(binding.acceptsGzip),
             "registered_at": .date(binding.registeredAt),
         ]
         if let instance = binding.instanceID { document["instance_id"] = .string(instance) }
@@ -131,6 +132,7 @@ public final class MongoBindingStore: SharedBindingStore {
         binding.temporaryGRUUs = document["temporary_gruus"]?.array?.compactMap(\.string) ?? []
         binding.userAgent = document["user_agent"]?.string
         binding.isBehindNAT = document["behind_nat"]?.bool ?? false
+        binding.acceptsGzip = document["accepts_gzip"]?.bool ?? false
         binding.registeredAt = document["registered_at"]?.int64 ?? 0
         return binding
     }

@@ -30,6 +30,7 @@ public final class SQLiteBindingStore: BindingStore {
             user_agent TEXT,
             temporary_gruus TEXT NOT NULL,
             behind_nat INTEGER NOT NULL,
+            accepts_gzip INTEGER NOT NULL DEFAULT 0,
             PRIMARY KEY (aor, binding_key)
         )
         """,
@@ -42,7 +43,17 @@ public final class SQLiteBindingStore: BindingStore {
 
     /// Opens (or creates) the file at `path`.
     public static func open(path: String, logger: Logger, group: any EventLoopGroup) async throws -> SQLiteBindingStore {
-        SQLiteBindingStore(writer: try await SQLiteWriter(path: path, schema: schema, logger: logger, group: group))
+        let writer = try await SQLiteWriter(path: path, schema: schema, logger: logger, group: group)
+        try await writer.perform { db in try addMissingColumns(db) }
+        return SQLiteBindingStore(writer: writer)
+    }
+
+    /// Columns added after the first release of the table, for files written by an older tern.
+    private static func addMissingColumns(_ db: SQLiteDatabase) throws {
+        let existing = Set(try db.query("PRAGMA table_info(location)").compactMap { $0.count > 1 ? $0[1].text : nil })
+        if !existing.contains("accepts_gzip") {
+            try db.execute("ALTER TABLE location ADD COLUMN accepts_gzip INTEGER NOT NULL DEFAULT 0")
+        }
     }
 
     public func save(_ binding: Binding) {
@@ -78,8 +89,8 @@ public final class SQLiteBindingStore: BindingStore {
 /// The stored form of a ``Binding``: plain columns, so the file outlives type changes.
 struct BindingRow {
     static let columns = "aor, binding_key, expires_at, contact, contact_parameters, call_id, cseq, instance_id, reg_id, "
-        + "transport, udp_listener, source_ip, source_port, path, user_agent, temporary_gruus, behind_nat"
-    static let insert = "INSERT OR REPLACE INTO location (" + columns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        + "transport, udp_listener, source_ip, source_port, path, user_agent, temporary_gruus, behind_nat, accepts_gzip"
+    static let insert = "INSERT OR REPLACE INTO location (" + columns + ") VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
     let values: [SQLiteDatabase.Value]
 
@@ -94,11 +105,12 @@ struct BindingRow {
             binding.source?.ipAddress.map { .text($0) } ?? .null, binding.source?.port.map { .integer(Int64($0)) } ?? .null,
             .text(binding.path.joined(separator: "\n")), binding.userAgent.map { .text($0) } ?? .null,
             .text(binding.temporaryGRUUs.joined(separator: "\n")), .integer(binding.isBehindNAT ? 1 : 0),
+            .integer(binding.acceptsGzip ? 1 : 0),
         ]
     }
 
     static func binding(from row: [SQLiteDatabase.Value]) -> Binding? {
-        guard row.count == 17, let aor = row[0].text, let contactText = row[3].text,
+        guard row.count == 18, let aor = row[0].text, let contactText = row[3].text,
               let contact = try? SIPURI(parsing: contactText), let transport = row[9].text.flatMap(SIPTransportProtocol.init(rawValue:)),
               let expiresAt = row[2].integer, let callID = row[5].text, let cseq = row[6].integer
         else { return nil }
@@ -118,6 +130,7 @@ struct BindingRow {
         binding.userAgent = row[14].text
         binding.temporaryGRUUs = (row[15].text ?? "").split(separator: "\n").map(String.init)
         binding.isBehindNAT = row[16].integer == 1
+        binding.acceptsGzip = row[17].integer == 1
         return binding
     }
 }

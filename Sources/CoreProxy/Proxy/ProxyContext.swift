@@ -13,6 +13,10 @@ struct ProxyTarget: Sendable {
     var q: Double
     /// The binding it came from, to drop it when it proves dead.
     var binding: (aor: String, key: String)?
+    /// What a registered device told us about itself, for tuning what goes to it.
+    var userAgent: String? = nil
+    var acceptsGzip = false
+    var mediaTypes: Set<String>? = nil
 }
 
 extension ProxyTarget {
@@ -22,6 +26,17 @@ extension ProxyTarget {
         self.init(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
                   transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
                   routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
+        userAgent = binding.userAgent
+        acceptsGzip = binding.acceptsGzip
+        mediaTypes = binding.registeredMediaTypes
+    }
+
+    /// The receiver as tuning sees it: the address its flow reaches and the host of its URI.
+    var tuningPeer: TuningPeer {
+        var addresses = [uri.host]
+        if case .datagram(_, let remote) = flow, let ip = remote.ipAddress { addresses.insert(ip, at: 0) }
+        if let route = routes.first, let host = (try? SIPAddress(parsing: route))?.uri.host { addresses.append(host) }
+        return TuningPeer(addresses: addresses, userAgent: userAgent, acceptsGzip: acceptsGzip, mediaTypes: mediaTypes)
     }
 }
 

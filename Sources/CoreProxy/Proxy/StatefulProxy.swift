@@ -347,8 +347,14 @@ public final class StatefulProxy: Sendable {
     func send(_ request: SIPMessage, to target: ProxyTarget, on loop: any EventLoop,
               handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
         forwarded.increment()
+        var request = request
+        var options = SIPMessage.SerializationOptions()
+        if let tuner = transactions.tuner, tuner.tunesRequests, request.method != .cancel, request.method != .ack {
+            options = tuner.tune(&request, for: target.tuningPeer)
+        }
         if let flow = target.flow {
-            return try transactions.sendRequest(request, over: flow, reliable: target.transport.isReliable, on: loop, handler: handler)
+            return try transactions.sendRequest(request, over: flow, reliable: target.transport.isReliable, on: loop,
+                                                options: options, handler: handler)
         }
         let routes: [SIPAddress]
         do {
@@ -357,7 +363,7 @@ public final class StatefulProxy: Sendable {
             routes = []
         }
         let destination = SIPDestination(uri: routes.first?.uri ?? target.uri)
-        return try transactions.sendRequest(request, to: destination, on: loop, handler: handler)
+        return try transactions.sendRequest(request, to: destination, on: loop, options: options, handler: handler)
     }
 
     /// Sends a CANCEL for a forwarded INVITE over the same path (RFC 3261 §9.1).

@@ -149,6 +149,7 @@ public final class Registrar: SIPRequestHandler {
         binding.isBehindNAT = NATDetection.isBehindNAT(request: inbound.message, contact: address.uri, source: inbound.source)
         binding.path = inbound.message.values(.path)
         binding.userAgent = inbound.message.firstValue(.userAgent)
+        binding.acceptsGzip = inbound.message.acceptEncodings.contains("gzip")
         if supportsGRUU, binding.instanceID != nil {
             binding.temporaryGRUUs = [GRUU.newTemporaryUser()]
         }

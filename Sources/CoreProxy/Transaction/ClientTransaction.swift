@@ -35,10 +35,11 @@ public final class ClientTransaction: Sendable {
     }
 
     init(key: TransactionKey, request: SIPMessage, target: Target, reliable: Bool, layer: TransactionLayer,
-         eventLoop: any EventLoop, handler: @escaping @Sendable (ClientTransactionEvent) -> Void) {
+         eventLoop: any EventLoop, options: SIPMessage.SerializationOptions = SIPMessage.SerializationOptions(),
+         handler: @escaping @Sendable (ClientTransactionEvent) -> Void) {
         self.key = key
         self.request = request
-        self.requestBytes = request.serialized()
+        self.requestBytes = request.serialized(options: options)
         self.layer = layer
         self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop

@@ -55,7 +55,14 @@ public final class ServerTransaction: Sendable {
     /// Sends a response through the transaction.
     public func respond(_ response: SIPMessage) {
         guard let code = response.statusCode else { return }
-        let bytes = response.serialized()
+        let bytes: ByteBuffer
+        if let tuner = layer.tuner, tuner.tunesResponses {
+            var tuned = response
+            let options = tuner.tune(&tuned, for: requester)
+            bytes = tuned.serialized(options: options)
+        } else {
+            bytes = response.serialized()
+        }
         let actions = state.withLockedValue { inner -> [ServerTransactionStateMachine.Action] in
             let actions = inner.machine.handle(.send(statusCode: code))
             if actions.contains(.sendResponse) {
@@ -75,6 +82,12 @@ public final class ServerTransaction: Sendable {
         for (name, value) in headers { response.appendHeader(name, value) }
         if let body { response.setBody(body, contentType: contentType) }
         respond(response)
+    }
+
+    /// Who gets the responses, for tuning: the request's source and what the request says it takes.
+    private var requester: TuningPeer {
+        TuningPeer(addresses: inbound.source.ipAddress.map { [$0] } ?? [], userAgent: request.firstValue(.userAgent),
+                   acceptsGzip: request.acceptEncodings.contains("gzip"))
     }
 
     func handle(_ event: ServerTransactionStateMachine.Event) {

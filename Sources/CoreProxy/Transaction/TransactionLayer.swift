@@ -35,12 +35,16 @@ public final class TransactionLayer: Sendable {
     let sender: any SIPMessageSender
     let metrics = TransactionMetrics()
     let wheels = CoarseTimerWheels()
+    /// Trims what leaves for peers on costly links (nil: everything leaves as built).
+    public let tuner: MessageTuner?
     private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)
     private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerTransaction]>]
     private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientTransaction]>]
 
-    public init(sender: any SIPMessageSender, timers: TransactionTimers = TransactionTimers(), shardCount: Int = 16) {
+    public init(sender: any SIPMessageSender, timers: TransactionTimers = TransactionTimers(), shardCount: Int = 16,
+                tuner: MessageTuner? = nil) {
         self.sender = sender
+        self.tuner = tuner
         self.timers = timers
         self.serverShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
         self.clientShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
@@ -157,25 +161,27 @@ public final class TransactionLayer: Sendable {
     ///   - handler: receives responses, a timeout, or a transport error; called on any event loop.
     @discardableResult
     public func sendRequest(_ request: SIPMessage, to destination: SIPDestination, on eventLoop: any EventLoop,
+                            options: SIPMessage.SerializationOptions = SIPMessage.SerializationOptions(),
                             handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
         try start(request, target: .destination(destination), reliable: destination.transport.isReliable,
-                  on: eventLoop, handler: handler)
+                  on: eventLoop, options: options, handler: handler)
     }
 
     /// Starts a client transaction over an existing flow (a registered device's connection, RFC 5626).
     @discardableResult
     public func sendRequest(_ request: SIPMessage, over flow: SIPFlow, reliable: Bool, on eventLoop: any EventLoop,
+                            options: SIPMessage.SerializationOptions = SIPMessage.SerializationOptions(),
                             handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
-        try start(request, target: .flow(flow), reliable: reliable, on: eventLoop, handler: handler)
+        try start(request, target: .flow(flow), reliable: reliable, on: eventLoop, options: options, handler: handler)
     }
 
     private func start(_ request: SIPMessage, target: ClientTransaction.Target, reliable: Bool, on eventLoop: any EventLoop,
-                       handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
+                       options: SIPMessage.SerializationOptions, handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
         guard let method = request.method else { throw .malformedStartLine("not a request") }
         guard let branch = try request.topVia()?.branch else { throw .missingHeader(.via) }
         let key = TransactionKey.client(branch: branch, method: method)
         let transaction = ClientTransaction(key: key, request: request, target: target, reliable: reliable,
-                                            layer: self, eventLoop: eventLoop, handler: handler)
+                                            layer: self, eventLoop: eventLoop, options: options, handler: handler)
         clientShard(key).withLockedValue { $0[key] = transaction }
         metrics.clientTransactionsCreated.increment()
         transaction.handle(.start)

@@ -23,6 +23,26 @@ extension SIPMessage {
         fields = kept
     }
 
+    /// Removes every header line whose name `keep` refuses; returns how many lines went.
+    @discardableResult
+    public mutating func keepHeaders(where keep: (SIPHeaderName) -> Bool) -> Int {
+        var kept: [SIPHeaderField] = []
+        kept.reserveCapacity(fields.count)
+        for index in fields.indices {
+            let field = fields[index]
+            let name: SIPHeaderName
+            if let known = field.knownIndex {
+                name = SIPHeaderName.known[Int(known)]
+            } else {
+                name = field.addedName ?? SIPHeaderName(fieldName(index))
+            }
+            if keep(name) { kept.append(field) }
+        }
+        let removed = fields.count - kept.count
+        fields = kept
+        return removed
+    }
+
     /// Replaces every line of this header by one line with `value` (in the place of the first).
     public mutating func setHeader(_ name: SIPHeaderName, _ value: String) {
         guard let first = firstFieldIndex(name) else {

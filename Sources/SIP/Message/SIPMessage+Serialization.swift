@@ -6,9 +6,13 @@ extension SIPMessage {
         /// Render edited and added headers in compact form where one exists (RFC 3261 §7.3.3).
         /// Unchanged headers are copied as they came, whatever this says.
         public var compactHeaders: Bool
+        /// Render every header name that has a compact form compactly, unchanged ones included (their
+        /// values are still copied byte for byte): the egress tuning for mobile links.
+        public var compactEveryHeader: Bool
 
-        public init(compactHeaders: Bool = false) {
-            self.compactHeaders = compactHeaders
+        public init(compactHeaders: Bool = false, compactEveryHeader: Bool = false) {
+            self.compactHeaders = compactHeaders || compactEveryHeader
+            self.compactEveryHeader = compactEveryHeader
         }
     }
 
@@ -32,7 +36,14 @@ extension SIPMessage {
                 continue
             }
             if let line = field.lineRange {
-                copyLine(line, into: &out)
+                if options.compactEveryHeader, let index = field.knownIndex, let compact = SIPHeaderName.known[Int(index)].compactForm {
+                    out.writeString(String(compact))
+                    out.writeStaticString(": ")
+                    copy(field.valueRange, into: &out)
+                    out.writeStaticString("\r\n")
+                } else {
+                    copyLine(line, into: &out)
+                }
                 continue
             }
             if let name = field.addedName {
