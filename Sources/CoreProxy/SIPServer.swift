@@ -96,6 +96,7 @@ public final class SIPServer: Service {
         registrar = Registrar(configuration: configuration.registrar, location: location, identity: identity, logger: logger)
         proxy = StatefulProxy(configuration: configuration.proxy, transactions: transactionLayer, transport: transportLayer,
                               location: location, identity: identity, logger: logger)
+        location.addObserver(proxy)
         pipeline.register(registrar)
         pipeline.setProxy(proxy, identity: identity)
         if let authentication = configuration.authentication {

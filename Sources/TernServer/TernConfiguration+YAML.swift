@@ -510,7 +510,7 @@ extension TernConfiguration.ManagementSettings {
 
 /// Walks one YAML mapping, handing out keys and remembering which were used, so that anything left
 /// over is reported as unknown.
-private struct MappingReader {
+struct MappingReader {
     let path: String
     var entries: [(key: String, value: Node, line: Int)]
 

@@ -139,12 +139,14 @@ public final class LocationService: Sendable {
 
     /// Removes every binding whose flow is this connection (RFC 5626 §5: a dead flow).
     public func removeBindings(on connection: ConnectionID) {
+        // A device that can be woken by a push keeps its binding: it closed the connection to sleep (RFC 8599).
+        let gone: @Sendable (Binding) -> Bool = { $0.flow == .connection(connection) && $0.push == nil }
         for shard in shards {
             let removed = shard.withLockedValue { table -> [Binding] in
                 var removed: [Binding] = []
-                for (aor, bindings) in table where bindings.contains(where: { $0.flow == .connection(connection) }) {
-                    let kept = bindings.filter { $0.flow != .connection(connection) }
-                    removed += bindings.filter { $0.flow == .connection(connection) }
+                for (aor, bindings) in table where bindings.contains(where: gone) {
+                    let kept = bindings.filter { !gone($0) }
+                    removed += bindings.filter(gone)
                     table[aor] = kept.isEmpty ? nil : kept
                 }
                 return removed

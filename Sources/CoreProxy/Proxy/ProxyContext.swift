@@ -17,18 +17,22 @@ struct ProxyTarget: Sendable {
     var userAgent: String? = nil
     var acceptsGzip = false
     var mediaTypes: Set<String>? = nil
+    /// How to wake the device when its flow is gone (RFC 8599).
+    var push: PushContact? = nil
 }
 
 extension ProxyTarget {
     /// A registered device: over its flow when it needs one (RFC 5626 §5.3), else at its Contact;
     /// through its Path (RFC 3327).
     init(_ binding: Binding) {
-        self.init(uri: binding.contact, flow: binding.routesOverFlow ? binding.flow : nil,
+        // The push parameters are for this server only (RFC 8599 §13), and cost bytes on the way.
+        self.init(uri: PushContact.stripped(binding.contact), flow: binding.routesOverFlow ? binding.flow : nil,
                   transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
                   routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
         userAgent = binding.userAgent
         acceptsGzip = binding.acceptsGzip
         mediaTypes = binding.registeredMediaTypes
+        push = binding.push
     }
 
     /// The receiver as tuning sees it: the address its flow reaches and the host of its URI.
@@ -61,6 +65,12 @@ final class ProxyContext: Sendable {
         var answered = false
         var cancelled = false
         var finished = false
+        /// Waiting for a sleeping or absent device to register (tsilo): no final answer yet even
+        /// when every branch has ended.
+        var waiting = false
+        var waitTimer: CoarseTimerWheel.Token?
+        /// Pushes sent for this request that have not failed.
+        var pushesOutstanding = 0
     }
 
     let server: ServerTransaction
@@ -95,10 +105,65 @@ final class ProxyContext: Sendable {
             return state.levels[state.nextLevel]
         }
         guard let level else {
-            finish()
+            if !state.withLockedValue({ $0.waiting && !$0.cancelled }) { finish() }
             return
         }
         for target in level { startBranch(target) }
+    }
+
+    // MARK: - Waiting for a device (Kamailio's tsilo, RFC 8599 §5.6.2)
+
+    /// Keeps the request open for `duration` even when no branch is left, so that a device that
+    /// registers meanwhile gets a branch (``append(_:)``). Call before ``start()``.
+    func wait(for duration: TimeAmount) {
+        let wheel = proxy.transactions.wheels.wheel(for: server.eventLoop)
+        let token = wheel.schedule(after: duration) { [self] in stopWaiting() }
+        state.withLockedValue { state in
+            state.waiting = true
+            state.waitTimer = token
+        }
+    }
+
+    var isWaiting: Bool { state.withLockedValue { $0.waiting && !$0.finished } }
+
+    /// A device of the user registered while the request waited: it gets a branch now, unless one
+    /// of its branches is still running.
+    func append(_ target: ProxyTarget) {
+        let fresh = state.withLockedValue { state -> Bool in
+            guard state.waiting, !state.finished, !state.answered, !state.cancelled else { return false }
+            return !state.branches.contains { branch in
+                branch.final == nil && branch.target.binding?.key == target.binding?.key && branch.target.binding?.aor == target.binding?.aor
+            }
+        }
+        if fresh { startBranch(target) }
+    }
+
+    func pushSent() {
+        state.withLockedValue { $0.pushesOutstanding += 1 }
+    }
+
+    /// A push failed for good (RFC 8599 §5.6.2: the request then gets an error): when nothing else
+    /// can wake a device, waiting ends.
+    func pushFailed() {
+        let last = state.withLockedValue { state -> Bool in
+            state.pushesOutstanding -= 1
+            return state.pushesOutstanding <= 0
+        }
+        if last { stopWaiting() }
+    }
+
+    /// Time is up (or nothing can come any more): the request ends with what its branches said,
+    /// 480 when none.
+    func stopWaiting() {
+        let token = state.withLockedValue { state -> CoarseTimerWheel.Token? in
+            guard state.waiting else { return nil }
+            state.waiting = false
+            defer { state.waitTimer = nil }
+            return state.waitTimer
+        }
+        if let token { proxy.transactions.wheels.wheel(for: server.eventLoop).cancel(token) }
+        proxy.stoppedWaiting(self)
+        branchCompleted()
     }
 
     private func startBranch(_ target: ProxyTarget) {
@@ -178,6 +243,18 @@ final class ProxyContext: Sendable {
             return (done, state.answered, six)
         }
         guard allDone else { return }
+        // A device that woke up and declined (busy, rejected) ends the wait: that is the user's answer.
+        let declined = state.withLockedValue { state -> Bool in
+            guard state.waiting else { return false }
+            return state.branches.contains { branch in
+                guard let code = branch.final?.statusCode else { return false }
+                return code >= 400 && ![408, 480, 503, 487].contains(code)
+            }
+        }
+        if declined {
+            stopWaiting()
+            return
+        }
         if answered || hasSixxx || state.withLockedValue({ $0.cancelled }) {
             finish()
         } else {
@@ -192,7 +269,15 @@ final class ProxyContext: Sendable {
             return (state.finished, state.answered, state.branches.compactMap(\.final))
         }
         defer { proxy.contextFinished(self) }
-        guard !alreadyFinished, !answered else { return }
+        guard !alreadyFinished else { return }
+        if let token = state.withLockedValue({ state -> CoarseTimerWheel.Token? in
+            state.waiting = false
+            defer { state.waitTimer = nil }
+            return state.waitTimer
+        }) {
+            proxy.transactions.wheels.wheel(for: server.eventLoop).cancel(token)
+        }
+        guard !answered else { return }
         let bestStatus = ProxyContext.bestResponse(finals)?.statusCode
         // Every device was away (no answer, unreachable, unavailable): a feature may keep the request.
         if let localAOR, bestStatus == nil || [408, 480, 503].contains(bestStatus ?? 0),
@@ -201,6 +286,12 @@ final class ProxyContext: Sendable {
             return
         }
         guard var best = ProxyContext.bestResponse(finals) else {
+            if state.withLockedValue({ $0.cancelled }) {
+                // Cancelled while it waited for a device: nothing was sent anywhere.
+                reportFailure(487)
+                server.respond(SIPStatus(487))
+                return
+            }
             reportFailure(480)
             server.respond(SIPStatus(480))
             return

@@ -17,7 +17,7 @@ public protocol UndeliverableRequestHandler: Sendable {
 /// The stateful proxy and redirect server (RFC 3261 §16, §8.3): request targets from the location
 /// service, forking, Record-Route, loose routing, CANCEL, best-response selection, and the
 /// CANCEL-before-INVITE race.
-public final class StatefulProxy: Sendable {
+public final class StatefulProxy: LocationObserver, Sendable {
     public struct Configuration: Sendable {
         /// Add Record-Route so in-dialog requests come through Tern (default true).
         public var recordRoute: Bool
@@ -37,6 +37,18 @@ public final class StatefulProxy: Sendable {
         /// Methods sent only to the device the user registered from last instead of to every device
         /// (default none; e.g. MESSAGE, so a text reaches the phone in use and not every tablet).
         public var newestDeviceOnly: Set<SIPMethod>
+        /// How long a request waits for a sleeping device to register again (Kamailio's tsilo,
+        /// RFC 8599 §5.6.2); zero turns waiting off (default 25 s, which also answers a waiting
+        /// MESSAGE before its sender's Timer F at 32 s).
+        public var pendingWait: TimeAmount = .seconds(25)
+        /// Methods that wait (default INVITE and MESSAGE).
+        public var pendingMethods: Set<SIPMethod> = [.invite, .message]
+        /// Wait also for a user with no binding at all, for a device that registers late (default false).
+        public var waitForUnregistered = false
+        /// Push every push-capable device and reach it only after it registers again, as RFC 8599
+        /// describes; by default only a device whose connection is gone is pushed, and one with an
+        /// open flow is reached at once (default false).
+        public var pushAlways = false
 
         public init(recordRoute: Bool = true, redirect: Bool = false, redirectDomains: [String] = [],
                     outboundProxy: SIPURI? = nil, removeDeadBindings: Bool = true, cancelMemory: TimeAmount = .seconds(32),
@@ -67,6 +79,11 @@ public final class StatefulProxy: Sendable {
     private let forwarded = Counter(label: "tern.proxy.requests_forwarded")
     private let callObservers = NIOLockedValueBox<[any CallObserver]>([])
     private let undeliverableHandlers = NIOLockedValueBox<[SIPMethod: any UndeliverableRequestHandler]>([:])
+    /// Requests waiting for a device of their user to register, by AOR.
+    private let waiting = NIOLockedValueBox<[String: [ProxyContext]]>([:])
+    private let pushServiceBox = NIOLockedValueBox<PushService?>(nil)
+    private let appended = Counter(label: "tern.proxy.pending_branches_added")
+    private let waited = Counter(label: "tern.proxy.requests_waiting")
 
     public init(configuration: Configuration, transactions: TransactionLayer, transport: TransportLayer,
                 location: LocationService, identity: LocalIdentity, logger: Logger) {
@@ -78,7 +95,16 @@ public final class StatefulProxy: Sendable {
         self.logger = logger
     }
 
-    /// Lets a feature take over undeliverable out-of-dialog requests of one method.
+    /// Wakes push-capable devices that requests wait for.
+    public func setPushService(_ service: PushService) {
+        pushServiceBox.withLockedValue { $0 = service }
+    }
+
+    public var pushService: PushService? { pushServiceBox.withLockedValue { $0 } }
+
+    /// Requests waiting for a device to register now.
+    public var waitingRequestCount: Int { waiting.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } }
+
     /// Adds an observer of the calls this proxy routes.
     public func addCallObserver(_ observer: any CallObserver) {
         callObservers.withLockedValue { $0.append(observer) }
@@ -91,6 +117,7 @@ public final class StatefulProxy: Sendable {
     /// Whether anyone listens: the event is not even built otherwise.
     var reportsCalls: Bool { !callObservers.withLockedValue { $0.isEmpty } }
 
+    /// Lets a feature take over undeliverable out-of-dialog requests of one method.
     public func setUndeliverableHandler(_ handler: any UndeliverableRequestHandler, for method: SIPMethod) {
         undeliverableHandlers.withLockedValue { $0[method] = handler }
     }
@@ -206,6 +233,16 @@ public final class StatefulProxy: Sendable {
     /// 302 in redirect mode, otherwise forwards.
     private func deliver(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, targets: [[ProxyTarget]],
                          aor: String?) {
+        var targets = targets
+        var sleepers: [ProxyTarget] = []
+        let mayWait = aor != nil && canWait(request)
+        if mayWait {
+            (targets, sleepers) = separateSleepers(targets)
+        }
+        if mayWait, let aor, !sleepers.isEmpty || (targets.isEmpty && configuration.waitForUnregistered) {
+            startWaiting(transaction, request: request, levels: targets, sleepers: sleepers, aor: aor)
+            return
+        }
         guard !targets.isEmpty else {
             if let aor, let handler = undeliverableHandler(for: request),
                handler.undeliverable(transaction, request: request, aor: aor, status: nil) {
@@ -229,6 +266,94 @@ public final class StatefulProxy: Sendable {
             return
         }
         start(transaction, request: request, levels: targets, aor: aor)
+    }
+
+    // MARK: - Waiting for devices (tsilo, RFC 8599)
+
+    private func canWait(_ request: SIPMessage) -> Bool {
+        guard configuration.pendingWait > .zero, let method = request.method, configuration.pendingMethods.contains(method) else {
+            return false
+        }
+        return ((try? request.to()) ?? nil)?.tag == nil
+    }
+
+    /// Splits out the devices that must be woken by a push before they can be reached: those whose
+    /// connection is gone, or every push-capable one with ``Configuration/pushAlways``.
+    private func separateSleepers(_ levels: [[ProxyTarget]]) -> ([[ProxyTarget]], [ProxyTarget]) {
+        guard pushService != nil, levels.contains(where: { $0.contains { $0.push != nil } }) else { return (levels, []) }
+        var sleepers: [ProxyTarget] = []
+        var awake: [[ProxyTarget]] = []
+        for level in levels {
+            var kept: [ProxyTarget] = []
+            for target in level {
+                if target.push != nil, configuration.pushAlways || !flowIsOpen(target) {
+                    sleepers.append(target)
+                } else {
+                    kept.append(target)
+                }
+            }
+            if !kept.isEmpty { awake.append(kept) }
+        }
+        return (awake, sleepers)
+    }
+
+    private func flowIsOpen(_ target: ProxyTarget) -> Bool {
+        switch target.flow {
+        case .connection(let id): return transport.connection(id)?.channel.isActive == true
+        case .datagram: return true
+        // A connection binding without its flow: restored after a restart, the connection died with the old process.
+        case nil: return !(target.transport.isReliable && target.binding != nil)
+        }
+    }
+
+    /// Forwards to the devices that are awake, wakes the others, and keeps the request until one of
+    /// them registers (a branch is added then), a device answers, or time runs out (480).
+    private func startWaiting(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]],
+                              sleepers: [ProxyTarget], aor: String) {
+        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels, localAOR: aor)
+        var wait = configuration.pendingWait
+        if request.method != .invite { wait = min(wait, .seconds(25)) }
+        context.wait(for: wait)
+        waited.increment()
+        waiting.withLockedValue { $0[aor, default: []].append(context) }
+        if transaction.request.method == .invite {
+            contexts.withLockedValue { $0[transaction.key] = context }
+        }
+        if reportsCalls, context.isInitialInvite { reportCall(CallEvent(.started, request: request)) }
+        if let push = pushService {
+            let reason: PushReason = request.method == .invite ? .call : .message
+            let from = request.firstValue(.from) ?? ""
+            for sleeper in sleepers {
+                guard let contact = sleeper.push else { continue }
+                context.pushSent()
+                push.wake(aor: aor, contact: contact, reason: reason, callID: request.callID ?? "", from: from) { delivered in
+                    if !delivered { context.pushFailed() }
+                }
+            }
+        }
+        context.start()
+    }
+
+    func stoppedWaiting(_ context: ProxyContext) {
+        guard let aor = context.localAOR else { return }
+        waiting.withLockedValue { table in
+            table[aor]?.removeAll { $0 === context }
+            if table[aor]?.isEmpty == true { table[aor] = nil }
+        }
+    }
+
+    /// A device registered (or refreshed) while requests for its user wait: each gets a branch to it
+    /// at once (Kamailio's ts_append).
+    public func locationChanged(_ event: BindingEvent) {
+        guard event.kind == .added || event.kind == .refreshed else { return }
+        let contexts = waiting.withLockedValue { $0[event.binding.aor] ?? [] }
+        guard !contexts.isEmpty else { return }
+        let target = ProxyTarget(event.binding)
+        for context in contexts where context.isWaiting {
+            appended.increment()
+            // The registrar answers its REGISTER first; the branch follows on the request's own loop.
+            context.server.eventLoop.execute { context.append(target) }
+        }
     }
 
     private func isRegisteredDomain(_ uri: SIPURI) -> Bool {
@@ -294,6 +419,7 @@ public final class StatefulProxy: Sendable {
     }
 
     func contextFinished(_ context: ProxyContext) {
+        stoppedWaiting(context)
         contexts.withLockedValue { table in
             if table[context.server.key] === context { table[context.server.key] = nil }
         }
@@ -385,6 +511,8 @@ public final class StatefulProxy: Sendable {
     /// A target failed at send time or never answered: the next caller should not be sent there.
     func targetIsDead(_ target: ProxyTarget, reason: String) {
         guard configuration.removeDeadBindings, let binding = target.binding else { return }
+        // A device that can be woken is asleep, not gone.
+        guard target.push == nil || pushService == nil else { return }
         deadTargets.increment()
         logger.info("removing dead binding", metadata: ["aor": "\(binding.aor)", "reason": "\(reason)"])
         location.remove(aor: binding.aor, key: binding.key)

@@ -18,6 +18,12 @@ public final class Registrar: SIPRequestHandler {
         public var singleContactPerAOR: Bool
         /// Most contacts per AOR; a REGISTER that would exceed it gets 403 (default 32).
         public var maxContactsPerAOR: Int
+        /// The push services devices may register for (RFC 8599 §5.6.1); nil when this server
+        /// sends no pushes, and push parameters are then stored without a promise (default nil).
+        public var pushProviders: Set<String>? = nil
+        /// The `+sip.pnsreg` value offered to a device that asks: re-register this many seconds
+        /// before the binding expires (RFC 8599 §8.4, more than 120; default 130).
+        public var pushRegistrationMargin = 130
 
         public init(domains: [String] = [], defaultExpires: UInt32 = 3600, minExpires: UInt32 = 60,
                     maxExpires: UInt32 = 7200, singleContactPerAOR: Bool = false, maxContactsPerAOR: Int = 32) {
@@ -90,6 +96,7 @@ public final class Registrar: SIPRequestHandler {
         let headerExpires = (try? request.expires()) ?? nil
         let supported = Set(request.supported.map { $0.lowercased() })
         let now = location.clock.nowMilliseconds()
+        var pushCapabilities: [String] = []
 
         switch contacts {
         case .none:
@@ -105,6 +112,7 @@ public final class Registrar: SIPRequestHandler {
                 bindings.removeAll()
             }
         case .addresses(let addresses):
+            pushCapabilities = try pushFeatureCaps(addresses)
             var updates: [Binding] = []
             var removals: [String] = []
             for address in addresses {
@@ -127,7 +135,39 @@ public final class Registrar: SIPRequestHandler {
                 try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
             }
         }
-        return okResponse(transaction, aor: aor, supported: supported, now: now)
+        var response = okResponse(transaction, aor: aor, supported: supported, now: now)
+        for value in pushCapabilities { response.appendHeader(.featureCaps, value) }
+        return response
+    }
+
+    // MARK: - Push (RFC 8599 §5.6.1)
+
+    /// The Feature-Caps values that tell a device its push service is served (one per service,
+    /// §5.4), or 555 when a contact names a service this server does not push through.
+    private func pushFeatureCaps(_ addresses: [SIPAddress]) throws(Refusal) -> [String] {
+        guard let providers = configuration.pushProviders else { return [] }
+        var capabilities: [String] = []
+        for address in addresses {
+            guard case .some(let value) = address.uri.parameters["pn-provider"] else { continue }
+            let provider = (value ?? "").lowercased()
+            if provider.isEmpty {
+                // A query (§5.6.1.2): every service served.
+                capabilities += providers.sorted().map { "*;+sip.pns=\"" + $0 + "\"" }
+                continue
+            }
+            guard providers.contains(provider) else {
+                // Tern is the registrar: no proxy behind it could serve the provider (§5.6.1.1).
+                throw .status(SIPStatus(555, "Push Notification Service Not Supported"),
+                              headers: providers.sorted().map { (.featureCaps, "*;+sip.pns=\"" + $0 + "\"") })
+            }
+            var capability = "*;+sip.pns=\"" + provider + "\""
+            if address.parameters.contains("+sip.pnsreg") {
+                capability += ";+sip.pnsreg=\"" + String(configuration.pushRegistrationMargin) + "\""
+            }
+            capabilities.append(capability)
+        }
+        var seen: Set<String> = []
+        return capabilities.filter { seen.insert($0).inserted }
     }
 
     private func isOtherScheme(_ uri: SIPURI) -> Bool {

@@ -157,6 +157,8 @@ extension SIPHeaderName {
     public static let contentDisposition = SIPHeaderName("Content-Disposition")
     public static let accept = SIPHeaderName("Accept")
     public static let acceptEncoding = SIPHeaderName("Accept-Encoding")
+    /// RFC 6809: what a proxy on the path supports (RFC 8599 push services).
+    public static let featureCaps = SIPHeaderName("Feature-Caps")
     public static let event = SIPHeaderName("Event")
     public static let allowEvents = SIPHeaderName("Allow-Events")
     public static let subscriptionState = SIPHeaderName("Subscription-State")

@@ -53,6 +53,7 @@ public struct SIPStatus: Sendable, Hashable, CustomStringConvertible {
         case 504: "Server Time-out"
         case 505: "Version Not Supported"
         case 513: "Message Too Large"
+        case 555: "Push Notification Service Not Supported"
         case 600: "Busy Everywhere"
         case 603: "Decline"
         case 604: "Does Not Exist Anywhere"
