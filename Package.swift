@@ -30,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
+        .package(url: "https://github.com/swift-server/async-http-client.git", from: "1.37.0"),
     ],
     targets: [
         // MARK: - C libraries, reached only through these shims
@@ -140,6 +141,17 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // MARK: - Push notifications through an HTTP(S) push gateway
+        .target(
+            name: "PushGateway",
+            dependencies: [
+                "CoreProxy", "EventBus",
+                .product(name: "AsyncHTTPClient", package: "async-http-client"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTP1", package: "swift-nio"),
+            ],
+            swiftSettings: strictSettings
+        ),
         .target(name: "IMS", dependencies: ["SIP", "CoreProxy", "Presence"], swiftSettings: strictSettings),
         .target(
             name: "EventBus",
@@ -173,7 +185,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport", "Management",
+                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport", "Management", "PushGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

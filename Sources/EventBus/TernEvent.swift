@@ -82,6 +82,13 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
         }
     }
 
+    /// `text` as a JSON string literal, quotes included.
+    public static func quoted(_ text: String) -> String {
+        var out: [UInt8] = []
+        writeString(text, into: &out)
+        return String(decoding: out, as: UTF8.self)
+    }
+
     static func writeString(_ text: String, into out: inout [UInt8]) {
         // Most values (AORs, ids, URIs) need no escaping: copied whole.
         var text = text

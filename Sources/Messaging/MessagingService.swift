@@ -138,7 +138,8 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
 
     // MARK: - Storing (UndeliverableRequestHandler)
 
-    public func undeliverable(_ transaction: ServerTransaction, request: SIPMessage, aor: String, status: Int?) -> Bool {
+    public func undeliverable(_ transaction: ServerTransaction, request: SIPMessage, aor: String, status: Int?,
+                              devicesWoken: Bool) -> Bool {
         guard request.method == .message else { return false }
         guard request.body.readableBytes <= configuration.maxBodyBytes else {
             transaction.respond(SIPStatus(413, "Message Too Large To Store"))
@@ -157,6 +158,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
                 transaction.respond(SIPStatus(202))
                 waiting.withLockedValue { _ = $0.insert(aor) }
                 publish(.stored, message)
+                if !devicesWoken { wakeDevices(of: aor, for: message) }
                 if status != nil {
                     // The user is registered but no device answered: try again later.
                     scheduleRetry(aor)
@@ -171,6 +173,16 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
             }
         }
         return true
+    }
+
+    /// A stored message is a reason to wake the user's sleeping devices (RFC 8599): when one
+    /// registers, the message is delivered.
+    private func wakeDevices(of aor: String, for message: StoredMessage) {
+        guard let push = proxy.pushService else { return }
+        for binding in location.bindings(for: aor) {
+            guard let contact = binding.push else { continue }
+            push.wake(aor: aor, contact: contact, reason: .storedMessage, callID: message.callID, from: message.from)
+        }
     }
 
     // MARK: - Delivering

@@ -9,7 +9,7 @@ import SIP
 /// Turns what the modules report into bus events (docs/events.md): registrations from the location
 /// service, calls the proxy routes, offline-message events, presence and subscription events. It only enqueues: the SIP
 /// event loops never wait on the broker.
-public final class EventBridge: LocationObserver, MessagingObserver, PresenceObserver, CallObserver, Sendable {
+public final class EventBridge: LocationObserver, MessagingObserver, PresenceObserver, CallObserver, PushObserver, Sendable {
     private let outbox: EventOutbox
 
     public init(outbox: EventOutbox) {
@@ -40,6 +40,18 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         let host = address.ipAddress ?? "?"
         let port = address.port.map { String($0) } ?? "0"
         return (host.contains(":") ? "[" + host + "]" : host) + ":" + port
+    }
+
+    public func pushEvent(_ event: PushEvent) {
+        let push = event.push
+        var payload: [(String, JSONValue)] = [
+            ("push_id", .string(push.id)), ("aor", .string(push.aor)), ("provider", .string(push.contact.provider)),
+            ("param", push.contact.param.map { .string($0) } ?? .null), ("prid", .string(push.contact.prid)),
+            ("reason", .string(push.reason.rawValue)), ("call_id", .string(push.callID)), ("from", .string(push.from)),
+            ("attempts", .int(Int64(event.attempts))),
+        ]
+        if let error = event.error { payload.append(("error", .string(error))) }
+        outbox.enqueue(TernEvent(type: "push." + event.kind.rawValue, payload: payload))
     }
 
     public func messagingEvent(_ event: MessagingEvent) {

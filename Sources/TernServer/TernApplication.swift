@@ -4,6 +4,7 @@ import Messaging
 import Presence
 import EventBus
 import Management
+import PushGateway
 import NIOConcurrencyHelpers
 public import Logging
 import NIOCore
@@ -78,6 +79,17 @@ public struct TernApplication: Sendable {
                         bindingKey: settings.commandBindingKey, prefetch: settings.commandPrefetch, heartbeat: settings.heartbeat)
                 }
             }
+            if let push = configuration.mobile.push {
+                let service = makePushService(push)
+                server.proxy.setPushService(service)
+                if let bridge { service.addObserver(bridge) }
+            }
+            if configuration.mobile.keepAliveInterval > 0 {
+                server.addFeature(KeepAliveProber(
+                    configuration: KeepAliveProber.Configuration(interval: .seconds(Int64(configuration.mobile.keepAliveInterval)),
+                                                                 failures: configuration.mobile.keepAliveFailures),
+                    proxy: server.proxy, location: server.location, loop: group.next(), logger: logger))
+            }
             var messagingService: MessagingService?
             var presenceService: PresenceService?
             if let settings = configuration.messaging {
@@ -151,6 +163,22 @@ public struct TernApplication: Sendable {
     }
 
     /// The MongoDB client when a store uses it.
+    private func makePushService(_ settings: MobileSettings.PushSettings) -> PushService {
+        var gateway: HTTPPushGateway?
+        if !settings.gatewayURL.isEmpty {
+            var gatewayConfiguration = HTTPPushGateway.Configuration(url: settings.gatewayURL,
+                                                                     timeout: .milliseconds(Int64(settings.timeoutMilliseconds)))
+            if !settings.authorization.isEmpty { gatewayConfiguration.authorization = settings.authorization }
+            if !settings.template.isEmpty { gatewayConfiguration.template = settings.template }
+            gateway = HTTPPushGateway(configuration: gatewayConfiguration)
+        }
+        let serviceConfiguration = PushService.Configuration(
+            providers: Set(settings.providers), retries: settings.retries,
+            retryDelay: .milliseconds(Int64(settings.retryDelayMilliseconds)), maxInFlight: settings.maxInFlight,
+            registrationMargin: settings.registrationMargin)
+        return PushService(configuration: serviceConfiguration, gateway: gateway, logger: logger)
+    }
+
     private func openMongoDB() throws -> MongoDatabase? {
         guard let settings = configuration.mongoDB else { return nil }
         let usesMongo = configuration.locationStore == .mongodb

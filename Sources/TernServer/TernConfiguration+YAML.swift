@@ -319,6 +319,7 @@ extension TernConfiguration {
                 staticHosts[entry.key.lowercased()] = address
             }
         }
+        if let node = reader.take("mobile") { try readMobile(node) }
         threads = try reader.int("threads", in: 0...256) ?? threads
         try reader.finish()
         try validate()
@@ -462,6 +463,7 @@ extension TernConfiguration {
             "  enabled: \(management != nil)",
             "  listen: \(ManagementSettings.formatListen(management ?? ManagementSettings()))",
             "  token: \"\(management?.token.map { redactingSecrets ? "(set)" : $0 } ?? "")\"",
+        ] + mobileYAMLLines + [
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

@@ -82,6 +82,8 @@ public struct TernConfiguration: Sendable {
     public var credentialsCacheSeconds: Int
     /// `hosts`: names resolved without DNS (RFC 3263 targets given by name), name → IP address.
     public var staticHosts: [String: String]
+    /// Forwarding tunings, push notifications, waiting requests, keep-alive probes.
+    public var mobile = MobileSettings()
 
     public init() {
         listeners = [
@@ -181,7 +183,15 @@ public struct TernConfiguration: Sendable {
 
     /// The core's configuration derived from this one.
     public var serverConfiguration: SIPServer.Configuration {
-        SIPServer.Configuration(
+        var registrar = registrar
+        registrar.pushProviders = mobile.push.map { Set($0.providers) }
+        registrar.pushRegistrationMargin = mobile.push?.registrationMargin ?? registrar.pushRegistrationMargin
+        var proxy = proxy
+        proxy.pendingWait = .milliseconds(Int64(mobile.pendingWaitMilliseconds))
+        proxy.pendingMethods = Set(mobile.pendingMethods)
+        proxy.waitForUnregistered = mobile.waitForUnregistered
+        proxy.pushAlways = mobile.pushAlways
+        var server = SIPServer.Configuration(
             transport: TransportLayer.Configuration(
                 listeners: listeners,
                 tls: tls,
@@ -206,5 +216,8 @@ public struct TernConfiguration: Sendable {
             removeBindingsOnFlowClose: removeBindingsOnFlowClose,
             drainTimeout: .seconds(Int64(drainTimeoutSeconds))
         )
+        server.tunings = mobile.tunings
+        server.dropUnregisteredMedia = mobile.dropUnregisteredMedia
+        return server
     }
 }

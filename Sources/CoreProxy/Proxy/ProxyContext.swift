@@ -71,6 +71,7 @@ final class ProxyContext: Sendable {
         var waitTimer: CoarseTimerWheel.Token?
         /// Pushes sent for this request that have not failed.
         var pushesOutstanding = 0
+        var pushed = false
     }
 
     let server: ServerTransaction
@@ -139,7 +140,10 @@ final class ProxyContext: Sendable {
     }
 
     func pushSent() {
-        state.withLockedValue { $0.pushesOutstanding += 1 }
+        state.withLockedValue { state in
+            state.pushesOutstanding += 1
+            state.pushed = true
+        }
     }
 
     /// A push failed for good (RFC 8599 §5.6.2: the request then gets an error): when nothing else
@@ -282,7 +286,8 @@ final class ProxyContext: Sendable {
         // Every device was away (no answer, unreachable, unavailable): a feature may keep the request.
         if let localAOR, bestStatus == nil || [408, 480, 503].contains(bestStatus ?? 0),
            !state.withLockedValue({ $0.cancelled }), let handler = proxy.undeliverableHandler(for: request),
-           handler.undeliverable(server, request: request, aor: localAOR, status: bestStatus) {
+           handler.undeliverable(server, request: request, aor: localAOR, status: bestStatus,
+                                 devicesWoken: state.withLockedValue { $0.pushed }) {
             return
         }
         guard var best = ProxyContext.bestResponse(finals) else {

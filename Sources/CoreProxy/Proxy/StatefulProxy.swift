@@ -9,9 +9,10 @@ import Metrics
 public protocol UndeliverableRequestHandler: Sendable {
     /// - Parameters:
     ///   - status: the best final status the branches gave; nil when there was no binding at all.
+    ///   - devicesWoken: push notifications already went to the user's sleeping devices for this request.
     /// - Returns: true when the handler answers the transaction (now or later); false leaves the
     ///   proxy's own answer (404, or the best response).
-    func undeliverable(_ transaction: ServerTransaction, request: SIPMessage, aor: String, status: Int?) -> Bool
+    func undeliverable(_ transaction: ServerTransaction, request: SIPMessage, aor: String, status: Int?, devicesWoken: Bool) -> Bool
 }
 
 /// The stateful proxy and redirect server (RFC 3261 §16, §8.3): request targets from the location
@@ -146,6 +147,14 @@ public final class StatefulProxy: LocationObserver, Sendable {
         }
     }
 
+    /// Sends a request Tern originates to one device and leaves the binding alone whatever happens:
+    /// the caller decides (keep-alive probes count misses before they remove anything).
+    func probe(_ request: SIPMessage, to binding: Binding, on loop: any EventLoop,
+               handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
+        let target = ProxyTarget(binding)
+        _ = try send(originated(request, to: target), to: target, on: loop, handler: handler)
+    }
+
     /// Sends a request Tern originates inside a dialog it holds as a UAS (a NOTIFY for a
     /// subscription): to the remote target through the dialog's route set (RFC 3261 §12.2.1.1,
     /// loose routing), over `flow` when the peer's requests came over one (RFC 5626 §5.3).
@@ -245,7 +254,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         }
         guard !targets.isEmpty else {
             if let aor, let handler = undeliverableHandler(for: request),
-               handler.undeliverable(transaction, request: request, aor: aor, status: nil) {
+               handler.undeliverable(transaction, request: request, aor: aor, status: nil, devicesWoken: false) {
                 return
             }
             // A call to a user with no device registered: unanswered at once (a missed call).
