@@ -244,7 +244,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence",
+                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "PushGateway",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

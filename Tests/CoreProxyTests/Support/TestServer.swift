@@ -52,6 +52,7 @@ func withTestServer<T: Sendable>(
     authentication: DigestAuthenticator.Configuration? = nil,
     credentials: any CredentialStore = FileCredentialStore(entries: []),
     bindingStore: (any BindingStore)? = nil,
+    tunings: [MessageTuningRule] = [],
     configure: @Sendable (SIPServer) -> Void = { _ in },
     _ body: @Sendable (RunningServer) async throws -> T
 ) async throws -> T {
@@ -59,7 +60,7 @@ func withTestServer<T: Sendable>(
     logger.logLevel = .warning
     let group = MultiThreadedEventLoopGroup.singleton
     let (listening, continuation) = AsyncStream.makeStream(of: [BoundListener].self)
-    let configuration = SIPServer.Configuration(
+    var configuration = SIPServer.Configuration(
         transport: TransportLayer.Configuration(listeners: listeners, tls: tls ? TestCertificates.tls(clientCertificates) : nil,
                                                 maxMessageSize: maxMessageSize, maxConnections: maxConnections,
                                                 idleTimeout: idleTimeout),
@@ -71,6 +72,7 @@ func withTestServer<T: Sendable>(
         removeBindingsOnFlowClose: removeBindingsOnFlowClose,
         drainTimeout: drainTimeout
     )
+    configuration.tunings = tunings
     let server = try SIPServer(configuration: configuration, group: group, logger: logger, bindingStore: bindingStore,
                                credentials: credentials) { bound in
         continuation.yield(bound)
