@@ -1,0 +1,288 @@
+import CoreProxy
+import Foundation
+import Logging
+import Messaging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOHTTP1
+import NIOPosix
+import PushGateway
+import SIP
+import Testing
+
+/// Phones that sleep: RFC 8599 push registration, push through an HTTP gateway, requests that wait
+/// for the device to register again (tsilo), and keep-alive probes.
+@Suite(.timeLimit(.minutes(1)))
+struct PushEndToEndTests {
+    typealias Agent = ProxyEndToEndTests.Agent
+
+    static var logger: Logger {
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        return logger
+    }
+
+    static let token = "00fc13adff785122b4ad28809a3420982341241421348097878e577c991de8f0"
+    static let pushParameters = ";pn-provider=apns;pn-param=ABCD1234.com.example.voip;pn-prid=\(token)"
+    static let instance = ";+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-00000000b0b0>\""
+
+    /// A server that pushes through `gateway`; `messaging` adds offline messaging on SQLite in memory.
+    static func withPushServer<T: Sendable>(_ gateway: TestPushGateway, pendingWait: TimeAmount = .seconds(10),
+                                            pendingMethods: Set<SIPMethod> = [.invite, .message], retries: Int = 2,
+                                            timers: TransactionTimers = TransactionTimers(), messaging: Bool = false,
+                                            _ body: @Sendable (RunningServer, PushService) async throws -> T) async throws -> T {
+        var registrar = Registrar.Configuration()
+        registrar.pushProviders = ["apns", "fcm"]
+        var proxy = StatefulProxy.Configuration()
+        proxy.pendingWait = pendingWait
+        proxy.pendingMethods = pendingMethods
+        let push = PushService(configuration: PushService.Configuration(providers: ["apns", "fcm"], retries: retries,
+                                                                        retryDelay: .milliseconds(50)),
+                               gateway: HTTPPushGateway(configuration: .init(url: gateway.url, authorization: "Bearer test-key",
+                                                                             timeout: .seconds(10))),
+                               logger: logger)
+        let store: SQLiteMessageStore? = messaging
+            ? try await SQLiteMessageStore.open(path: ":memory:", logger: logger, group: MultiThreadedEventLoopGroup.singleton) : nil
+        defer { if let store { Task { await store.close() } } }
+        return try await withTestServer(timers: timers, registrar: registrar, proxy: proxy, configure: { server in
+            server.proxy.setPushService(push)
+            if let store {
+                let service = MessagingService(configuration: MessagingEndToEndTests.settings(), store: store, proxy: server.proxy,
+                                               location: server.location, identity: server.identity,
+                                               group: MultiThreadedEventLoopGroup.singleton, logger: logger)
+                server.addFeature(service)
+            }
+        }) { server in
+            try await body(server, push)
+        }
+    }
+
+    /// The phone registers over TCP with push parameters, then closes its connection to sleep.
+    static func registerAndSleep(_ server: RunningServer) async throws -> SIPMessage {
+        let phone = try await Agent.connect(server, user: "bob", transport: .tcp)
+        let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: instance + ";+sip.pnsreg",
+                                                               uriParameters: pushParameters)
+        await phone.client.close()
+        try await Task.sleep(for: .milliseconds(50))
+        return ok
+    }
+
+    /// The phone wakes: a new connection, and a REGISTER refresh of the same device.
+    static func wake(_ server: RunningServer) async throws -> Agent {
+        let phone = try await Agent.connect(server, user: "bob", transport: .tcp)
+        let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: instance, uriParameters: pushParameters)
+        #expect(ok.statusCode == 200)
+        return phone
+    }
+
+    @Test func registrationSaysThePushServiceIsServed() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway) { server, _ in
+            let ok = try await Self.registerAndSleep(server)
+            #expect(ok.statusCode == 200)
+            #expect(ok.values(.featureCaps) == ["*;+sip.pns=\"apns\";+sip.pnsreg=\"130\""])
+            // The device closed its connection to sleep: its binding stays, since a push can wake it.
+            #expect(server.server.location.bindings(for: "sip:bob@tern.test").count == 1)
+
+            let other = try await Agent.connect(server, user: "dave", transport: .tcp)
+            let refused = try await MessageTuningEndToEndTests.register(
+                other, uriParameters: ";pn-provider=acme;pn-prid=xyz")
+            #expect(refused.statusCode == 555)
+            #expect(refused.reasonPhrase == "Push Notification Service Not Supported")
+            #expect(refused.values(.featureCaps) == ["*;+sip.pns=\"apns\"", "*;+sip.pns=\"fcm\""])
+            #expect(server.server.location.bindings(for: "sip:dave@tern.test").isEmpty)
+        }
+        await gateway.stop()
+    }
+
+    @Test func callWaitsForTheWokenPhoneAndConnects() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "push-call")
+            let pushes = await gateway.waitFor(1)
+            #expect(pushes.count == 1)
+            #expect(pushes.first?.authorization == "Bearer test-key")
+            #expect(pushes.first?.json?["to"] == Self.token)
+            #expect(pushes.first?.json?["provider"] == "apns")
+            #expect(pushes.first?.json?["param"] == "ABCD1234.com.example.voip")
+            #expect(pushes.first?.json?["type"] == "call")
+            #expect(pushes.first?.json?["call_id"] == "push-call")
+            // Nothing rings before the phone is back.
+            #expect(await alice.client.receiveIfAny(timeout: .milliseconds(200)).map { $0.statusCode ?? 0 }.map { $0 == 100 } ?? true)
+            #expect(server.server.proxy.waitingRequestCount == 1)
+
+            let phone = try await Self.wake(server)
+            let invite = try await phone.next(.invite)
+            #expect(invite.callID == "push-call")
+            #expect(invite.requestURIString?.contains("pn-") == false, "push parameters stay with the server (RFC 8599 §13)")
+            try await phone.answer(invite, 180)
+            #expect(try await alice.response(callID: "push-call").statusCode == 180)
+            try await phone.answer(invite, 200)
+            #expect(try await alice.response(callID: "push-call").statusCode == 200)
+            #expect(server.server.proxy.waitingRequestCount == 0)
+        }
+        await gateway.stop()
+    }
+
+    @Test func callerCancelsWhileThePhoneSleeps() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            let branch = SIPIdentifiers.branch()
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "push-cancel", branch: branch)
+            _ = await gateway.waitFor(1)
+            try await alice.send("CANCEL", to: "sip:bob@tern.test", callID: "push-cancel", branch: branch)
+            var statuses: Set<Int> = []
+            while statuses.count < 2 {
+                let response = try await alice.response(callID: "push-cancel")
+                statuses.insert(response.statusCode ?? 0)
+            }
+            #expect(statuses == [200, 487])
+            #expect(server.server.proxy.waitingRequestCount == 0)
+            // A phone that wakes now gets nothing: the call is over.
+            let phone = try await Self.wake(server)
+            #expect(await phone.client.receiveIfAny(timeout: .milliseconds(300)) == nil)
+        }
+        await gateway.stop()
+    }
+
+    @Test func aPhoneThatNeverWakesGets480() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway, pendingWait: .milliseconds(400)) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            let started = ContinuousClock.now
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "push-timeout")
+            let response = try await alice.response(callID: "push-timeout")
+            #expect(response.statusCode == 480)
+            #expect(ContinuousClock.now - started >= .milliseconds(350))
+        }
+        await gateway.stop()
+    }
+
+    @Test func aFailedPushEndsTheWaitAtOnce() async throws {
+        let gateway = try await TestPushGateway.start()
+        gateway.answer(after: .zero, status: .internalServerError)
+        try await Self.withPushServer(gateway, retries: 1) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            let started = ContinuousClock.now
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "push-fails")
+            let response = try await alice.response(callID: "push-fails")
+            #expect(response.statusCode == 480)
+            #expect(ContinuousClock.now - started < .seconds(3), "not the whole 10 s wait")
+            #expect(gateway.received.count == 2, "the first attempt and one retry")
+        }
+        await gateway.stop()
+    }
+
+    @Test func aSlowGatewayHoldsUpNoOtherCall() async throws {
+        let gateway = try await TestPushGateway.start()
+        gateway.answer(after: .seconds(5))
+        try await Self.withPushServer(gateway) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let carol = try await Agent.connect(server, user: "carol")
+            _ = try await carol.register()
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "slow-push")
+            _ = await gateway.waitFor(1)
+            // The gateway sits on bob's push for 5 s; carol's call goes through meanwhile.
+            let started = ContinuousClock.now
+            try await alice.send("INVITE", to: "sip:carol@tern.test", callID: "fast-call")
+            let invite = try await carol.next(.invite)
+            try await carol.answer(invite, 200)
+            #expect(try await alice.response(callID: "fast-call").statusCode == 200)
+            #expect(ContinuousClock.now - started < .seconds(1))
+            let phone = try await Self.wake(server)
+            let late = try await phone.next(.invite)
+            #expect(late.callID == "slow-push")
+            try await phone.answer(late, 486)
+            #expect(try await alice.response(callID: "slow-push").statusCode == 486, "the woken phone's answer ends the wait")
+        }
+        await gateway.stop()
+    }
+
+    @Test func aStoredMessageWakesThePhoneAndIsDeliveredWhenItRegisters() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway, pendingMethods: [], messaging: true) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            let stored = try await MessagingEndToEndTests.message(from: alice, to: "bob", "are you there?")
+            #expect(stored.statusCode == 202)
+            let pushes = await gateway.waitFor(1)
+            #expect(pushes.first?.json?["type"] == "stored_message")
+            #expect(pushes.first?.json?["to"] == Self.token)
+            let phone = try await Self.wake(server)
+            let message = try await phone.next(.message)
+            #expect(String(buffer: message.body) == "are you there?")
+            try await phone.answer(message, 200)
+        }
+        await gateway.stop()
+    }
+
+    @Test func aMessageWaitsForThePhoneLikeACall() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("MESSAGE", to: "sip:bob@tern.test", callID: "push-message", body: "ping")
+            let pushes = await gateway.waitFor(1)
+            #expect(pushes.first?.json?["type"] == "message")
+            let phone = try await Self.wake(server)
+            let message = try await phone.next(.message)
+            #expect(String(buffer: message.body) == "ping")
+            try await phone.answer(message, 200)
+            #expect(try await alice.response(callID: "push-message").statusCode == 200)
+        }
+        await gateway.stop()
+    }
+}
+
+/// Keep-alive probes of bindings that live only while a NAT mapping does.
+@Suite(.timeLimit(.minutes(1)))
+struct KeepAliveEndToEndTests {
+    typealias Agent = ProxyEndToEndTests.Agent
+
+    @Test func aNATedDeviceThatStopsAnsweringProbesLosesItsBinding() async throws {
+        let timers = TransactionTimers(t1: .milliseconds(10), t2: .milliseconds(40), t4: .milliseconds(50))
+        try await withTestServer(timers: timers, configure: { server in
+            let keepAlive = KeepAliveProber(configuration: .init(interval: .milliseconds(300), failures: 2), proxy: server.proxy,
+                                            location: server.location, loop: MultiThreadedEventLoopGroup.singleton.next(),
+                                            logger: PushEndToEndTests.logger)
+            server.addFeature(keepAlive)
+        }) { server in
+            // Both register a private address: Tern sees them behind NAT and reaches them at their source.
+            let awake = try await Agent.connect(server, user: "anna")
+            let silent = try await Agent.connect(server, user: "bert")
+            for agent in [awake, silent] {
+                agent.cseq += 1
+                let text = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.7:5060;branch=\(SIPIdentifiers.branch());rport\r\n"
+                    + "Max-Forwards: 70\r\nFrom: <sip:\(agent.user)@tern.test>;tag=k\(agent.port)\r\nTo: <sip:\(agent.user)@tern.test>\r\n"
+                    + "Call-ID: ka-\(agent.port)\r\nCSeq: 1 REGISTER\r\nContact: <sip:\(agent.user)@10.0.0.7:5060>\r\nExpires: 600\r\n"
+                    + "Content-Length: 0\r\n\r\n"
+                try await agent.client.send(text)
+                #expect(try await agent.next().statusCode == 200)
+            }
+            #expect(server.server.location.bindings(for: "sip:anna@tern.test").first?.isBehindNAT == true)
+            // anna answers every probe; bert never does.
+            let answering = Task {
+                while !Task.isCancelled {
+                    guard let probe = try? await awake.next(.options, timeout: .seconds(2)) else { continue }
+                    try? await awake.answer(probe, 200)
+                }
+            }
+            defer { answering.cancel() }
+            let deadline = ContinuousClock.now + .seconds(8)
+            while !server.server.location.bindings(for: "sip:bert@tern.test").isEmpty, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(50))
+            }
+            #expect(server.server.location.bindings(for: "sip:bert@tern.test").isEmpty, "two probes missed: gone")
+            #expect(server.server.location.bindings(for: "sip:anna@tern.test").count == 1, "answers every probe: kept")
+            let probe = try await silent.next(.options)
+            #expect(probe.requestURIString == "sip:bert@10.0.0.7:5060")
+        }
+    }
+}
