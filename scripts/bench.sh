@@ -5,6 +5,8 @@
 #   digest   REGISTER of N users with a digest challenge each (401, then credentials)
 #   message  MESSAGE through the proxy to a registered SIPp UAS
 #   call     INVITE/180/200/ACK/BYE through the proxy to a registered SIPp UAS
+#   rereg    a short registration interval: 401, REGISTER with credentials, then four refreshes
+#            reusing the nonce on the same flow (cpu_us/op is per user: six REGISTERs)
 # For each: offered rate, successes, failures, response time p50/p99, server CPU per operation
 # (from /proc, the figure that holds on a noisy machine), memory; then Tern/Kamailio ratios.
 # Loopback only; every SIPp run is bounded in count and time.
@@ -24,6 +26,8 @@ MESSAGES=${MESSAGES:-10000}
 MSG_RATE=${MSG_RATE:-2000}
 CALLS=${CALLS:-2000}
 CALL_RATE=${CALL_RATE:-200}
+REREG_USERS=${REREG_USERS:-2000}
+REREG_RATE=${REREG_RATE:-200}
 work=$(mktemp -d -t tern-bench.XXXXXX)
 results="$work/results.tsv"
 server_pid=
@@ -184,6 +188,7 @@ for server_kind in "${servers[@]}"; do
   stop_server
   start_server "$server_kind" auth
   run_load digest register.xml "$USERS" "$DIGEST_RATE" -inf "$work/users.csv"
+  run_load rereg reregister.xml "$REREG_USERS" "$REREG_RATE" -inf "$work/users.csv"
   stop_server
   for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   bg_pids=()
@@ -194,6 +199,12 @@ echo "Tern's bindings: $TERN_STORE (TERN_STORE); Kamailio's: memory (usrloc db_m
 echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/op  sipp_rc"
 awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
 for line in "${memory_lines[@]}"; do echo "$line"; done
+echo
+echo "Cost of one re-registration within the nonce lifetime (one round trip, no challenge):"
+awk -F'\t' '{ cpu[$1 FS $2] = $9 } END {
+  split("tern kamailio", kinds, " ")
+  for (i = 1; i <= 2; i++) { k = kinds[i]; d = cpu[k FS "digest"]; r = cpu[k FS "rereg"]
+    if (r > 0) printf "  %-8s %.1f us per refresh (a fresh digest registration: %.1f us)\n", k, (r - d) / 4, d } }' "$results"
 if [ "${#servers[@]}" -gt 1 ]; then
   echo
   echo "Tern/Kamailio CPU per operation (target <= 0.67):"
