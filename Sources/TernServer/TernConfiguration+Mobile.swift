@@ -109,7 +109,7 @@ extension TernConfiguration {
     }
 
     /// The effective `mobile:` section for `--check-config` and `config.dump`.
-    var mobileYAMLLines: [String] {
+    func mobileYAMLLines(redactingSecrets: Bool) -> [String] {
         var lines = [
             "mobile:",
             "  drop_unregistered_media: \(mobile.dropUnregisteredMedia)",
@@ -126,7 +126,8 @@ extension TernConfiguration {
             "    enabled: \(mobile.push != nil)",
             "    providers: [\(push.providers.joined(separator: ", "))]",
             "    gateway_url: \"\(push.gatewayURL)\"",
-            "    authorization: \"\(push.authorization.isEmpty ? "" : "(set)")\"",
+            "    authorization: \"\(redactingSecrets && !push.authorization.isEmpty ? "(set)" : push.authorization)\"",
+            "    template: '\(push.template.replacingOccurrences(of: "'", with: "''"))'",
             "    timeout_ms: \(push.timeoutMilliseconds)",
             "    retries: \(push.retries)",
             "    retry_delay_ms: \(push.retryDelayMilliseconds)",
@@ -141,7 +142,6 @@ extension TernConfiguration {
             "    interval: \(mobile.keepAliveInterval)",
             "    failures: \(mobile.keepAliveFailures)",
         ]
-        if !push.template.isEmpty { lines.insert("    template: '\(push.template.replacingOccurrences(of: "'", with: "''"))'", at: lines.count - 9) }
         return lines
     }
 

@@ -463,7 +463,7 @@ extension TernConfiguration {
             "  enabled: \(management != nil)",
             "  listen: \(ManagementSettings.formatListen(management ?? ManagementSettings()))",
             "  token: \"\(management?.token.map { redactingSecrets ? "(set)" : $0 } ?? "")\"",
-        ] + mobileYAMLLines + [
+        ] + mobileYAMLLines(redactingSecrets: redactingSecrets) + [
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

@@ -247,9 +247,10 @@ struct KeepAliveEndToEndTests {
     typealias Agent = ProxyEndToEndTests.Agent
 
     @Test func aNATedDeviceThatStopsAnsweringProbesLosesItsBinding() async throws {
-        let timers = TransactionTimers(t1: .milliseconds(10), t2: .milliseconds(40), t4: .milliseconds(50))
+        // Timer F (64·T1) is how long a probe waits: 2.5 s, time enough for an answer under load.
+        let timers = TransactionTimers(t1: .milliseconds(40), t2: .milliseconds(160), t4: .milliseconds(50))
         try await withTestServer(timers: timers, configure: { server in
-            let keepAlive = KeepAliveProber(configuration: .init(interval: .milliseconds(300), failures: 2), proxy: server.proxy,
+            let keepAlive = KeepAliveProber(configuration: .init(interval: .milliseconds(500), failures: 3), proxy: server.proxy,
                                             location: server.location, loop: MultiThreadedEventLoopGroup.singleton.next(),
                                             logger: PushEndToEndTests.logger)
             server.addFeature(keepAlive)
@@ -270,16 +271,16 @@ struct KeepAliveEndToEndTests {
             // anna answers every probe; bert never does.
             let answering = Task {
                 while !Task.isCancelled {
-                    guard let probe = try? await awake.next(.options, timeout: .seconds(2)) else { continue }
+                    guard let probe = try? await awake.next(.options, timeout: .seconds(1)) else { continue }
                     try? await awake.answer(probe, 200)
                 }
             }
             defer { answering.cancel() }
-            let deadline = ContinuousClock.now + .seconds(8)
+            let deadline = ContinuousClock.now + .seconds(20)
             while !server.server.location.bindings(for: "sip:bert@tern.test").isEmpty, ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(50))
             }
-            #expect(server.server.location.bindings(for: "sip:bert@tern.test").isEmpty, "two probes missed: gone")
+            #expect(server.server.location.bindings(for: "sip:bert@tern.test").isEmpty, "three probes missed: gone")
             #expect(server.server.location.bindings(for: "sip:anna@tern.test").count == 1, "answers every probe: kept")
             let probe = try await silent.next(.options)
             #expect(probe.requestURIString == "sip:bert@10.0.0.7:5060")

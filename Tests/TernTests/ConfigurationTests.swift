@@ -101,6 +101,14 @@ import NIOCore
         ("limits:\n  udp_buffer_bytes: 10\n", "limits.udp_buffer_bytes (line 2): 10 is out of range 65536...1073741824"),
         ("presence:\n  policy: friends\n", "presence.policy (line 2): friends: expected allow, same_domain or ask"),
         ("presence:\n  min_expires: 900\n  max_expires: 600\n", "presence.min_expires (line 2): must not exceed presence.max_expires"),
+        ("mobile:\n  tunings:\n    - gzip: sometimes\n", "mobile.tunings[0].gzip (line 3): sometimes: expected never, auto or always"),
+        ("mobile:\n  tunings:\n    - match:\n        networks: [10.0.0.0/33]\n",
+         "mobile.tunings[0].match.networks (line 4): 10.0.0.0/33: expected ADDRESS/BITS"),
+        ("mobile:\n  tunings:\n    - match:\n        colour: red\n", "mobile.tunings[0].match.colour (line 4): unknown key"),
+        ("mobile:\n  push:\n    gateway_url: ftp://x\n", "mobile.push.gateway_url (line 3): expected an http:// or https:// URL"),
+        ("mobile:\n  push:\n    registration_margin: 60\n", "mobile.push.registration_margin (line 3): 60 is out of range 121...86400"),
+        ("mobile:\n  pending:\n    wait_ms: -1\n", "mobile.pending.wait_ms (line 3): -1 is out of range 0...300000"),
+        ("mobile:\n  keepalive:\n    every: 30\n", "mobile.keepalive.every (line 3): unknown key"),
     ]
 
     @Test(arguments: errors)
@@ -205,6 +213,67 @@ import NIOCore
         #expect(presence.maxExpires == 7200 && presence.minNotifyInterval == .milliseconds(250) && !presence.basicStatusIsCritical)
         #expect(presence.notifyRetries == 4 && presence.notifyRetryDelay == .milliseconds(900) && !presence.deriveFromRegistration)
         #expect(try TernConfiguration(yaml: "presence:\n  enabled: false\n").presence == nil)
+        let again = try TernConfiguration(yaml: configuration.yamlDescription)
+        #expect(again.yamlDescription == configuration.yamlDescription)
+    }
+
+    @Test func mobileSectionIsRead() throws {
+        let yaml = """
+        mobile:
+          drop_unregistered_media: false
+          tunings:
+            - match: { networks: [10.64.0.0/10, "2001:db8::/32"], user_agents: [TernPhone], methods: [invite, MESSAGE] }
+              keep_headers: [P-Asserted-Identity]
+              sdp_keep_codecs: [opus, PCMU]
+              sdp_remove_media: [Video]
+              compact_headers: true
+              gzip: always
+              gzip_min_bytes: 64
+            - match: { hosts: [pcscf.example] }
+              gzip: never
+          push:
+            providers: [apns]
+            gateway_url: https://push.example/v1
+            authorization: Bearer secret
+            template: '{"to":"${prid}"}'
+            timeout_ms: 2000
+            retries: 1
+            retry_delay_ms: 100
+            max_in_flight: 10
+            registration_margin: 200
+          pending:
+            wait_ms: 5000
+            methods: [INVITE]
+            wait_for_unregistered: true
+            push_always: true
+          keepalive:
+            interval: 30
+            failures: 3
+        """
+        let configuration = try TernConfiguration(yaml: yaml)
+        let mobile = configuration.mobile
+        #expect(!mobile.dropUnregisteredMedia)
+        #expect(mobile.tunings.count == 2)
+        let first = try #require(mobile.tunings.first)
+        #expect(first.networks.map(\.description) == ["10.64.0.0/10", "2001:db8::/32"])
+        #expect(first.userAgents == ["TernPhone"] && first.methods == [.invite, .message])
+        #expect(first.tuning.keepHeaders == [SIPHeaderName("P-Asserted-Identity")])
+        #expect(first.tuning.sdpKeepCodecs == ["opus", "PCMU"] && first.tuning.sdpRemoveMedia == ["video"])
+        #expect(first.tuning.compactHeaders && first.tuning.gzip == .always && first.tuning.gzipMinimumBytes == 64)
+        #expect(mobile.tunings.last?.hosts == ["pcscf.example"] && mobile.tunings.last?.tuning.gzip == MessageTuning.Gzip.never)
+        let push = try #require(mobile.push)
+        #expect(push.providers == ["apns"] && push.gatewayURL == "https://push.example/v1" && push.authorization == "Bearer secret")
+        #expect(push.template == "{\"to\":\"${prid}\"}" && push.timeoutMilliseconds == 2000 && push.retries == 1)
+        #expect(push.retryDelayMilliseconds == 100 && push.maxInFlight == 10 && push.registrationMargin == 200)
+        #expect(mobile.pendingWaitMilliseconds == 5000 && mobile.pendingMethods == [.invite])
+        #expect(mobile.waitForUnregistered && mobile.pushAlways)
+        #expect(mobile.keepAliveInterval == 30 && mobile.keepAliveFailures == 3)
+        let server = configuration.serverConfiguration
+        #expect(server.registrar.pushProviders == ["apns"] && server.registrar.pushRegistrationMargin == 200)
+        #expect(server.proxy.pendingWait == .milliseconds(5000) && server.proxy.pushAlways && server.proxy.waitForUnregistered)
+        #expect(server.tunings.count == 2 && !server.dropUnregisteredMedia)
+        #expect(try TernConfiguration(yaml: "mobile:\n  push:\n    enabled: false\n").mobile.push == nil)
+        #expect(!configuration.yamlDescription(redactingSecrets: true).contains("secret"))
         let again = try TernConfiguration(yaml: configuration.yamlDescription)
         #expect(again.yamlDescription == configuration.yamlDescription)
     }
