@@ -30,12 +30,16 @@ struct PushEndToEndTests {
     static func withPushServer<T: Sendable>(_ gateway: TestPushGateway, pendingWait: TimeAmount = .seconds(10),
                                             pendingMethods: Set<SIPMethod> = [.invite, .message], retries: Int = 2,
                                             timers: TransactionTimers = TransactionTimers(), messaging: Bool = false,
+                                            waitForUnregistered: Bool = false,
+                                            listeners: [ListenerSpec] = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: 0),
+                                                                         ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 0)],
                                             _ body: @Sendable (RunningServer, PushService) async throws -> T) async throws -> T {
         var registrar = Registrar.Configuration()
         registrar.pushProviders = ["apns", "fcm"]
         var proxy = StatefulProxy.Configuration()
         proxy.pendingWait = pendingWait
         proxy.pendingMethods = pendingMethods
+        proxy.waitForUnregistered = waitForUnregistered
         let push = PushService(configuration: PushService.Configuration(providers: ["apns", "fcm"], retries: retries,
                                                                         retryDelay: .milliseconds(50)),
                                gateway: HTTPPushGateway(configuration: .init(url: gateway.url, authorization: "Bearer test-key",
@@ -44,7 +48,7 @@ struct PushEndToEndTests {
         let store: SQLiteMessageStore? = messaging
             ? try await SQLiteMessageStore.open(path: ":memory:", logger: logger, group: MultiThreadedEventLoopGroup.singleton) : nil
         defer { if let store { Task { await store.close() } } }
-        return try await withTestServer(timers: timers, registrar: registrar, proxy: proxy, configure: { server in
+        return try await withTestServer(listeners: listeners, timers: timers, registrar: registrar, proxy: proxy, configure: { server in
             server.proxy.setPushService(push)
             if let store {
                 let service = MessagingService(configuration: MessagingEndToEndTests.settings(), store: store, proxy: server.proxy,
@@ -57,9 +61,10 @@ struct PushEndToEndTests {
         }
     }
 
-    /// The phone registers over TCP with push parameters, then closes its connection to sleep.
-    static func registerAndSleep(_ server: RunningServer) async throws -> SIPMessage {
-        let phone = try await Agent.connect(server, user: "bob", transport: .tcp)
+    /// The phone registers over TCP (or `transport`) with push parameters, then closes its connection to sleep.
+    static func registerAndSleep(_ server: RunningServer, transport: SIPTransportProtocol = .tcp,
+                                 instance: String = instance) async throws -> SIPMessage {
+        let phone = try await Agent.connect(server, user: "bob", transport: transport)
         let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: instance + ";+sip.pnsreg",
                                                                uriParameters: pushParameters)
         await phone.client.close()
@@ -68,8 +73,8 @@ struct PushEndToEndTests {
     }
 
     /// The phone wakes: a new connection, and a REGISTER refresh of the same device.
-    static func wake(_ server: RunningServer) async throws -> Agent {
-        let phone = try await Agent.connect(server, user: "bob", transport: .tcp)
+    static func wake(_ server: RunningServer, transport: SIPTransportProtocol = .tcp, instance: String = instance) async throws -> Agent {
+        let phone = try await Agent.connect(server, user: "bob", transport: transport)
         let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: instance, uriParameters: pushParameters)
         #expect(ok.statusCode == 200)
         return phone
@@ -219,6 +224,51 @@ struct PushEndToEndTests {
             let message = try await phone.next(.message)
             #expect(String(buffer: message.body) == "are you there?")
             try await phone.answer(message, 200)
+        }
+        await gateway.stop()
+    }
+
+    @Test func twoSleepingDevicesBothRingWhenTheyWakeOverNewConnections() async throws {
+        let gateway = try await TestPushGateway.start()
+        let tablet = ";+sip.instance=\"<urn:uuid:00000000-0000-1000-8000-0000000ab1e7>\""
+        let listeners = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: 0), ListenerSpec(transport: .tcp, host: "127.0.0.1", port: 0),
+                         ListenerSpec(transport: .ws, host: "127.0.0.1", port: 0)]
+        try await Self.withPushServer(gateway, listeners: listeners) { server, _ in
+            _ = try await Self.registerAndSleep(server)
+            _ = try await Self.registerAndSleep(server, transport: .ws, instance: tablet)
+            #expect(server.server.location.bindings(for: "sip:bob@tern.test").count == 2)
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "two-devices")
+            #expect(await gateway.waitFor(2).count == 2, "one push per device")
+            let phone = try await Self.wake(server)
+            let first = try await phone.next(.invite)
+            try await phone.answer(first, 180)
+            #expect(try await alice.response(callID: "two-devices").statusCode == 180)
+            let pad = try await Self.wake(server, transport: .ws, instance: tablet)
+            let second = try await pad.next(.invite)
+            #expect(second.callID == "two-devices")
+            try await pad.answer(second, 200)
+            #expect(try await alice.response(callID: "two-devices").statusCode == 200)
+            // The phone that rang is cancelled: the tablet took the call.
+            let cancel = try await phone.next(.cancel)
+            #expect(cancel.callID == "two-devices")
+        }
+        await gateway.stop()
+    }
+
+    @Test func aCallWaitsForAUserWithNoDeviceWhenConfigured() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway, waitForUnregistered: true) { server, _ in
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "late-device")
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(server.server.proxy.waitingRequestCount == 1)
+            let phone = try await Agent.connect(server, user: "bob")
+            _ = try await phone.register()
+            let invite = try await phone.next(.invite)
+            try await phone.answer(invite, 200)
+            #expect(try await alice.response(callID: "late-device").statusCode == 200)
+            #expect(gateway.received.isEmpty, "nothing to push: the user had no device")
         }
         await gateway.stop()
     }

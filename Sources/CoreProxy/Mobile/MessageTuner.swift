@@ -20,8 +20,6 @@ public final class MessageTuner: Sendable {
         self.dropUnregisteredMedia = dropUnregisteredMedia
     }
 
-    /// Whether a request can ever change: when not, callers skip building the peer.
-    public var tunesRequests: Bool { !rules.isEmpty || dropUnregisteredMedia }
     /// Whether a response can ever change.
     public var tunesResponses: Bool { !rules.isEmpty }
 

@@ -484,7 +484,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
         forwarded.increment()
         var request = request
         var options = SIPMessage.SerializationOptions()
-        if let tuner = transactions.tuner, tuner.tunesRequests, request.method != .cancel, request.method != .ack {
+        // Building the peer costs a little: only when a rule could match or the device named its media.
+        if let tuner = transactions.tuner, !tuner.rules.isEmpty || (tuner.dropUnregisteredMedia && target.mediaTypes != nil),
+           request.method != .cancel, request.method != .ack {
             options = tuner.tune(&request, for: target.tuningPeer)
         }
         if let flow = target.flow {
