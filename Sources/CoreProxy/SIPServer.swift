@@ -97,6 +97,8 @@ public final class SIPServer: Service {
         proxy = StatefulProxy(configuration: configuration.proxy, transactions: transactionLayer, transport: transportLayer,
                               location: location, identity: identity, logger: logger)
         location.addObserver(proxy)
+        location.addObserver(registrar.pushWakeTable)
+        proxy.setPushWakeTable(registrar.pushWakeTable)
         pipeline.register(registrar)
         pipeline.setProxy(proxy, identity: identity)
         if let authentication = configuration.authentication {

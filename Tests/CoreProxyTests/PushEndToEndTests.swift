@@ -85,7 +85,7 @@ struct PushEndToEndTests {
         try await Self.withPushServer(gateway) { server, _ in
             let ok = try await Self.registerAndSleep(server)
             #expect(ok.statusCode == 200)
-            #expect(ok.values(.featureCaps) == ["*;+sip.pns=\"apns\";+sip.pnsreg=\"130\""])
+            #expect(ok.values(.featureCaps).first?.hasPrefix("*;+sip.pns=\"apns\";+sip.pnsreg=\"130\";+sip.pnspurr=\"") == true)
             // The device closed its connection to sleep: its binding stays, since a push can wake it.
             #expect(server.server.location.bindings(for: "sip:bob@tern.test").count == 1)
 
@@ -269,6 +269,44 @@ struct PushEndToEndTests {
             try await phone.answer(invite, 200)
             #expect(try await alice.response(callID: "late-device").statusCode == 200)
             #expect(gateway.received.isEmpty, "nothing to push: the user had no device")
+        }
+        await gateway.stop()
+    }
+
+    @Test func aByeInsideTheDialogWakesThePhoneByItsPURR() async throws {
+        let gateway = try await TestPushGateway.start()
+        try await Self.withPushServer(gateway) { server, _ in
+            let phone = try await Agent.connect(server, user: "bob", transport: .tcp)
+            let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: Self.instance, uriParameters: Self.pushParameters)
+            let caps = try #require(ok.values(.featureCaps).first)
+            let purr = try #require(caps.components(separatedBy: "+sip.pnspurr=\"").last?.split(separator: "\"").first.map(String.init))
+            #expect(caps.hasPrefix("*;+sip.pns=\"apns\"") && purr.count == 24)
+            // A call while the phone is awake; its Contact carries the PURR for the dialog (RFC 8599 §6.1.1).
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "purr-call")
+            let invite = try await phone.next(.invite)
+            let contact = "sip:bob@\(phone.viaHost);transport=tcp;pn-purr=\(purr)"
+            var answer = SIPMessage.response(to: invite, status: SIPStatus(200), toTag: "bob-dialog", copyRecordRoute: true)
+            answer.appendHeader(.contact, "<\(contact)>")
+            try await phone.client.send(answer.serializedString)
+            let answered = try await alice.response(callID: "purr-call")
+            #expect(answered.statusCode == 200)
+            let routes = answered.values(.recordRoute).reversed().map { $0 }
+            try await alice.send("ACK", to: contact, callID: "purr-call", toTag: "bob-dialog", routes: routes)
+            _ = try await phone.next(.ack)
+            // The phone sleeps; alice hangs up: the BYE waits for the push to wake it.
+            await phone.client.close()
+            try await Task.sleep(for: .milliseconds(50))
+            try await alice.send("BYE", to: contact, callID: "purr-call", cseq: 2, toTag: "bob-dialog", routes: routes)
+            let pushes = await gateway.waitFor(1)
+            #expect(pushes.first?.json?["to"] == Self.token && pushes.first?.json?["call_id"] == "purr-call")
+            let woken = try await Self.wake(server)
+            // Read as it comes: its Request-URI names the old connection's port, which next(_:) takes for a stray.
+            var bye = try await woken.client.receive()
+            while bye.method != .bye { bye = try await woken.client.receive() }
+            #expect(bye.requestURIString == contact, "the dialog's remote target, over the new connection")
+            try await woken.answer(bye, 200, toTag: "bob-dialog")
+            #expect(try await alice.response(callID: "purr-call").statusCode == 200)
         }
         await gateway.stop()
     }

@@ -81,12 +81,17 @@ final class ProxyContext: Sendable {
     let state: NIOLockedValueBox<State>
     /// The local user the targets came from (the location service), for undeliverable requests.
     let localAOR: String?
+    /// Where a request that waits goes when a device of its user registers: nil for a device this
+    /// request does not want (another one than the dialog's).
+    let wakeTarget: @Sendable (Binding) -> ProxyTarget?
 
-    init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]], localAOR: String? = nil) {
+    init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]], localAOR: String? = nil,
+         wakeTarget: @escaping @Sendable (Binding) -> ProxyTarget? = { ProxyTarget($0) }) {
         self.server = server
         self.request = request
         self.proxy = proxy
         self.localAOR = localAOR
+        self.wakeTarget = wakeTarget
         self.state = NIOLockedValueBox(State(levels: levels))
     }
 

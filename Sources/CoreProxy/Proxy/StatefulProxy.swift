@@ -83,6 +83,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// Requests waiting for a device of their user to register, by AOR.
     private let waiting = NIOLockedValueBox<[String: [ProxyContext]]>([:])
     private let pushServiceBox = NIOLockedValueBox<PushService?>(nil)
+    private let pushWakeTableBox = NIOLockedValueBox<PushWakeTable?>(nil)
     private let appended = Counter(label: "tern.proxy.pending_branches_added")
     private let waited = Counter(label: "tern.proxy.requests_waiting")
 
@@ -102,6 +103,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     public var pushService: PushService? { pushServiceBox.withLockedValue { $0 } }
+
+    /// The PURRs the registrar handed out, to wake a device for a request inside a dialog (RFC 8599 §6).
+    public func setPushWakeTable(_ table: PushWakeTable) {
+        pushWakeTableBox.withLockedValue { $0 = table }
+    }
 
     /// Requests waiting for a device to register now.
     public var waitingRequestCount: Int { waiting.withLockedValue { $0.values.reduce(0) { $0 + $1.count } } }
@@ -211,8 +217,10 @@ public final class StatefulProxy: LocationObserver, Sendable {
                 transaction.respond(SIPStatus(403, "Relaying Denied"))
                 return
             }
-            var target = ProxyTarget(uri: requestURI, flow: nil, transport: destinationTransport(requestURI),
-                                     routes: [], q: 1, binding: nil)
+            if routedToUs, wakeForDialog(transaction, request: request, requestURI: requestURI) { return }
+            // A registered device's contact is reached over the flow it keeps open (RFC 5626 §5.3).
+            var target = ProxyTarget(uri: requestURI, flow: routedToUs ? registeredFlow(for: requestURI) : nil,
+                                     transport: destinationTransport(requestURI), routes: [], q: 1, binding: nil)
             if !routedToUs, let outbound = configuration.outboundProxy {
                 target.routes = ["<" + outbound.description + ";lr>"]
             }
@@ -343,6 +351,37 @@ public final class StatefulProxy: LocationObserver, Sendable {
         context.start()
     }
 
+    /// A request inside a dialog for a device that sleeps (RFC 8599 §6.2.3): its Request-URI carries
+    /// the device's PURR and the device's connection is gone. The device is pushed and the request
+    /// waits for it to register; then it goes to the same Request-URI over the new flow.
+    private func wakeForDialog(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI) -> Bool {
+        guard configuration.pendingWait > .zero, case .some(.some(let purr)) = requestURI.parameters["pn-purr"], let push = pushService,
+              let owner = pushWakeTableBox.withLockedValue({ $0 })?.binding(for: purr),
+              let binding = location.bindings(for: owner.aor).first(where: { $0.key == owner.key }),
+              let contact = binding.push, !flowIsOpen(ProxyTarget(binding))
+        else { return false }
+        let transport = destinationTransport(requestURI)
+        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: [], localAOR: owner.aor) { woken in
+            guard woken.key == owner.key else { return nil }
+            return ProxyTarget(uri: requestURI, flow: woken.routesOverFlow ? woken.flow : nil,
+                               transport: woken.routesOverFlow ? woken.transport : transport, routes: woken.path, q: 1,
+                               binding: (woken.aor, woken.key))
+        }
+        context.wait(for: request.method == .invite ? configuration.pendingWait : min(configuration.pendingWait, .seconds(25)))
+        waited.increment()
+        waiting.withLockedValue { $0[owner.aor, default: []].append(context) }
+        if transaction.request.method == .invite {
+            contexts.withLockedValue { $0[transaction.key] = context }
+        }
+        context.pushSent()
+        push.wake(aor: owner.aor, contact: contact, reason: request.method == .invite ? .call : .message,
+                  callID: request.callID ?? "", from: request.firstValue(.from) ?? "") { delivered in
+            if !delivered { context.pushFailed() }
+        }
+        context.start()
+        return true
+    }
+
     func stoppedWaiting(_ context: ProxyContext) {
         guard let aor = context.localAOR else { return }
         waiting.withLockedValue { table in
@@ -357,8 +396,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
         guard event.kind == .added || event.kind == .refreshed else { return }
         let contexts = waiting.withLockedValue { $0[event.binding.aor] ?? [] }
         guard !contexts.isEmpty else { return }
-        let target = ProxyTarget(event.binding)
         for context in contexts where context.isWaiting {
+            guard let target = context.wakeTarget(event.binding) else { continue }
             appended.increment()
             // The registrar answers its REGISTER first; the branch follows on the request's own loop.
             context.server.eventLoop.execute { context.append(target) }

@@ -43,6 +43,9 @@ public final class Registrar: SIPRequestHandler {
     private let logger: Logger
     private let identity: LocalIdentity
 
+    /// The PURRs handed to push-capable devices (RFC 8599 §6); the proxy wakes them by these.
+    public let pushWakeTable = PushWakeTable()
+
     public init(configuration: Configuration, location: LocationService, identity: LocalIdentity, logger: Logger) {
         self.configuration = configuration
         self.location = location
@@ -112,7 +115,7 @@ public final class Registrar: SIPRequestHandler {
                 bindings.removeAll()
             }
         case .addresses(let addresses):
-            pushCapabilities = try pushFeatureCaps(addresses)
+            pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
             var updates: [Binding] = []
             var removals: [String] = []
             for address in addresses {
@@ -144,7 +147,7 @@ public final class Registrar: SIPRequestHandler {
 
     /// The Feature-Caps values that tell a device its push service is served (one per service,
     /// §5.4), or 555 when a contact names a service this server does not push through.
-    private func pushFeatureCaps(_ addresses: [SIPAddress]) throws(Refusal) -> [String] {
+    private func pushFeatureCaps(_ addresses: [SIPAddress], aor: String, now: Int64) throws(Refusal) -> [String] {
         guard let providers = configuration.pushProviders else { return [] }
         var capabilities: [String] = []
         for address in addresses {
@@ -163,6 +166,12 @@ public final class Registrar: SIPRequestHandler {
             var capability = "*;+sip.pns=\"" + provider + "\""
             if address.parameters.contains("+sip.pnsreg") {
                 capability += ";+sip.pnsreg=\"" + String(configuration.pushRegistrationMargin) + "\""
+            }
+            // §6.2.1: the latest PURR of the device, for dialogs that may need to wake it later.
+            if PushContact(contact: address.uri) != nil, address.expires ?? 1 != 0 {
+                let key = Binding.key(instanceID: address.instanceID, regID: address.instanceID == nil ? nil : address.regID,
+                                      contact: address.uri)
+                capability += ";+sip.pnspurr=\"" + pushWakeTable.purr(aor: aor, key: key, now: now) + "\""
             }
             capabilities.append(capability)
         }
