@@ -141,6 +141,19 @@ let package = Package(
             ],
             swiftSettings: strictSettings
         ),
+        // MARK: - Routing: dialplan, dispatcher, least-cost routing, number portability
+        .target(
+            name: "Routing",
+            dependencies: [
+                "SIP", "CoreProxy",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ],
+            swiftSettings: strictSettings
+        ),
+
         // MARK: - Push notifications through an HTTP(S) push gateway
         .target(
             name: "PushGateway",

@@ -19,6 +19,9 @@ struct ProxyTarget: Sendable {
     var mediaTypes: Set<String>? = nil
     /// How to wake the device when its flow is gone (RFC 8599).
     var push: PushContact? = nil
+    /// Told the final status of the branch to this target (nil: no answer or unreachable).
+    var outcome: (@Sendable (Int?) -> Void)? = nil
+    var started: (@Sendable () -> Void)? = nil
 }
 
 extension ProxyTarget {
@@ -84,9 +87,14 @@ final class ProxyContext: Sendable {
     /// Where a request that waits goes when a device of its user registers: nil for a device this
     /// request does not want (another one than the dialog's).
     let wakeTarget: @Sendable (Binding) -> ProxyTarget?
+    /// With routed next hops: only these statuses (and no answer at all) move on to the next hop;
+    /// any other final answer ends the search. Nil: every failure moves on (location targets).
+    let failover: Set<Int>?
 
     init(server: ServerTransaction, request: SIPMessage, proxy: StatefulProxy, levels: [[ProxyTarget]], localAOR: String? = nil,
+         failover: Set<Int>? = nil,
          wakeTarget: @escaping @Sendable (Binding) -> ProxyTarget? = { ProxyTarget($0) }) {
+        self.failover = failover
         self.server = server
         self.request = request
         self.proxy = proxy
@@ -176,6 +184,7 @@ final class ProxyContext: Sendable {
     }
 
     private func startBranch(_ target: ProxyTarget) {
+        target.started?()
         let request = proxy.forwardedRequest(self.request, to: target, inbound: server.inbound)
         let index = state.withLockedValue { state -> Int in
             state.branches.append(Branch(target: target, request: request))
@@ -218,12 +227,17 @@ final class ProxyContext: Sendable {
                     return !state.answered
                 }
                 forwardUpstream(response)
+                if firstAnswer { state.withLockedValue { $0.branches[index].target }.outcome?(code) }
                 if firstAnswer, proxy.reportsCalls, isInitialInvite { proxy.reportCall(CallEvent(.answered, request: request, status: code)) }
                 if firstAnswer { cancelPendingBranches() }
                 branchCompleted()
                 return
             }
-            state.withLockedValue { $0.branches[index].final = response }
+            let target = state.withLockedValue { state -> ProxyTarget in
+                state.branches[index].final = response
+                return state.branches[index].target
+            }
+            target.outcome?(code)
             if code >= 600 { cancelPendingBranches() }
             branchCompleted()
         case .timeout:
@@ -232,6 +246,7 @@ final class ProxyContext: Sendable {
                 return (!state.branches[index].anyResponse, state.branches[index].target)
             }
             if silent { proxy.targetIsDead(target, reason: "no reply") }
+            target.outcome?(silent ? nil : 408)
             branchCompleted()
         case .transportError(let error):
             let target = state.withLockedValue { state -> ProxyTarget in
@@ -241,6 +256,7 @@ final class ProxyContext: Sendable {
                 return state.branches[index].target
             }
             proxy.targetIsDead(target, reason: "\(error)")
+            target.outcome?(nil)
             branchCompleted()
         }
     }
@@ -264,10 +280,20 @@ final class ProxyContext: Sendable {
             stopWaiting()
             return
         }
-        if answered || hasSixxx || state.withLockedValue({ $0.cancelled }) {
+        if answered || hasSixxx || state.withLockedValue({ $0.cancelled }) || !mayFailOver() {
             finish()
         } else {
             startNextLevel()
+        }
+    }
+
+    /// Whether the branch that just ended lets the search go on to the next hop.
+    private func mayFailOver() -> Bool {
+        guard let failover else { return true }
+        return state.withLockedValue { state -> Bool in
+            guard let last = state.branches.last, let code = last.final?.statusCode else { return true }
+            // No answer at all (timeout, unreachable): always on to the next one.
+            return !last.anyResponse || failover.contains(code)
         }
     }
 

@@ -84,6 +84,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     private let waiting = NIOLockedValueBox<[String: [ProxyContext]]>([:])
     private let pushServiceBox = NIOLockedValueBox<PushService?>(nil)
     private let pushWakeTableBox = NIOLockedValueBox<PushWakeTable?>(nil)
+    private let routerBox = NIOLockedValueBox<(any RequestRouter)?>(nil)
     private let appended = Counter(label: "tern.proxy.pending_branches_added")
     private let waited = Counter(label: "tern.proxy.requests_waiting")
 
@@ -103,6 +104,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     public var pushService: PushService? { pushServiceBox.withLockedValue { $0 } }
+
+    /// Routes initial requests the location service does not (dispatcher, least-cost routing, dialplan).
+    public func setRouter(_ router: any RequestRouter) {
+        routerBox.withLockedValue { $0 = router }
+    }
 
     /// The PURRs the registrar handed out, to wake a device for a request inside a dialog (RFC 8599 §6).
     public func setPushWakeTable(_ table: PushWakeTable) {
@@ -210,6 +216,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
                                                      routes: [], q: 1, binding: nil)]])
             return
         }
+        if let router = routerBox.withLockedValue({ $0 }), ((try? request.to()) ?? nil)?.tag == nil,
+           let choice = router.route(request, requestURI: requestURI, source: transaction.inbound.source.ipAddress) {
+            follow(choice, transaction: transaction, request: request)
+            return
+        }
         let local = (requestURI.scheme == .sip || requestURI.scheme == .sips) && identity.servesDomain(requestURI.host)
         if !local || (routedToUs && !identity.isSelf(requestURI) && !isRegisteredDomain(requestURI)) {
             guard routedToUs || configuration.outboundProxy != nil else {
@@ -227,6 +238,37 @@ public final class StatefulProxy: LocationObserver, Sendable {
             start(transaction, request: request, levels: [[target]])
             return
         }
+        routeToLocalUser(transaction, request: request, requestURI: requestURI)
+    }
+
+    /// What a router decided: a refusal, a local user, or next hops tried in order.
+    private func follow(_ choice: RouteChoice, transaction: ServerTransaction, request: SIPMessage) {
+        var request = request
+        for (name, value) in choice.addedHeaders { request.appendHeader(name, value) }
+        switch choice.action {
+        case .reject(let status):
+            transaction.respond(status)
+        case .local(let uri):
+            request.setRequestURI(uri)
+            routeToLocalUser(transaction, request: request, requestURI: uri)
+        case .forward(let destinations, let failover):
+            guard !destinations.isEmpty else {
+                transaction.respond(SIPStatus(503, "No Route Available"))
+                return
+            }
+            let levels = destinations.map { destination -> [ProxyTarget] in
+                var target = ProxyTarget(uri: destination.requestURI, flow: nil, transport: destinationTransport(destination.requestURI),
+                                         routes: [], q: 1, binding: nil)
+                target.outcome = destination.outcome
+                target.started = destination.started
+                return [target]
+            }
+            start(transaction, request: request, levels: levels, failover: failover)
+        }
+    }
+
+    /// A request for a user of a served domain: the location service's targets, or another node's.
+    private func routeToLocalUser(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI) {
         let targets = locate(requestURI, method: request.method)
         if targets.isEmpty, let shared = location.sharedStore, let aor = AddressOfRecord.canonical(requestURI) {
             // Not registered here: another node sharing the location table may hold the user.
@@ -451,8 +493,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
         return ProxyTarget(uri: binding.contact, flow: flow, transport: transport, routes: binding.path, q: binding.q, binding: nil)
     }
 
-    private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]], aor: String? = nil) {
-        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels, localAOR: aor)
+    private func start(_ transaction: ServerTransaction, request: SIPMessage, levels: [[ProxyTarget]], aor: String? = nil,
+                       failover: Set<Int>? = nil) {
+        let context = ProxyContext(server: transaction, request: request, proxy: self, levels: levels, localAOR: aor, failover: failover)
         if reportsCalls, request.method == .invite || request.method == .bye {
             if request.method == .bye {
                 reportCall(CallEvent(.ended, request: request))

@@ -1,0 +1,89 @@
+public import Foundation
+public import SIP
+
+/// One rule of the dialplan (Kamailio's dialplan module): a match on the Request-URI user, an
+/// optional rewrite, optional marks, and what happens next.
+public struct DialplanRule: Sendable {
+    public enum Match: Sendable {
+        /// The user starts with this text.
+        case prefix(String)
+        /// The user matches this regular expression (ICU syntax); groups feed the rewrite.
+        case regex(NSRegularExpressionBox)
+    }
+
+    public enum Action: Sendable, Hashable {
+        /// Rewrite and go on with the next rule.
+        case `continue`
+        /// To the local user the (rewritten) URI names.
+        case local
+        case lcr
+        case dispatcher(String)
+        case uri(SIPURI)
+        case reject(Int, String)
+    }
+
+    /// A condition on the shared cache: the rule applies only when the key is (or is not) in the table.
+    public struct TableCondition: Sendable, Hashable {
+        public enum Key: String, Sendable, CaseIterable {
+            case fromUser = "from_user"
+            case toUser = "to_user"
+            case requestUser = "request_user"
+            case source = "source_ip"
+        }
+
+        public var table: String
+        public var key: Key
+        public var present: Bool
+
+        public init(table: String, key: Key, present: Bool) {
+            self.table = table
+            self.key = key
+            self.present = present
+        }
+    }
+
+    public var name: String
+    public var match: Match
+    /// For a regex: the new user with `$1`… for groups; for a prefix: text put in place of the prefix.
+    public var rewrite: String?
+    public var condition: TableCondition?
+    public var addHeaders: [(SIPHeaderName, String)]
+    public var action: Action
+
+    public init(name: String, match: Match, rewrite: String? = nil, condition: TableCondition? = nil,
+                addHeaders: [(SIPHeaderName, String)] = [], action: Action) {
+        self.name = name
+        self.match = match
+        self.rewrite = rewrite
+        self.condition = condition
+        self.addHeaders = addHeaders
+        self.action = action
+    }
+
+    /// The user after this rule, or nil when it does not match.
+    public func apply(to user: String) -> String? {
+        switch match {
+        case .prefix(let prefix):
+            guard user.hasPrefix(prefix) else { return nil }
+            guard let rewrite else { return user }
+            return rewrite + user.dropFirst(prefix.count)
+        case .regex(let box):
+            let range = NSRange(user.startIndex..., in: user)
+            guard let found = box.expression.firstMatch(in: user, range: range), found.range == range else { return nil }
+            guard let rewrite else { return user }
+            return box.expression.replacementString(for: found, in: user, offset: 0, template: rewrite)
+        }
+    }
+}
+
+/// A compiled expression shared between threads: NSRegularExpression is immutable and documented
+/// as safe to use from several threads at once.
+public final class NSRegularExpressionBox: @unchecked Sendable {
+    public let expression: NSRegularExpression
+    public let pattern: String
+
+    public init(_ pattern: String) throws {
+        self.pattern = pattern
+        self.expression = try NSRegularExpression(pattern: pattern)
+    }
+}
