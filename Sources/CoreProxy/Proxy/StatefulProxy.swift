@@ -159,11 +159,20 @@ public final class StatefulProxy: LocationObserver, Sendable {
         }
     }
 
-    /// Sends a request Tern originates to one device and leaves the binding alone whatever happens:
-    /// the caller decides (keep-alive probes count misses before they remove anything).
-    func probe(_ request: SIPMessage, to binding: Binding, on loop: any EventLoop,
-               handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
-        let target = ProxyTarget(binding)
+    /// Sends an OPTIONS probe to a registered device (over its flow) or to a URI, and leaves any
+    /// binding alone whatever happens: the caller counts misses (keep-alives, dispatcher probes).
+    public func probe(_ uri: SIPURI, device binding: Binding? = nil, on loop: any EventLoop,
+                      handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
+        let target = binding.map(ProxyTarget.init)
+            ?? ProxyTarget(uri: uri, flow: nil, transport: destinationTransport(uri), routes: [], q: 1, binding: nil)
+        let domain = binding.map { $0.aor.split(separator: "@").last.map(String.init) ?? "invalid" } ?? uri.host
+        let request = SIPMessage.request(method: .options, uri: uri, headers: [
+            (.from, "<sip:probe@" + domain + ">;tag=" + SIPIdentifiers.tag()),
+            (.to, "<" + (binding?.aor ?? uri.description) + ">"),
+            (.callID, SIPIdentifiers.callID()),
+            (.cseq, "1 OPTIONS"),
+            (.maxForwards, "70"),
+        ])
         _ = try send(originated(request, to: target), to: target, on: loop, handler: handler)
     }
 
