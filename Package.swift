@@ -183,7 +183,7 @@ let package = Package(
         .target(
             name: "Management",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus", "CMalloc",
+                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus", "CMalloc", "Routing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -198,7 +198,7 @@ let package = Package(
         .target(
             name: "TernServer",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport", "Management", "PushGateway",
+                "SIP", "CoreProxy", "Presence", "Messaging", "IMS", "EventBus", "MongoSupport", "Management", "PushGateway", "Routing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),
@@ -274,7 +274,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ", "Management",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ", "Management", "Routing",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),

@@ -62,6 +62,8 @@ public final class SIPServer: Service {
     public let proxy: StatefulProxy
     public let identity: LocalIdentity
     public let authenticator: DigestAuthenticator?
+    /// Named tables with expiry (Kamailio's htable), shared by routing, authentication and the management API.
+    public let cache = SharedCache()
     private let group: any EventLoopGroup
     private let logger: Logger
     private let onListening: @Sendable ([BoundListener]) -> Void
@@ -102,7 +104,7 @@ public final class SIPServer: Service {
         pipeline.register(registrar)
         pipeline.setProxy(proxy, identity: identity)
         if let authentication = configuration.authentication {
-            let authenticator = DigestAuthenticator(configuration: authentication, credentials: credentials, logger: logger)
+            let authenticator = DigestAuthenticator(configuration: authentication, credentials: credentials, cache: cache, logger: logger)
             pipeline.setAuthenticator(authenticator)
             transportLayer.onConnectionClosed { id in authenticator.connectionClosed(id) }
             self.authenticator = authenticator

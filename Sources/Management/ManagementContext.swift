@@ -2,6 +2,7 @@ public import CoreProxy
 public import EventBus
 public import Messaging
 public import Presence
+public import Routing
 import Foundation
 public import Logging
 
@@ -17,6 +18,9 @@ public struct ManagementContext: Sendable {
     public var node: String
     public var listeners: @Sendable () -> [BoundListener]
     public var startedAt: Int64
+    /// The router, when a routing file is configured, and what reloads that file.
+    public var router: Router?
+    public var reloadRouting: (@Sendable () throws -> JSONValue)?
 
     public init(server: SIPServer, messaging: MessagingService?, presence: PresenceService?, publisher: AMQPPublisher?,
                 configuration: JSONValue, node: String, listeners: @escaping @Sendable () -> [BoundListener]) {
@@ -35,7 +39,8 @@ extension ManagementAPI {
     /// Every method Tern offers, over this node's modules.
     public convenience init(context: ManagementContext, logger: Logger) {
         self.init(methods: ServerMethods.methods(context) + LocationMethods.methods(context.server.location)
-                      + PresenceMethods.methods(context.presence) + MessagingMethods.methods(context.messaging),
+                      + PresenceMethods.methods(context.presence) + MessagingMethods.methods(context.messaging)
+                      + RoutingMethods.methods(context.router, reload: context.reloadRouting, cache: context.server.cache),
                   logger: logger)
     }
 }

@@ -5,6 +5,7 @@ import Presence
 import EventBus
 import Management
 import PushGateway
+import Routing
 import NIOConcurrencyHelpers
 public import Logging
 import NIOCore
@@ -113,9 +114,25 @@ public struct TernApplication: Sendable {
                 server.addFeature(presence)
                 presenceService = presence
             }
-            let context = ManagementContext(server: server, messaging: messagingService, presence: presenceService,
+            var context = ManagementContext(server: server, messaging: messagingService, presence: presenceService,
                                             publisher: publisher, configuration: ConfigurationDump.json(configuration),
                                             node: configuration.nodeName, listeners: { listeners.withLockedValue { $0 } })
+            if let path = configuration.routingFile {
+                let contents = try RoutingFile.load(path: path)
+                for table in contents.cacheTables { server.cache.declare(table.name, defaultLifetimeSeconds: table.lifetime) }
+                let router = Router(tables: contents.tables, cache: server.cache)
+                server.proxy.setRouter(router)
+                server.addFeature(DestinationProber(router: router, proxy: server.proxy, loop: group.next(), logger: logger))
+                context.router = router
+                context.reloadRouting = { [logger, cache = server.cache] in
+                    let contents = try RoutingFile.load(path: path)
+                    for table in contents.cacheTables { cache.declare(table.name, defaultLifetimeSeconds: table.lifetime) }
+                    router.replace(contents.tables)
+                    logger.notice("routing file reloaded", metadata: ["file": "\(path)"])
+                    return Self.summary(contents.tables)
+                }
+                logger.notice("routing file loaded", metadata: ["file": "\(path)", "rules": "\(contents.tables.dialplan.count)"])
+            }
             let api = ManagementAPI(context: context, logger: logger)
             if let publisher {
                 let endpoint = JSONRPCEndpoint(api: api)
@@ -163,6 +180,17 @@ public struct TernApplication: Sendable {
     }
 
     /// The MongoDB client when a store uses it.
+    /// What a routing file holds, counted (the answer to `routing.reload`).
+    static func summary(_ tables: RoutingTables) -> JSONValue {
+        .object([
+            ("dialplan_rules", .int(Int64(tables.dialplan.count))),
+            ("dispatcher_sets", .int(Int64(tables.dispatcherSets.count))),
+            ("lcr_prefixes", .int(Int64(tables.lcr?.routes.count ?? 0))),
+            ("lcr_gateways", .int(Int64(tables.lcr?.gateways.count ?? 0))),
+            ("ported_numbers", .int(Int64(tables.portability?.count ?? 0))),
+        ])
+    }
+
     private func makePushService(_ settings: MobileSettings.PushSettings) -> PushService {
         var gateway: HTTPPushGateway?
         if !settings.gatewayURL.isEmpty {

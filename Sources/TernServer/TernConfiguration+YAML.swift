@@ -320,6 +320,11 @@ extension TernConfiguration {
             }
         }
         if let node = reader.take("mobile") { try readMobile(node) }
+        if let node = reader.take("routing") {
+            var section = try MappingReader(node, path: "routing")
+            routingFile = try section.string("file").flatMap { $0.isEmpty ? nil : $0 }
+            try section.finish()
+        }
         threads = try reader.int("threads", in: 0...256) ?? threads
         try reader.finish()
         try validate()
@@ -464,6 +469,8 @@ extension TernConfiguration {
             "  listen: \(ManagementSettings.formatListen(management ?? ManagementSettings()))",
             "  token: \"\(management?.token.map { redactingSecrets ? "(set)" : $0 } ?? "")\"",
         ] + mobileYAMLLines(redactingSecrets: redactingSecrets) + [
+            "routing:",
+            "  file: \"\(routingFile ?? "")\"",
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

@@ -84,6 +84,8 @@ public struct TernConfiguration: Sendable {
     public var staticHosts: [String: String]
     /// Forwarding tunings, push notifications, waiting requests, keep-alive probes.
     public var mobile = MobileSettings()
+    /// The routing file (dialplan, dispatcher, least-cost routes, number portability); nil: no routing.
+    public var routingFile: String?
 
     public init() {
         listeners = [

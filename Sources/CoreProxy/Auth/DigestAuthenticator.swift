@@ -54,14 +54,19 @@ public final class DigestAuthenticator: Sendable {
     private let credentials: any CredentialStore
     private let nonces: NonceManager
     private let logger: Logger
-    private let trusted = NIOLockedValueBox<[String: Int64]>([:])
+    /// Who authenticated on which TLS/WSS connection (the seed's tuning), in the shared cache, so an
+    /// operator can see and clear it through the management API.
+    private let cache: SharedCache
+    public static let trustTable = "auth_tls_connections"
     private let failures = NIOLockedValueBox<[String: (count: Int, windowStart: Int64)]>([:])
     private let challenges = Counter(label: "tern.auth.challenges")
     private let failed = Counter(label: "tern.auth.failures")
     private let rateLimited = Counter(label: "tern.auth.rate_limited")
 
-    public init(configuration: Configuration, credentials: any CredentialStore, logger: Logger) {
+    public init(configuration: Configuration, credentials: any CredentialStore, cache: SharedCache = SharedCache(), logger: Logger) {
         self.configuration = configuration
+        self.cache = cache
+        cache.declare(Self.trustTable, defaultLifetimeSeconds: configuration.tlsTrustSeconds)
         self.credentials = credentials
         self.logger = logger
         self.nonces = NonceManager(secret: configuration.secret, lifetimeSeconds: configuration.nonceLifetimeSeconds)
@@ -87,8 +92,7 @@ public final class DigestAuthenticator: Sendable {
             return .answered
         }
         if configuration.trustTLSConnections, inbound.transport.isSecure, let connection = inbound.connectionID {
-            let key = connection.description + "|" + claimedUser
-            if let until = trusted.withLockedValue({ $0[key] }), until > now { return .accepted(user: claimedUser) }
+            if cache.get(Self.trustTable, connection.description + "|" + claimedUser) != nil { return .accepted(user: claimedUser) }
         }
 
         let headerName: SIPHeaderName = proxying ? .proxyAuthorization : .authorization
@@ -184,19 +188,14 @@ public final class DigestAuthenticator: Sendable {
         }
         let inbound = transaction.inbound
         if configuration.trustTLSConnections, inbound.transport.isSecure, let connection = inbound.connectionID {
-            let until = now + configuration.tlsTrustSeconds
-            trusted.withLockedValue { table in
-                if table.count > 100_000 { table = table.filter { $0.value > now } }
-                table[connection.description + "|" + username] = until
-            }
+            cache.set(Self.trustTable, connection.description + "|" + username, inbound.source.description)
         }
         return .accepted(user: username)
     }
 
     /// Forgets the trust given to a connection (it closed).
     public func connectionClosed(_ id: ConnectionID) {
-        let prefix = id.description + "|"
-        trusted.withLockedValue { table in table = table.filter { !$0.key.hasPrefix(prefix) } }
+        cache.delete(Self.trustTable, keysWithPrefix: id.description + "|")
     }
 
     private func challenge(_ transaction: ServerTransaction, realm: String, proxying: Bool, stale: Bool, now: Int64) {
