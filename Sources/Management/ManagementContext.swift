@@ -20,7 +20,7 @@ public struct ManagementContext: Sendable {
     public var startedAt: Int64
     /// The router, when a routing file is configured, and what reloads that file.
     public var router: Router?
-    public var reloadRouting: (@Sendable () throws -> JSONValue)?
+    public var reloadRouting: (@Sendable () async throws -> JSONValue)?
 
     public init(server: SIPServer, messaging: MessagingService?, presence: PresenceService?, publisher: AMQPPublisher?,
                 configuration: JSONValue, node: String, listeners: @escaping @Sendable () -> [BoundListener]) {

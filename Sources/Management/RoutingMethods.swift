@@ -7,7 +7,7 @@ import NIOCore
 /// The router's tables and the shared cache: explain a decision, reload the routing file, see the
 /// dispatcher's destinations, read and write cache tables.
 enum RoutingMethods {
-    static func methods(_ router: Router?, reload: (@Sendable () throws -> JSONValue)?, cache: SharedCache) -> [ManagementMethod] {
+    static func methods(_ router: Router?, reload: (@Sendable () async throws -> JSONValue)?, cache: SharedCache) -> [ManagementMethod] {
         [
             ManagementMethod("routing.explain", "Where a request would go and which rules decided, without sending it. "
                              + "request: its start line and headers as text.", parameters: ["request", "source"]) { params in
@@ -20,7 +20,7 @@ enum RoutingMethods {
                              + "error says why.", changesState: true) { _ in
                 let reload = try ManagementError.available(reload, "routing is off (routing.file)")
                 do {
-                    return try reload()
+                    return try await reload()
                 } catch {
                     throw ManagementError.invalidParams("routing file not reloaded, the tables in use stay: \(error)")
                 }

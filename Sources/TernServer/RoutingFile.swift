@@ -12,6 +12,8 @@ public enum RoutingFile {
         public var tables: RoutingTables
         /// Shared-cache tables to declare, with their default entry lifetime in seconds.
         public var cacheTables: [(name: String, lifetime: Int64?)]
+        /// The MongoDB collection of ported numbers (`number`, `rn`), read by whoever holds the database.
+        public var portabilityCollection: String?
     }
 
     public static func load(path: String) throws(ConfigurationError) -> Contents {
@@ -33,7 +35,7 @@ public enum RoutingFile {
         } catch {
             throw ConfigurationError(key: "(routing file)", line: nil, message: "not valid YAML: \(error)")
         }
-        var contents = Contents(tables: RoutingTables(), cacheTables: [])
+        var contents = Contents(tables: RoutingTables(), cacheTables: [], portabilityCollection: nil)
         guard let root else { return contents }
         var reader = try MappingReader(root, path: "")
         if let node = reader.take("probe") {
@@ -51,7 +53,13 @@ public enum RoutingFile {
         if let node = reader.take("lcr") { contents.tables.lcr = try leastCostRouting(node) }
         if let node = reader.take("portability") {
             var section = try MappingReader(node, path: "portability")
+            if let collection = try section.string("mongodb_collection") {
+                contents.portabilityCollection = collection
+            }
             if let file = try section.string("file") {
+                guard contents.portabilityCollection == nil else {
+                    throw section.error("file", node, "either file or mongodb_collection, not both")
+                }
                 let path = file.hasPrefix("/") ? file : directory + "/" + file
                 guard FileManager.default.isReadableFile(atPath: path) else {
                     throw section.error("file", node, "\(path): no such file, or not readable")

@@ -118,14 +118,14 @@ public struct TernApplication: Sendable {
                                             publisher: publisher, configuration: ConfigurationDump.json(configuration),
                                             node: configuration.nodeName, listeners: { listeners.withLockedValue { $0 } })
             if let path = configuration.routingFile {
-                let contents = try RoutingFile.load(path: path)
+                let contents = try await loadRouting(path: path, mongo: mongo)
                 for table in contents.cacheTables { server.cache.declare(table.name, defaultLifetimeSeconds: table.lifetime) }
                 let router = Router(tables: contents.tables, cache: server.cache)
                 server.proxy.setRouter(router)
                 server.addFeature(DestinationProber(router: router, proxy: server.proxy, loop: group.next(), logger: logger))
                 context.router = router
-                context.reloadRouting = { [logger, cache = server.cache] in
-                    let contents = try RoutingFile.load(path: path)
+                context.reloadRouting = { [self, logger, mongo, cache = server.cache] in
+                    let contents = try await loadRouting(path: path, mongo: mongo)
                     for table in contents.cacheTables { cache.declare(table.name, defaultLifetimeSeconds: table.lifetime) }
                     router.replace(contents.tables)
                     logger.notice("routing file reloaded", metadata: ["file": "\(path)"])
@@ -180,6 +180,31 @@ public struct TernApplication: Sendable {
     }
 
     /// The MongoDB client when a store uses it.
+    /// The routing file, with its ported numbers from MongoDB when it names a collection.
+    private func loadRouting(path: String, mongo: MongoDatabase?) async throws -> RoutingFile.Contents {
+        var contents = try RoutingFile.load(path: path)
+        if let collection = contents.portabilityCollection {
+            guard let mongo else {
+                throw ConfigurationError(key: "portability.mongodb_collection", line: nil, message: "needs storage.mongodb.uri")
+            }
+            let documents = try await mongo.perform { session in
+                try session.find(collection, projection: ["number": .int64(1), "rn": .int64(1), "_id": .int64(0)])
+            }
+            var portability = NumberPortability()
+            for document in documents {
+                guard let number = document["number"]?.string, let rn = document["rn"]?.string,
+                      portability.add(number: number, routingNumber: rn)
+                else {
+                    throw ConfigurationError(key: "portability.mongodb_collection", line: nil,
+                                             message: "\(collection): a document without string number and rn: \(document)")
+                }
+            }
+            contents.tables.portability = portability
+            logger.notice("ported numbers loaded from MongoDB", metadata: ["collection": "\(collection)", "numbers": "\(portability.count)"])
+        }
+        return contents
+    }
+
     /// What a routing file holds, counted (the answer to `routing.reload`).
     static func summary(_ tables: RoutingTables) -> JSONValue {
         .object([
@@ -213,6 +238,7 @@ public struct TernApplication: Sendable {
             || (configuration.authentication != nil && configuration.credentialsSource == .mongodb)
             || (configuration.messaging != nil && configuration.messageStore == .mongodb)
             || (configuration.presence != nil && configuration.presenceStore == .mongodb)
+            || configuration.routingFile != nil
         guard usesMongo else { return nil }
         return try MongoDatabase(uri: settings.uri, database: settings.database, threads: settings.threads, logger: logger)
     }

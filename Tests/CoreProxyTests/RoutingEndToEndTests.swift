@@ -267,6 +267,48 @@ struct RoutingEndToEndTests {
         }
     }
 
+    /// The hops a router picks for a request to `user` with this Call-ID and From user.
+    static func hops(_ router: Router, user: String = "+1555", callID: String, from: String = "alice") throws -> [RouteDestination] {
+        let text = sipRequest("INVITE", uri: "sip:\(user)@tern.test", callID: callID).replacingOccurrences(of: "sip:alice@", with: "sip:\(from)@")
+        let request = try SIPMessageParser().parse(ByteBuffer(string: text))
+        guard case .forward(let hops, _)? = router.route(request, requestURI: try request.requestURI(), source: nil)?.action else {
+            throw TestFailure("not forwarded")
+        }
+        return hops
+    }
+
+    static func dispatcher(_ algorithm: DispatcherSet.Algorithm) -> Router {
+        Router(tables: RoutingTables(
+            dispatcherSets: ["gw": DispatcherSet(name: "gw", algorithm: algorithm, destinations: (1...4).map { .init(uri: uri("sip:10.0.0.\($0)")) })],
+            dialplan: [DialplanRule(name: "all", match: .prefix(""), action: .dispatcher("gw"))], probeInterval: 0), cache: SharedCache())
+    }
+
+    @Test func hashesKeepACallIDOrAUserOnOneDestination() throws {
+        let byCallID = Self.dispatcher(.hashCallID)
+        let first = try Self.hops(byCallID, callID: "call-1").map(\.requestURI.host)
+        #expect(try Self.hops(byCallID, callID: "call-1").map(\.requestURI.host) == first, "same Call-ID, same order")
+        let spread = Set(try (0..<40).map { try Self.hops(byCallID, callID: "call-\($0)")[0].requestURI.host })
+        #expect(spread.count == 4, "Call-IDs spread over every destination")
+        let byFrom = Self.dispatcher(.hashFromUser)
+        let carol = try Self.hops(byFrom, callID: "a", from: "carol")[0].requestURI.host
+        #expect(try Self.hops(byFrom, callID: "b", from: "carol")[0].requestURI.host == carol, "same caller, another call: same destination")
+    }
+
+    @Test func leastLoadedPrefersTheDestinationWithFewestRequestsInFlight() throws {
+        let router = Self.dispatcher(.leastLoaded)
+        var busy: [String] = []
+        for index in 0..<4 {
+            let hops = try Self.hops(router, callID: "load-\(index)")
+            hops[0].started?()
+            busy.append(hops[0].requestURI.host)
+        }
+        #expect(Set(busy).count == 4, "each new request went to an idle destination")
+        let fifth = try Self.hops(router, callID: "load-5")
+        fifth[0].started?()
+        fifth[0].outcome?(200)
+        for hop in try Self.hops(router, callID: "load-6").prefix(1) { #expect(busy.contains(hop.requestURI.host)) }
+    }
+
     @Test func explainSaysWhatWouldHappenWithoutSendingAnything() throws {
         let router = Router(tables: RoutingTables(
             lcr: LeastCostRouting(gateways: [.init(name: "uk", uri: Self.uri("sip:gw.example:5060"))], routes: ["+44": [.init(gateway: "uk")]]),

@@ -1,4 +1,6 @@
 import Foundation
+import Logging
+import MongoSupport
 import Routing
 import Testing
 @testable import TernServer
@@ -118,6 +120,63 @@ struct RoutingBinaryTests {
         #expect(set?.first?["uri"] as? String == "sip:127.0.0.1:\(gatewayB.port)" && set?.first?["up"] as? Bool == true)
     }
 
+    @Test(.enabled(if: TernBinaryTests.mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
+    func portedNumbersFromMongoDB() async throws {
+        let uri = try #require(TernBinaryTests.mongoURI)
+        let databaseName = "np_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
+        defer { Task { _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }; await database.shutdown() } }
+        try await database.perform { session in
+            try session.insert("ported", ["number": .string("+4420123"), "rn": .string("+44161999")])
+            try session.insert("ported", ["number": .string("+4420124"), "rn": .string("+44161998")])
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("np-mongo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let file = folder.appendingPathComponent("routing.yaml")
+        try """
+        lcr:
+          gateways: [{ name: north, uri: "sip:north.example" }, { name: london, uri: "sip:london.example" }]
+          routes: [{ prefix: "+44161", gateways: [north] }, { prefix: "+4420", gateways: [london] }]
+        portability:
+          mongodb_collection: ported
+        dialplan:
+          - { prefix: "+", action: lcr }
+        """.write(to: file, atomically: true, encoding: .utf8)
+        let config = folder.appendingPathComponent("tern.yaml")
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          location: memory
+          mongodb:
+            uri: "\(uri)"
+            database: \(databaseName)
+        routing:
+          file: "\(file.path)"
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let tern = try TernBinaryTests.TernProcess(["--config", config.path])
+        defer { kill(tern.process.processIdentifier, SIGKILL) }
+        _ = try await tern.listeners(count: 1)
+        #expect(tern.output.contains("ported numbers loaded from MongoDB"))
+        let api = ManagementClient(port: try await tern.managementPort())
+        func explain(_ number: String) async throws -> [String] {
+            let reply = try await api.call("routing.explain", ["request": """
+                INVITE sip:\(number)@tern.test SIP/2.0
+                Via: SIP/2.0/UDP 192.0.2.1;branch=z9hG4bK-np
+                From: <sip:bob@tern.test>;tag=1
+                To: <sip:\(number)@tern.test>
+                Call-ID: np
+                CSeq: 1 INVITE
+                """])
+            return reply.result["destinations"] as? [String] ?? []
+        }
+        #expect(try await explain("+4420124") == ["sip:+4420124;rn=+44161998;npdi@north.example"], "ported: routed by its rn")
+        #expect(try await explain("+4420999") == ["sip:+4420999;npdi@london.example"], "not ported")
+    }
+
     static let errors: [(String, String)] = [
         ("dialplan:\n  - prefix: \"+\"\n    action: lcr\n", "dialplan[0].action (line 3): lcr, but the file has no lcr section"),
         ("dialplan:\n  - match: \"(\"\n", "dialplan[0].match (line 2): (: not a regular expression"),
@@ -141,6 +200,12 @@ struct RoutingBinaryTests {
         } catch {
             #expect(error.description == message)
         }
+    }
+
+    @Test func exampleRoutingFileIsValid() throws {
+        let contents = try RoutingFile.load(path: TernBinaryTests.packageRoot.appendingPathComponent("routing.example.yaml").path)
+        #expect(contents.tables.dialplan.count == 7 && contents.tables.dispatcherSets["media-servers"]?.destinations.count == 3)
+        #expect(contents.tables.lcr?.match("+442079460000")?.prefix == "+4420")
     }
 
     @Test func portabilityFileIsReadRelativeToTheRoutingFile() throws {
