@@ -9,7 +9,8 @@ import Testing
 
 /// Requests routed by the dialplan, the dispatcher and least-cost routing over real sockets, with
 /// simulated gateways.
-@Suite(.timeLimit(.minutes(2)))
+// Serialized: the ten-thousand-request and million-number tests would starve the others' timers.
+@Suite(.serialized, .timeLimit(.minutes(2)))
 struct RoutingEndToEndTests {
     typealias Agent = ProxyEndToEndTests.Agent
 
@@ -66,9 +67,12 @@ struct RoutingEndToEndTests {
         return try await alice.response(callID: callID, timeout: .seconds(10)).statusCode ?? 0
     }
 
-    @Test func weightedDispatcherSplitsTenThousandRequestsByWeight() async throws {
+    @Test func weightedDispatcherSplitsTenThousandCallsByWeight() async throws {
         try await Self.withRouter { server, router in
             let heavy = try await Gateway(server), light = try await Gateway(server)
+            // The gateways turn every call down (486): the caller ACKs and the call is over.
+            heavy.answer(486)
+            light.answer(486)
             router.replace(RoutingTables(
                 dispatcherSets: ["gw": DispatcherSet(name: "gw", algorithm: .weighted, destinations: [
                     .init(uri: Self.uri(heavy.uri), weight: 75), .init(uri: Self.uri(light.uri), weight: 25),
@@ -78,23 +82,31 @@ struct RoutingEndToEndTests {
             let caller = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
             let total = 10_000, window = 100
             var sent = 0, answered = 0, ok = 0
+            var branches: [String: String] = [:]
             func send() async throws {
                 sent += 1
-                try await caller.send(sipRequest("MESSAGE", uri: "sip:+4420\(sent)@tern.test", callID: "w-\(sent)",
-                                                 extraHeaders: ["Contact: <sip:caller@127.0.0.1>", "Content-Type: text/plain"],
-                                                 body: "x"))
+                let branch = SIPIdentifiers.branch()
+                branches["w-\(sent)"] = branch
+                try await caller.send(sipRequest("INVITE", uri: "sip:+4420\(sent)@tern.test", branch: branch, callID: "w-\(sent)",
+                                                 extraHeaders: ["Contact: <sip:caller@127.0.0.1>"]))
             }
             while sent < window { try await send() }
             while answered < total {
                 let response = try await caller.receive(timeout: .seconds(10))
-                guard let code = response.statusCode, code >= 200 else { continue }
+                guard let code = response.statusCode, code >= 200, let callID = response.callID,
+                      let branch = branches.removeValue(forKey: callID) else { continue }
                 answered += 1
-                if code == 200 { ok += 1 }
+                if code == 486 { ok += 1 }
+                // RFC 3261 §17.1.1.3: the ACK for a non-2xx final answer shares the INVITE's branch.
+                try await caller.send(["ACK \(response.firstValue(.to).flatMap { try? SIPAddress(parsing: $0).uri.description } ?? "sip:x") SIP/2.0",
+                                       "Via: SIP/2.0/UDP client.test:5060;branch=\(branch);rport", "Max-Forwards: 70",
+                                       "From: \(response.firstValue(.from) ?? "")", "To: \(response.firstValue(.to) ?? "")",
+                                       "Call-ID: \(callID)", "CSeq: 1 ACK", "Content-Length: 0", "", ""].joined(separator: "\r\n"))
                 if sent < total { try await send() }
             }
             #expect(ok == total)
             let share = Double(heavy.count) / Double(total)
-            print("weighted dispatcher: \(heavy.count) / \(light.count) of \(total) (weights 75/25)")
+            print("weighted dispatcher: \(heavy.count) / \(light.count) of \(total) calls (weights 75/25)")
             #expect(heavy.count + light.count == total)
             #expect(abs(share - 0.75) < 0.02, "75 % ± 2 %")
         }
@@ -119,7 +131,8 @@ struct RoutingEndToEndTests {
     }
 
     @Test func aDestinationThatStopsAnsweringProbesGetsNoTrafficUntilItAnswersAgain() async throws {
-        let timers = TransactionTimers(t1: .milliseconds(20), t2: .milliseconds(80), t4: .milliseconds(50))
+        // A probe waits Timer F (64·T1 = 3.2 s) for an answer: short enough for a test, long enough under load.
+        let timers = TransactionTimers(t1: .milliseconds(50), t2: .milliseconds(200), t4: .milliseconds(50))
         try await Self.withRouter(timers: timers) { server, router in
             let steady = try await Gateway(server), flaky = try await Gateway(server)
             router.replace(RoutingTables(
@@ -131,13 +144,13 @@ struct RoutingEndToEndTests {
                                            logger: PushEndToEndTests.logger)
             flaky.silence(true)
             prober.probeAll()
-            try await Self.until { router.isDown(Self.uri(flaky.uri)) }
+            try await Self.until(timeout: .seconds(20)) { router.isDown(Self.uri(flaky.uri)) }
             let alice = try await Agent.connect(server, user: "alice")
             for index in 0..<10 { #expect(try await Self.message(alice, to: "sip:+1555\(index)@tern.test") == 200) }
             #expect(flaky.count == 0 && steady.count == 10, "nothing for a destination that is down")
             flaky.silence(false)
             prober.probeAll()
-            try await Self.until { !router.isDown(Self.uri(flaky.uri)) }
+            try await Self.until(timeout: .seconds(20)) { !router.isDown(Self.uri(flaky.uri)) }
             for index in 0..<10 { #expect(try await Self.message(alice, to: "sip:+1666\(index)@tern.test") == 200) }
             #expect(flaky.count == 5, "round robin again once it answers")
         }
