@@ -42,16 +42,32 @@ public struct DialplanRule: Sendable {
         }
     }
 
+    /// A write to the shared cache when the rule applies: `value` with `$user` standing for the
+    /// rewritten user (e.g. remember the number a caller dialled last).
+    public struct TableWrite: Sendable, Hashable {
+        public var table: String
+        public var key: TableCondition.Key
+        public var value: String
+
+        public init(table: String, key: TableCondition.Key, value: String) {
+            self.table = table
+            self.key = key
+            self.value = value
+        }
+    }
+
     public var name: String
     public var match: Match
     /// For a regex: the new user with `$1`… for groups; for a prefix: text put in place of the prefix.
     public var rewrite: String?
     public var condition: TableCondition?
     public var addHeaders: [(SIPHeaderName, String)]
+    public var store: TableWrite?
     public var action: Action
 
     public init(name: String, match: Match, rewrite: String? = nil, condition: TableCondition? = nil,
-                addHeaders: [(SIPHeaderName, String)] = [], action: Action) {
+                addHeaders: [(SIPHeaderName, String)] = [], store: TableWrite? = nil, action: Action) {
+        self.store = store
         self.name = name
         self.match = match
         self.rewrite = rewrite

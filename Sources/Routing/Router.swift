@@ -89,6 +89,13 @@ public final class Router: RequestRouter, Sendable {
                 trace.matchedRules.append(rule.name)
                 trace.steps.append("rule \(index) (\(rule.name)) matched \(user)" + (rewritten != user ? ", rewritten to \(rewritten)" : ""))
             }
+            if let store = rule.store {
+                if tracing {
+                    trace.steps.append("rule \(index) (\(rule.name)) would store into table \(store.table)")
+                } else if let key = value(of: store.key, request: request, user: user, source: source) {
+                    cache.set(store.table, key, store.value.replacingOccurrences(of: "$user", with: rewritten))
+                }
+            }
             user = rewritten
             headers += rule.addHeaders
             if case .continue = rule.action { continue }
@@ -169,15 +176,17 @@ public final class Router: RequestRouter, Sendable {
     }
 
     private func holds(_ condition: DialplanRule.TableCondition, request: SIPMessage, user: String, source: String?) -> Bool {
-        let key: String?
-        switch condition.key {
-        case .fromUser: key = ((try? request.from()) ?? nil)?.uri.unescapedUser
-        case .toUser: key = ((try? request.to()) ?? nil)?.uri.unescapedUser
-        case .requestUser: key = user
-        case .source: key = source
-        }
-        guard let key else { return false }
+        guard let key = value(of: condition.key, request: request, user: user, source: source) else { return false }
         return cache.get(condition.table, key) != nil
+    }
+
+    private func value(of key: DialplanRule.TableCondition.Key, request: SIPMessage, user: String, source: String?) -> String? {
+        switch key {
+        case .fromUser: ((try? request.from()) ?? nil)?.uri.unescapedUser
+        case .toUser: ((try? request.to()) ?? nil)?.uri.unescapedUser
+        case .requestUser: user
+        case .source: source
+        }
     }
 
     // MARK: - Ordering

@@ -218,6 +218,19 @@ public enum RoutingFile {
             try fields.finish()
             condition = .init(table: table, key: parsedKey, present: present)
         }
+        var store: DialplanRule.TableWrite?
+        if let storeNode = reader.take("store") {
+            var fields = try MappingReader(storeNode, path: path + ".store")
+            guard let table = try fields.string("table") else { throw fields.error("table", storeNode, "needed") }
+            let keyText = try fields.string("key") ?? "from_user"
+            guard let parsedKey = DialplanRule.TableCondition.Key(rawValue: keyText) else {
+                throw fields.error("key", storeNode, "\(keyText): expected "
+                                   + DialplanRule.TableCondition.Key.allCases.map(\.rawValue).joined(separator: ", "))
+            }
+            let value = try fields.string("value") ?? "$user"
+            try fields.finish()
+            store = .init(table: table, key: parsedKey, value: value)
+        }
         var headers: [(SIPHeaderName, String)] = []
         for line in try reader.strings("add_headers") ?? [] {
             let parts = line.split(separator: ":", maxSplits: 1)
@@ -253,6 +266,7 @@ public enum RoutingFile {
             }
         }
         try reader.finish()
-        return DialplanRule(name: name, match: match, rewrite: rewrite, condition: condition, addHeaders: headers, action: action)
+        return DialplanRule(name: name, match: match, rewrite: rewrite, condition: condition, addHeaders: headers, store: store,
+                            action: action)
     }
 }

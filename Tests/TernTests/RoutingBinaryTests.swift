@@ -20,6 +20,7 @@ struct RoutingBinaryTests {
               - { uri: "sip:127.0.0.1:\(gatewayPort)" }
         tables:
           - { name: blocked, lifetime: 60 }
+          - { name: dialled }
         dialplan:
           - name: blocked-callers
             prefix: ""
@@ -28,6 +29,7 @@ struct RoutingBinaryTests {
           - name: international
             match: "00(\\\\d+)"
             rewrite: "+$1"
+            store: { table: dialled, key: from_user, value: "$user" }
             action: continue
           - name: numbers
             prefix: "+"
@@ -82,6 +84,9 @@ struct RoutingBinaryTests {
             CSeq: 1 INVITE
             """])
         #expect(explained.result["decision"] as? String == "forward")
+        // The rule remembered what alice dialled (explaining wrote nothing for bob).
+        #expect(try await api.call("htable.get", ["table": "dialled", "key": "alice"]).result["value"] as? String == "+44123")
+        #expect(try await api.call("htable.get", ["table": "dialled", "key": "bob"]).errorCode == -32004)
         #expect(explained.result["matched_rules"] as? [String] == ["international", "numbers"])
         #expect(explained.result["destinations"] as? [String] == ["sip:+44123@127.0.0.1:\(gatewayA.port)"])
         #expect(try await api.call("routing.explain", ["request": "not SIP"]).errorCode == -32602)
