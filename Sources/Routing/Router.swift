@@ -205,11 +205,11 @@ public final class Router: RequestRouter, Sendable {
             case .roundRobin:
                 return Self.rotated(group, by: destinations.nextCursor(set.name + "|" + String(group[0].priority), count: group.count))
             case .hashCallID:
-                return Self.rotated(group, by: Int(Self.hash(request.callID ?? "") % UInt64(group.count)))
+                return Self.rotated(group, by: Int(fnv1a(request.callID ?? "") % UInt64(group.count)))
             case .hashFromUser:
-                return Self.rotated(group, by: Int(Self.hash(((try? request.from()) ?? nil)?.uri.user ?? "") % UInt64(group.count)))
+                return Self.rotated(group, by: Int(fnv1a(((try? request.from()) ?? nil)?.uri.user ?? "") % UInt64(group.count)))
             case .hashToUser:
-                return Self.rotated(group, by: Int(Self.hash(((try? request.to()) ?? nil)?.uri.user ?? "") % UInt64(group.count)))
+                return Self.rotated(group, by: Int(fnv1a(((try? request.to()) ?? nil)?.uri.user ?? "") % UInt64(group.count)))
             case .leastLoaded:
                 return group.enumerated().sorted { lhs, rhs in
                     let (a, b) = (destinations.active(lhs.element.key), destinations.active(rhs.element.key))
@@ -248,16 +248,6 @@ public final class Router: RequestRouter, Sendable {
             }
             return out
         }
-    }
-
-    /// FNV-1a: the same destination for the same key on every node and every run.
-    static func hash(_ text: String) -> UInt64 {
-        var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-        for byte in text.utf8 {
-            hash ^= UInt64(byte)
-            hash = hash &* 0x100_0000_01b3
-        }
-        return hash
     }
 }
 

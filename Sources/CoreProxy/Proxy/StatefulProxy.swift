@@ -721,8 +721,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 }
 
-/// FNV-1a, for branch hashes that must be the same on every run.
-func fnv1a(_ text: String) -> UInt64 {
+/// FNV-1a, for hashes that must be the same on every run and every node (branches, dispatcher keys).
+public func fnv1a(_ text: String) -> UInt64 {
     var hash: UInt64 = 0xcbf2_9ce4_8422_2325
     for byte in text.utf8 {
         hash ^= UInt64(byte)
