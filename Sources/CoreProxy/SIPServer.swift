@@ -69,6 +69,12 @@ public final class SIPServer: Service {
     private let onListening: @Sendable ([BoundListener]) -> Void
     private let features = NIOLockedValueBox<[any ServerFeature]>([])
 
+    /// Installs a registration policy (IMS) for the registrar and the proxy's lookups alike.
+    public func setRegistrationPolicy(_ policy: any RegistrationPolicy) {
+        registrar.setPolicy(policy)
+        proxy.setRegistrationPolicy(policy)
+    }
+
     /// Adds a feature that starts once bindings are restored and listeners are up, and stops after
     /// the transactions have drained, before the transports close.
     public func addFeature(_ feature: any ServerFeature) {

@@ -32,6 +32,7 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         var payload: [(String, JSONValue)] = [("call_id", .string(event.callID)), ("from", .string(event.from)), ("to", .string(event.to))]
         if let uri = event.requestURI { payload.append(("request_uri", .string(uri))) }
         if let status = event.status { payload.append(("status", .int(Int64(status)))) }
+        if let icid = event.icid { payload.append(("icid", .string(icid))) }
         outbox.enqueue(TernEvent(type: "call." + event.kind.rawValue, payload: payload))
     }
 

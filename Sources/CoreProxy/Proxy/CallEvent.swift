@@ -23,8 +23,11 @@ public struct CallEvent: Sendable, Hashable {
     public var requestURI: String?
     /// The final status (answered, failed), or nil.
     public var status: Int?
+    /// The IMS charging identifier (P-Charging-Vector icid-value, RFC 7315 §4.6), when the call has one.
+    public var icid: String?
 
-    public init(kind: Kind, callID: String, from: String, to: String, requestURI: String? = nil, status: Int? = nil) {
+    public init(kind: Kind, callID: String, from: String, to: String, requestURI: String? = nil, status: Int? = nil, icid: String? = nil) {
+        self.icid = icid
         self.kind = kind
         self.callID = callID
         self.from = from
@@ -42,7 +45,17 @@ public struct CallEvent: Sendable, Hashable {
     init(_ kind: Kind, request: SIPMessage, status: Int? = nil) {
         self.init(kind: kind, callID: request.callID ?? "",
                   from: ((try? request.from())??.uri.description) ?? "", to: ((try? request.to())??.uri.description) ?? "",
-                  requestURI: kind == .started ? (try? request.requestURI())?.description : nil, status: status)
+                  requestURI: kind == .started ? (try? request.requestURI())?.description : nil, status: status,
+                  icid: request.firstValue(.pChargingVector).flatMap(Self.icid))
+    }
+
+    /// The icid-value parameter of a P-Charging-Vector value.
+    static func icid(_ value: String) -> String? {
+        for part in value.split(separator: ";") {
+            let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace }
+            if pair.count == 2, pair[0].lowercased() == "icid-value" { return pair[1].trimmingCharacters(in: "\"") }
+        }
+        return nil
     }
 }
 

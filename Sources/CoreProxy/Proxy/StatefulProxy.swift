@@ -74,6 +74,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
     let location: LocationService
     let identity: LocalIdentity
     private let logger: Logger
+    private let policyBox = NIOLockedValueBox<(any RegistrationPolicy)?>(nil)
+    private let trustBox = NIOLockedValueBox<(any TrustPolicy)?>(nil)
     private let contexts = NIOLockedValueBox<[TransactionKey: ProxyContext]>([:])
     private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
     private let deadTargets = Counter(label: "tern.proxy.dead_targets")
@@ -104,6 +106,17 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     public var pushService: PushService? { pushServiceBox.withLockedValue { $0 } }
+
+    /// Maps the identities a request may name (a tel URI, another identity of the user's set) to the
+    /// AOR that holds the bindings; set with the registrar's.
+    public func setRegistrationPolicy(_ policy: any RegistrationPolicy) {
+        policyBox.withLockedValue { $0 = policy }
+    }
+
+    /// Edits requests at the edge of the trust domain (IMS: P-Asserted-Identity, P-Charging-Vector).
+    public func setTrustPolicy(_ policy: any TrustPolicy) {
+        trustBox.withLockedValue { $0 = policy }
+    }
 
     /// Routes initial requests the location service does not (dispatcher, least-cost routing, dialplan).
     public func setRouter(_ router: any RequestRouter) {
@@ -206,6 +219,10 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// Routes a request that no feature answers. `routedToUs` says that Tern's own Route was removed
     /// from it (an in-dialog or preloaded request), so it is not subject to the domain check.
     func route(_ transaction: ServerTransaction, request: SIPMessage, routedToUs: Bool) {
+        var request = request
+        if let trust = trustBox.withLockedValue({ $0 }) {
+            trust.arriving(&request, from: transaction.inbound.source, initial: ((try? request.to()) ?? nil)?.tag == nil)
+        }
         if isLoop(request) {
             transaction.respond(SIPStatus(482))
             return
@@ -225,7 +242,15 @@ public final class StatefulProxy: LocationObserver, Sendable {
                                                      routes: [], q: 1, binding: nil)]])
             return
         }
-        if let router = routerBox.withLockedValue({ $0 }), ((try? request.to()) ?? nil)?.tag == nil,
+        let initial = ((try? request.to()) ?? nil)?.tag == nil
+        if initial, let policy = policyBox.withLockedValue({ $0 }), let aor = policy.locationAOR(for: requestURI) {
+            // A user's identity (RFC 7315 §4.2): the devices learn which one was called.
+            var retargeted = request
+            if !retargeted.contains(.pCalledPartyID) { retargeted.appendHeader(.pCalledPartyID, "<" + requestURI.description + ">") }
+            routeToLocalUser(transaction, request: retargeted, requestURI: requestURI, aor: aor)
+            return
+        }
+        if initial, let router = routerBox.withLockedValue({ $0 }),
            let choice = router.route(request, requestURI: requestURI, source: transaction.inbound.source.ipAddress) {
             follow(choice, transaction: transaction, request: request)
             return
@@ -277,9 +302,10 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     /// A request for a user of a served domain: the location service's targets, or another node's.
-    private func routeToLocalUser(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI) {
-        let targets = locate(requestURI, method: request.method)
-        if targets.isEmpty, let shared = location.sharedStore, let aor = AddressOfRecord.canonical(requestURI) {
+    /// `aor` is where the bindings live when a policy mapped the Request-URI to it.
+    private func routeToLocalUser(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, aor mapped: String? = nil) {
+        let targets = locate(requestURI, aor: mapped, method: request.method)
+        if targets.isEmpty, let shared = location.sharedStore, let aor = mapped ?? AddressOfRecord.canonical(requestURI) {
             // Not registered here: another node sharing the location table may hold the user.
             shared.bindings(for: aor, validAt: location.clock.nowMilliseconds(), on: transaction.eventLoop)
                 .whenComplete { [self] result in
@@ -294,7 +320,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
                 }
             return
         }
-        deliver(transaction, request: request, requestURI: requestURI, targets: targets, aor: AddressOfRecord.canonical(requestURI))
+        deliver(transaction, request: request, requestURI: requestURI, targets: targets, aor: mapped ?? AddressOfRecord.canonical(requestURI))
     }
 
     /// Answers from the targets found: 404 when none (unless a feature takes the request over),
@@ -461,8 +487,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     /// The bindings of the AOR grouped by q, highest first; a GRUU selects only its device (RFC 5627 §5.1).
-    private func locate(_ uri: SIPURI, method: SIPMethod?) -> [[ProxyTarget]] {
-        guard let aor = AddressOfRecord.canonical(uri) else { return [] }
+    private func locate(_ uri: SIPURI, aor mapped: String? = nil, method: SIPMethod?) -> [[ProxyTarget]] {
+        guard let aor = mapped ?? AddressOfRecord.canonical(uri) else { return [] }
         var bindings = location.bindings(for: aor)
         if let method, configuration.newestDeviceOnly.contains(method),
            let newest = bindings.max(by: { ($0.registeredAt, $0.expiresAt) < ($1.registeredAt, $1.expiresAt) }) {
@@ -574,6 +600,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
               handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
         forwarded.increment()
         var request = request
+        if let trust = trustBox.withLockedValue({ $0 }), request.method != .cancel, request.method != .ack {
+            trust.leaving(&request, to: target.tuningPeer)
+        }
         var options = SIPMessage.SerializationOptions()
         // Building the peer costs a little: only when a rule could match or the device named its media.
         if let tuner = transactions.tuner, !tuner.rules.isEmpty || (tuner.dropUnregisteredMedia && target.mediaTypes != nil),

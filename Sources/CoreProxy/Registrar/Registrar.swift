@@ -1,6 +1,7 @@
 public import SIP
 public import Logging
 import NIOCore
+import NIOConcurrencyHelpers
 
 /// The registrar (RFC 3261 §10.3) with outbound (RFC 5626 §6), GRUU (RFC 5627 §5) and Path
 /// (RFC 3327 §5.3): owns REGISTER and keeps the ``LocationService``.
@@ -45,6 +46,14 @@ public final class Registrar: SIPRequestHandler {
 
     /// The PURRs handed to push-capable devices (RFC 8599 §6); the proxy wakes them by these.
     public let pushWakeTable = PushWakeTable()
+    private let policyBox = NIOLockedValueBox<(any RegistrationPolicy)?>(nil)
+
+    /// Lets a feature (IMS) review registrations and map identities to the AOR that holds bindings.
+    public func setPolicy(_ policy: any RegistrationPolicy) {
+        policyBox.withLockedValue { $0 = policy }
+    }
+
+    public var policy: (any RegistrationPolicy)? { policyBox.withLockedValue { $0 } }
 
     public init(configuration: Configuration, location: LocationService, identity: LocalIdentity, logger: Logger) {
         self.configuration = configuration
@@ -83,10 +92,20 @@ public final class Registrar: SIPRequestHandler {
         }
         guard servesDomain(requestURI.host) else { throw .status(SIPStatus(403, "Domain Not Served")) }
         // Step 5: the address-of-record from To.
-        guard let to = try? request.to(), let aor = AddressOfRecord.canonical(to.uri) else {
+        guard let to = try? request.to(), var aor = AddressOfRecord.canonical(to.uri) else {
             throw .status(SIPStatus(400, "Bad To: not a SIP address-of-record"))
         }
         guard servesDomain(to.uri.host) else { throw .status(SIPStatus(404, "Not Found: Domain Not Served")) }
+        var policyHeaders: [(SIPHeaderName, String)] = []
+        if let policy {
+            switch policy.review(request, to: to.uri) {
+            case .refuse(let status, let headers):
+                throw .status(status, headers: headers)
+            case .accept(let mapped, let headers):
+                if let mapped { aor = mapped }
+                policyHeaders = headers
+            }
+        }
         guard let callID = request.callID, let cseq = try? request.cseq() else {
             throw .status(SIPStatus(400, "Bad Call-ID or CSeq"))
         }
@@ -140,6 +159,7 @@ public final class Registrar: SIPRequestHandler {
         }
         var response = okResponse(transaction, aor: aor, supported: supported, now: now)
         for value in pushCapabilities { response.appendHeader(.featureCaps, value) }
+        for (name, value) in policyHeaders { response.appendHeader(name, value) }
         return response
     }
 

@@ -1,0 +1,19 @@
+public import SIP
+
+/// What a policy says about a REGISTER before any binding changes.
+public enum RegistrationReview: Sendable {
+    /// Refused with this status and header lines.
+    case refuse(SIPStatus, headers: [(SIPHeaderName, String)])
+    /// Accepted: the bindings live under `aor` (nil: the To URI's own AOR), and the 200 OK gains
+    /// `responseHeaders`.
+    case accept(aor: String?, responseHeaders: [(SIPHeaderName, String)])
+}
+
+/// A feature that decides about registrations and addresses (IMS: barring, implicit registration
+/// sets, P-Associated-URI, Service-Route, the visited-network check, tel URIs).
+public protocol RegistrationPolicy: Sendable {
+    func review(_ request: SIPMessage, to: SIPURI) -> RegistrationReview
+    /// The AOR whose bindings reach `uri` (any identity of a user's set, a tel URI), or nil when the
+    /// policy has no say and the URI's own AOR applies.
+    func locationAOR(for uri: SIPURI) -> String?
+}

@@ -1,0 +1,137 @@
+public import CoreProxy
+public import NIOCore
+public import SIP
+import NIOConcurrencyHelpers
+
+/// Tern as an S-CSCF-like registrar and proxy (TS 24.229) over profiles instead of an HSS:
+/// registrations of barred or unknown identities are refused, one REGISTER binds the whole implicit
+/// registration set, the 200 OK says which identities it covers and the Service-Route, the visited
+/// network is checked, and requests get the identity and charging headers of the trust domain.
+public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
+    public struct Configuration: Sendable {
+        /// This server's own URI: the Service-Route is `sip:orig@` its host (RFC 3608).
+        public var serverURI: SIPURI
+        /// Visited networks allowed to register users (P-Visited-Network-ID); nil allows any.
+        public var visitedNetworks: Set<String>?
+        /// Peers inside the trust domain (RFC 3325): their P-Asserted-Identity, P-Charging-Vector and
+        /// P-Access-Network-Info are kept, and they receive them.
+        public var trustedNetworks: [IPNetwork]
+        public var trustedHosts: [String]
+        /// This operator's inter-operator identifier, put in P-Charging-Vector as orig-ioi (nil: none).
+        public var ioi: String?
+        /// Remove P-Asserted-Identity toward every untrusted peer, not only when `Privacy: id` asks.
+        public var stripIdentityToUntrusted: Bool
+
+        public init(serverURI: SIPURI, visitedNetworks: Set<String>? = nil, trustedNetworks: [IPNetwork] = [], trustedHosts: [String] = [],
+                    ioi: String? = nil, stripIdentityToUntrusted: Bool = false) {
+            self.serverURI = serverURI
+            self.visitedNetworks = visitedNetworks
+            self.trustedNetworks = trustedNetworks
+            self.trustedHosts = trustedHosts
+            self.ioi = ioi
+            self.stripIdentityToUntrusted = stripIdentityToUntrusted
+        }
+    }
+
+    public let configuration: Configuration
+    public let profiles: IMSProfiles
+    private let location: LocationService
+    private let counter = NIOLockedValueBox<UInt64>(0)
+
+    public init(configuration: Configuration, profiles: IMSProfiles, location: LocationService) {
+        self.configuration = configuration
+        self.profiles = profiles
+        self.location = location
+    }
+
+    // MARK: - Registration (TS 24.229 5.4.1.2; RFC 3608, RFC 7315 §4.1, §4.3)
+
+    public func review(_ request: SIPMessage, to: SIPURI) -> RegistrationReview {
+        guard let membership = profiles.membership(of: to), let identity = profiles.identity(to) else {
+            return .refuse(SIPStatus(403, "Unknown Public Identity"), headers: [])
+        }
+        guard !identity.barred else { return .refuse(SIPStatus(403, "Public Identity Barred"), headers: []) }
+        if let allowed = configuration.visitedNetworks {
+            for network in Self.visitedNetworks(request) where !allowed.contains(network) {
+                return .refuse(SIPStatus(403, "Visited Network Not Allowed"), headers: [])
+            }
+        }
+        let associated = membership.profile.associatedIdentities.map { "<" + $0.uri.description + ">" }.joined(separator: ", ")
+        var headers: [(SIPHeaderName, String)] = []
+        if !associated.isEmpty { headers.append((.pAssociatedURI, associated)) }
+        headers.append((.serviceRoute, "<sip:orig@" + configuration.serverURI.host + (configuration.serverURI.port.map { ":" + String($0) } ?? "") + ";lr>"))
+        return .accept(aor: membership.setAOR, responseHeaders: headers)
+    }
+
+    public func locationAOR(for uri: SIPURI) -> String? {
+        profiles.membership(of: uri)?.setAOR
+    }
+
+    /// The networks a P-Visited-Network-ID names (tokens or quoted strings, comma-separated).
+    static func visitedNetworks(_ request: SIPMessage) -> [String] {
+        request.values(.pVisitedNetworkID).flatMap { $0.split(separator: ",") }.map { item in
+            let text = (item.split(separator: ";").first.map { String($0) } ?? "").trimmingWhitespace
+            return text.hasPrefix("\"") && text.hasSuffix("\"") && text.count >= 2 ? String(text.dropFirst().dropLast()) : text
+        }.filter { !$0.isEmpty }
+    }
+
+    // MARK: - The trust domain (RFC 3325, RFC 7315 §4.4, §4.6)
+
+    public func isTrusted(host: String) -> Bool {
+        configuration.trustedNetworks.contains { $0.contains(host: host) }
+            || configuration.trustedHosts.contains { $0.caseInsensitiveEquals(host) }
+    }
+
+    public func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) {
+        let sourceIP = source.ipAddress ?? ""
+        guard !isTrusted(host: sourceIP) else { return }
+        // What an untrusted sender says about its identity, network or charging is not believed.
+        let preferred = request.firstValue(.pPreferredIdentity)
+        request.removeHeaders(.pAssertedIdentity)
+        request.removeHeaders(.pPreferredIdentity)
+        request.removeHeaders(.pAccessNetworkInfo)
+        request.removeHeaders(.pChargingVector)
+        guard initial, request.method != .register else { return }
+        if let asserted = assertedIdentity(request, preferred: preferred, sourceIP: sourceIP) {
+            request.appendHeader(.pAssertedIdentity, "<" + asserted.description + ">")
+        }
+        request.appendHeader(.pChargingVector, newChargingVector())
+    }
+
+    public func leaving(_ request: inout SIPMessage, to peer: TuningPeer) {
+        guard !peer.addresses.contains(where: isTrusted(host:)) else { return }
+        let privacy = request.values(.privacy).flatMap { $0.split(separator: ";") }.map { $0.trimmingWhitespace.lowercased() }
+        if configuration.stripIdentityToUntrusted || privacy.contains("id") {
+            request.removeHeaders(.pAssertedIdentity)
+        }
+        request.removeHeaders(.pChargingVector)
+        request.removeHeaders(.pAccessNetworkInfo)
+        request.removeHeaders(.pVisitedNetworkID)
+    }
+
+    /// The identity the network asserts for a registered caller: its preferred one when that is in
+    /// its set and not barred, else its default (RFC 3325 §6, TS 24.229 5.4.3.2). A caller that is
+    /// not registered from this address gets none.
+    func assertedIdentity(_ request: SIPMessage, preferred: String?, sourceIP: String) -> SIPURI? {
+        guard let from = ((try? request.from()) ?? nil)?.uri, let membership = profiles.membership(of: from),
+              let aor = membership.setAOR,
+              location.bindings(for: aor).contains(where: { $0.source?.ipAddress == sourceIP })
+        else { return nil }
+        if let preferred, let uri = (try? SIPAddress(parsing: preferred))?.uri, let key = IMSIdentityKey.of(uri),
+           let identity = membership.profile.publicIdentities.first(where: { $0.key == key }), !identity.barred {
+            return identity.uri
+        }
+        return membership.profile.defaultIdentity?.uri
+    }
+
+    /// A fresh P-Charging-Vector: a unique icid, where it was made, and our orig-ioi.
+    func newChargingVector() -> String {
+        let number = counter.withLockedValue { value -> UInt64 in
+            value += 1
+            return value
+        }
+        var value = "icid-value=" + SIPIdentifiers.tag() + String(number, radix: 16) + ";icid-generated-at=" + configuration.serverURI.host
+        if let ioi = configuration.ioi { value += ";orig-ioi=" + ioi }
+        return value
+    }
+}
