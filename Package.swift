@@ -183,7 +183,7 @@ let package = Package(
         .target(
             name: "Management",
             dependencies: [
-                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus", "CMalloc", "Routing",
+                "SIP", "CoreProxy", "Presence", "Messaging", "EventBus", "CMalloc", "Routing", "IMS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
@@ -257,7 +257,7 @@ let package = Package(
         .testTarget(
             name: "CoreProxyTests",
             dependencies: [
-                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "PushGateway", "Routing",
+                "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "PushGateway", "Routing", "IMS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOEmbedded", package: "swift-nio"),

@@ -92,7 +92,7 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
         request.removeHeaders(.pAccessNetworkInfo)
         request.removeHeaders(.pChargingVector)
         guard initial, request.method != .register else { return }
-        if let asserted = assertedIdentity(request, preferred: preferred, sourceIP: sourceIP) {
+        if let asserted = assertedIdentity(request, preferred: preferred, source: source) {
             request.appendHeader(.pAssertedIdentity, "<" + asserted.description + ">")
         }
         request.appendHeader(.pChargingVector, newChargingVector())
@@ -111,11 +111,11 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
 
     /// The identity the network asserts for a registered caller: its preferred one when that is in
     /// its set and not barred, else its default (RFC 3325 §6, TS 24.229 5.4.3.2). A caller that is
-    /// not registered from this address gets none.
-    func assertedIdentity(_ request: SIPMessage, preferred: String?, sourceIP: String) -> SIPURI? {
+    /// not registered from this address and port (the flow its REGISTER came over) gets none.
+    func assertedIdentity(_ request: SIPMessage, preferred: String?, source: SocketAddress) -> SIPURI? {
         guard let from = ((try? request.from()) ?? nil)?.uri, let membership = profiles.membership(of: from),
               let aor = membership.setAOR,
-              location.bindings(for: aor).contains(where: { $0.source?.ipAddress == sourceIP })
+              location.bindings(for: aor).contains(where: { $0.source == source })
         else { return nil }
         if let preferred, let uri = (try? SIPAddress(parsing: preferred))?.uri, let key = IMSIdentityKey.of(uri),
            let identity = membership.profile.publicIdentities.first(where: { $0.key == key }), !identity.barred {

@@ -3,6 +3,7 @@ public import EventBus
 public import Messaging
 public import Presence
 public import Routing
+public import IMS
 import Foundation
 public import Logging
 
@@ -21,6 +22,9 @@ public struct ManagementContext: Sendable {
     /// The router, when a routing file is configured, and what reloads that file.
     public var router: Router?
     public var reloadRouting: (@Sendable () async throws -> JSONValue)?
+    /// IMS subscriber profiles, and what stores an edit of one (nil document: removed).
+    public var imsProfiles: IMSProfiles?
+    public var storeIMSProfile: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?
 
     public init(server: SIPServer, messaging: MessagingService?, presence: PresenceService?, publisher: AMQPPublisher?,
                 configuration: JSONValue, node: String, listeners: @escaping @Sendable () -> [BoundListener]) {
@@ -40,7 +44,8 @@ extension ManagementAPI {
     public convenience init(context: ManagementContext, logger: Logger) {
         self.init(methods: ServerMethods.methods(context) + LocationMethods.methods(context.server.location)
                       + PresenceMethods.methods(context.presence) + MessagingMethods.methods(context.messaging)
-                      + RoutingMethods.methods(context.router, reload: context.reloadRouting, cache: context.server.cache),
+                      + RoutingMethods.methods(context.router, reload: context.reloadRouting, cache: context.server.cache)
+                      + IMSMethods.methods(context.imsProfiles, store: context.storeIMSProfile),
                   logger: logger)
     }
 }

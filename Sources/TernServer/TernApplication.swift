@@ -6,6 +6,7 @@ import EventBus
 import Management
 import PushGateway
 import Routing
+import IMS
 import NIOConcurrencyHelpers
 public import Logging
 import NIOCore
@@ -80,6 +81,20 @@ public struct TernApplication: Sendable {
                         bindingKey: settings.commandBindingKey, prefetch: settings.commandPrefetch, heartbeat: settings.heartbeat)
                 }
             }
+            var imsProfiles: IMSProfiles?
+            if let settings = configuration.ims {
+                var subscriptions: [IMSSubscription] = []
+                if !settings.profilesFile.isEmpty { subscriptions += try IMSProfileLoader.load(file: settings.profilesFile) }
+                if !settings.profilesCollection.isEmpty, let mongo {
+                    subscriptions += try await IMSProfileLoader.load(collection: settings.profilesCollection, from: mongo)
+                }
+                let profiles = IMSProfiles(subscriptions)
+                let policy = IMSPolicy(configuration: try settings.policyConfiguration(), profiles: profiles, location: server.location)
+                server.setRegistrationPolicy(policy)
+                server.proxy.setTrustPolicy(policy)
+                imsProfiles = profiles
+                logger.notice("ims: subscriber profiles loaded", metadata: ["subscribers": "\(profiles.count)"])
+            }
             if let push = configuration.mobile.push {
                 let service = makePushService(push)
                 server.proxy.setPushService(service)
@@ -117,6 +132,18 @@ public struct TernApplication: Sendable {
             var context = ManagementContext(server: server, messaging: messagingService, presence: presenceService,
                                             publisher: publisher, configuration: ConfigurationDump.json(configuration),
                                             node: configuration.nodeName, listeners: { listeners.withLockedValue { $0 } })
+            if let imsProfiles {
+                context.imsProfiles = imsProfiles
+                if let collection = configuration.ims?.profilesCollection, !collection.isEmpty, let mongo {
+                    // Edits through the API go to the collection too, so every node and the next start see them.
+                    context.storeIMSProfile = { privateID, document in
+                        try await mongo.perform { session in
+                            _ = try session.delete(collection, filter: ["private_id": .string(privateID)])
+                            if let document { try session.insert(collection, IMSProfileLoader.bson(document), journaled: true) }
+                        }
+                    }
+                }
+            }
             if let path = configuration.routingFile {
                 let contents = try await loadRouting(path: path, mongo: mongo)
                 for table in contents.cacheTables { server.cache.declare(table.name, defaultLifetimeSeconds: table.lifetime) }
@@ -239,6 +266,7 @@ public struct TernApplication: Sendable {
             || (configuration.messaging != nil && configuration.messageStore == .mongodb)
             || (configuration.presence != nil && configuration.presenceStore == .mongodb)
             || configuration.routingFile != nil
+            || configuration.ims?.profilesCollection.isEmpty == false
         guard usesMongo else { return nil }
         return try MongoDatabase(uri: settings.uri, database: settings.database, threads: settings.threads, logger: logger)
     }

@@ -320,6 +320,7 @@ extension TernConfiguration {
             }
         }
         if let node = reader.take("mobile") { try readMobile(node) }
+        if let node = reader.take("ims") { try readIMS(node) }
         if let node = reader.take("routing") {
             var section = try MappingReader(node, path: "routing")
             routingFile = try section.string("file").flatMap { $0.isEmpty ? nil : $0 }
@@ -471,6 +472,7 @@ extension TernConfiguration {
         ] + mobileYAMLLines(redactingSecrets: redactingSecrets) + [
             "routing:",
             "  file: \"\(routingFile ?? "")\"",
+        ] + imsYAMLLines() + [
             "storage:",
             "  sqlite_path: \"\(sqlitePath)\"",
             "  location: \(locationStore.rawValue)",

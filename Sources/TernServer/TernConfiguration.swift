@@ -84,6 +84,8 @@ public struct TernConfiguration: Sendable {
     public var staticHosts: [String: String]
     /// Forwarding tunings, push notifications, waiting requests, keep-alive probes.
     public var mobile = MobileSettings()
+    /// IMS (S-CSCF-like registrar and proxy over subscriber profiles); nil: off (default).
+    public var ims: IMSSettings?
     /// The routing file (dialplan, dispatcher, least-cost routes, number portability); nil: no routing.
     public var routingFile: String?
 

@@ -23,15 +23,16 @@ final class TestSIPClient: Sendable {
     }
 
     /// Connects to `host:port` over `transport`.
+    /// - Parameter localHost: the UDP address to send from (another loopback address, say).
     static func connect(_ transport: SIPTransportProtocol, host: String, port: Int,
-                        presentCertificate: Bool = false) async throws -> TestSIPClient {
+                        presentCertificate: Bool = false, localHost: String? = nil) async throws -> TestSIPClient {
         let remote = try SocketAddress(ipAddress: host, port: port)
         let inbox = Inbox()
         let group = MultiThreadedEventLoopGroup.singleton
         let channel: any Channel
         switch transport {
         case .udp:
-            let bindHost = remote.protocol == .inet6 ? "::1" : "127.0.0.1"
+            let bindHost = localHost ?? (remote.protocol == .inet6 ? "::1" : "127.0.0.1")
             channel = try await DatagramBootstrap(group: group)
                 .channelInitializer { channel in
                     channel.eventLoop.makeCompletedFuture {

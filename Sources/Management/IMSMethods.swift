@@ -1,0 +1,63 @@
+import EventBus
+import Foundation
+import IMS
+import SIP
+
+/// Subscriber profiles (the HSS's part): read one, put one, delete one.
+enum IMSMethods {
+    static func methods(_ profiles: IMSProfiles?, store: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?) -> [ManagementMethod] {
+        [
+            ManagementMethod("ims.profile.get", "A subscriber's profile, by private identity or by any public identity.",
+                             parameters: ["private_id", "identity"]) { params in
+                let profiles = try ManagementError.available(profiles, "ims is off")
+                if let privateID = try params.optionalString("private_id") {
+                    guard let subscription = profiles.subscription(privateID: privateID) else {
+                        throw ManagementError.notFound("no subscriber \(privateID)")
+                    }
+                    return try encode(subscription)
+                }
+                let text = try params.string("identity")
+                guard let uri = try? SIPURI(parsing: text) else { throw ManagementError.invalidParams("identity: not a SIP or tel URI") }
+                guard let membership = profiles.membership(of: uri) else { throw ManagementError.notFound("no subscriber has \(text)") }
+                return try encode(membership.subscription)
+            },
+            ManagementMethod("ims.profile.put", "Adds or replaces a subscriber: { private_id, service_profiles: [ { public_identities: "
+                             + "[ { uri, barred, default } ] } ] }.", parameters: ["profile"], changesState: true) { params in
+                let profiles = try ManagementError.available(profiles, "ims is off")
+                guard let value = params.values["profile"] else { throw ManagementError.invalidParams("profile is needed") }
+                let document: IMSProfileDocument
+                do {
+                    document = try JSONDecoder().decode(IMSProfileDocument.self, from: Data(value.json.utf8))
+                } catch {
+                    throw ManagementError.invalidParams("profile: \(error)")
+                }
+                let subscription: IMSSubscription
+                do {
+                    subscription = try document.subscription()
+                } catch {
+                    throw ManagementError.invalidParams("profile: \(error)")
+                }
+                try await store?(subscription.privateID, document)
+                profiles.put(subscription)
+                return try encode(subscription)
+            },
+            ManagementMethod("ims.profile.delete", "Removes a subscriber.", parameters: ["private_id"], changesState: true) { params in
+                let profiles = try ManagementError.available(profiles, "ims is off")
+                let privateID = try params.string("private_id")
+                guard profiles.subscription(privateID: privateID) != nil else { throw ManagementError.notFound("no subscriber \(privateID)") }
+                try await store?(privateID, nil)
+                profiles.remove(privateID: privateID)
+                return .object([("private_id", .string(privateID)), ("deleted", .bool(true))])
+            },
+        ]
+    }
+
+    static func encode(_ subscription: IMSSubscription) throws(ManagementError) -> JSONValue {
+        do {
+            let data = try JSONEncoder().encode(IMSProfileDocument(subscription))
+            return try JSONDecoder().decode(JSONValue.self, from: data)
+        } catch {
+            throw ManagementError.internalError("\(error)")
+        }
+    }
+}

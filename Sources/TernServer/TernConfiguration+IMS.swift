@@ -1,0 +1,132 @@
+import CoreProxy
+import IMS
+import MongoSupport
+import SIP
+import Foundation
+import Yams
+
+/// The `ims:` section: Tern as an S-CSCF-like registrar over subscriber profiles.
+public struct IMSSettings: Sendable {
+    public var serverURI = "sip:scscf.ims.local"
+    /// A YAML file of `subscribers:` (docs/ims.md); read relative to the working directory.
+    public var profilesFile = ""
+    /// A MongoDB collection of the same documents (with storage.mongodb.uri); edits are written back.
+    public var profilesCollection = ""
+    public var visitedNetworks: [String]?
+    /// Trusted peers: networks in CIDR form or host names.
+    public var trusted: [String] = []
+    public var ioi = ""
+    public var stripIdentityToUntrusted = false
+
+    /// The policy's configuration; nil with the key at fault.
+    func policyConfiguration() throws(ConfigurationError) -> IMSPolicy.Configuration {
+        guard let uri = try? SIPURI(parsing: serverURI) else {
+            throw ConfigurationError(key: "ims.server_uri", line: nil, message: "\(serverURI): not a SIP URI")
+        }
+        var networks: [IPNetwork] = []
+        var hosts: [String] = []
+        for entry in trusted {
+            if let network = IPNetwork(entry) { networks.append(network) } else { hosts.append(entry) }
+        }
+        return IMSPolicy.Configuration(serverURI: uri, visitedNetworks: visitedNetworks.map(Set.init), trustedNetworks: networks,
+                                       trustedHosts: hosts, ioi: ioi.isEmpty ? nil : ioi,
+                                       stripIdentityToUntrusted: stripIdentityToUntrusted)
+    }
+}
+
+extension TernConfiguration {
+    mutating func readIMS(_ node: Node) throws(ConfigurationError) {
+        var section = try MappingReader(node, path: "ims")
+        var settings = IMSSettings()
+        let enabled = try section.bool("enabled") ?? true
+        settings.serverURI = try section.string("server_uri") ?? settings.serverURI
+        guard (try? SIPURI(parsing: settings.serverURI)) != nil else {
+            throw section.error("server_uri", node, "\(settings.serverURI): not a SIP URI")
+        }
+        settings.profilesFile = try section.string("profiles_file") ?? ""
+        settings.profilesCollection = try section.string("profiles_collection") ?? ""
+        settings.visitedNetworks = try section.strings("visited_networks")
+        settings.trusted = try section.strings("trusted") ?? []
+        settings.ioi = try section.string("ioi") ?? ""
+        settings.stripIdentityToUntrusted = try section.bool("strip_identity_to_untrusted") ?? false
+        try section.finish()
+        if enabled, !settings.profilesCollection.isEmpty, mongoDB == nil {
+            throw ConfigurationError(key: "ims.profiles_collection", line: nil, message: "needs storage.mongodb.uri")
+        }
+        ims = enabled ? settings : nil
+    }
+
+    func imsYAMLLines() -> [String] {
+        let settings = ims ?? IMSSettings()
+        var lines = [
+            "ims:",
+            "  enabled: \(ims != nil)",
+            "  server_uri: \"\(settings.serverURI)\"",
+            "  profiles_file: \"\(settings.profilesFile)\"",
+            "  profiles_collection: \"\(settings.profilesCollection)\"",
+            "  trusted: [\(settings.trusted.map { "\"" + $0 + "\"" }.joined(separator: ", "))]",
+            "  ioi: \"\(settings.ioi)\"",
+            "  strip_identity_to_untrusted: \(settings.stripIdentityToUntrusted)",
+        ]
+        if let visited = settings.visitedNetworks {
+            lines.append("  visited_networks: [\(visited.map { "\"" + $0 + "\"" }.joined(separator: ", "))]")
+        }
+        return lines
+    }
+}
+
+/// Subscriber profiles from the profiles file and from MongoDB.
+enum IMSProfileLoader {
+    struct ProfilesFile: Decodable {
+        var subscribers: [IMSProfileDocument]
+    }
+
+    static func load(file path: String) throws -> [IMSSubscription] {
+        let text = try String(contentsOfFile: path, encoding: .utf8)
+        let decoded: ProfilesFile
+        do {
+            decoded = try YAMLDecoder().decode(ProfilesFile.self, from: text)
+        } catch {
+            throw ConfigurationError(key: "ims.profiles_file", line: nil, message: "\(path): \(error)")
+        }
+        return try decoded.subscribers.map { document in
+            do {
+                return try document.subscription()
+            } catch {
+                throw ConfigurationError(key: "ims.profiles_file", line: nil, message: "\(path): \(error)")
+            }
+        }
+    }
+
+    static func load(collection: String, from database: MongoDatabase) async throws -> [IMSSubscription] {
+        let documents = try await database.perform { session in try session.find(collection, projection: ["_id": .int64(0)]) }
+        return try documents.map { bson in
+            do {
+                return try document(from: bson).subscription()
+            } catch {
+                throw ConfigurationError(key: "ims.profiles_collection", line: nil, message: "\(collection): \(error)")
+            }
+        }
+    }
+
+    static func document(from bson: BSONDocument) -> IMSProfileDocument {
+        IMSProfileDocument(privateID: bson["private_id"]?.string ?? "", serviceProfiles: (bson["service_profiles"]?.array ?? []).map { profile in
+            IMSProfileDocument.Profile(publicIdentities: (profile.document?["public_identities"]?.array ?? []).map { identity in
+                IMSProfileDocument.Identity(uri: identity.document?["uri"]?.string ?? "", barred: identity.document?["barred"]?.bool,
+                                            isDefault: identity.document?["default"]?.bool)
+            })
+        })
+    }
+
+    static func bson(_ document: IMSProfileDocument) -> BSONDocument {
+        [
+            "private_id": .string(document.privateID),
+            "service_profiles": .array(document.serviceProfiles.map { profile in
+                .document(["public_identities": .array(profile.publicIdentities.map { identity in
+                    .document(["uri": .string(identity.uri), "barred": .bool(identity.barred ?? false),
+                               "default": .bool(identity.isDefault ?? false)])
+                })])
+            }),
+        ]
+    }
+}

@@ -1,0 +1,171 @@
+import CoreProxy
+import IMS
+import NIOConcurrencyHelpers
+import NIOCore
+import SIP
+import Testing
+
+/// Tern as an S-CSCF-like registrar and proxy over subscriber profiles (TS 24.229, RFC 3325,
+/// RFC 3608, RFC 7315), over real sockets.
+@Suite(.timeLimit(.minutes(1)))
+struct IMSEndToEndTests {
+    typealias Agent = ProxyEndToEndTests.Agent
+
+    static func uri(_ text: String) -> SIPURI { (try? SIPURI(parsing: text)) ?? SIPURI(scheme: .sip, host: "invalid") }
+
+    static let alice = IMSSubscription(privateID: "alice@ims.example", serviceProfiles: [
+        IMSServiceProfile(publicIdentities: [
+            IMSPublicIdentity(uri: uri("sip:alice@ims.example"), isDefault: true),
+            IMSPublicIdentity(uri: uri("tel:+4930123")),
+            IMSPublicIdentity(uri: uri("sip:alice-barred@ims.example"), barred: true),
+        ]),
+    ])
+    static let bob = IMSSubscription(privateID: "bob@ims.example", serviceProfiles: [
+        IMSServiceProfile(publicIdentities: [IMSPublicIdentity(uri: uri("sip:bob@ims.example"))]),
+    ])
+
+    final class CallLog: CallObserver, @unchecked Sendable {
+        let events = NIOLockedValueBox<[CallEvent]>([])
+        func callEvent(_ event: CallEvent) { events.withLockedValue { $0.append(event) } }
+    }
+
+    static func withIMS<T: Sendable>(visited: Set<String>? = nil,
+                                     _ body: @Sendable (RunningServer, CallLog) async throws -> T) async throws -> T {
+        let log = CallLog()
+        return try await withTestServer(configure: { server in
+            let policy = IMSPolicy(configuration: .init(serverURI: uri("sip:scscf.ims.test"), visitedNetworks: visited,
+                                                        trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test"),
+                                   profiles: IMSProfiles([alice, bob]), location: server.location)
+            server.setRegistrationPolicy(policy)
+            server.proxy.setTrustPolicy(policy)
+            server.proxy.addCallObserver(log)
+        }) { server in
+            try await body(server, log)
+        }
+    }
+
+    /// A REGISTER for `user@ims.example` with extra header lines; returns the final response.
+    static func register(_ agent: Agent, user: String? = nil, expires: Int = 600, headers: [String] = []) async throws -> SIPMessage {
+        agent.cseq += 1
+        let name = user ?? agent.user
+        let lines = ["REGISTER sip:ims.example SIP/2.0", "Via: SIP/2.0/UDP \(agent.viaHost);branch=\(SIPIdentifiers.branch());rport",
+                     "Max-Forwards: 70", "From: <sip:\(name)@ims.example>;tag=r\(agent.port)", "To: <sip:\(name)@ims.example>",
+                     "Call-ID: ims-reg-\(agent.port)", "CSeq: \(agent.cseq) REGISTER", "Contact: <sip:\(agent.user)@\(agent.viaHost)>",
+                     "Expires: \(expires)"] + headers
+        try await agent.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: 0\r\n\r\n")
+        return try await agent.nextResponse()
+    }
+
+    /// A MESSAGE from `sender` (as `from`) to `target` with extra header lines.
+    static func message(_ sender: Agent, from: String = "sip:alice@ims.example", to target: String, callID: String,
+                        headers: [String] = []) async throws {
+        let lines = ["MESSAGE \(target) SIP/2.0", "Via: SIP/2.0/UDP \(sender.viaHost);branch=\(SIPIdentifiers.branch());rport",
+                     "Max-Forwards: 70", "From: <\(from)>;tag=m\(sender.port)", "To: <\(target)>", "Call-ID: \(callID)",
+                     "CSeq: 1 MESSAGE", "Content-Type: text/plain"] + headers
+        try await sender.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: 2\r\n\r\nhi")
+    }
+
+    @Test func registrationCoversTheImplicitSetAndSaysSo() async throws {
+        try await Self.withIMS(visited: ["Visited Network Number 1"]) { server, _ in
+            let phone = try await Agent.connect(server, user: "alice")
+            let ok = try await Self.register(phone, headers: ["P-Visited-Network-ID: \"Visited Network Number 1\""])
+            #expect(ok.statusCode == 200)
+            #expect(ok.firstValue(.pAssociatedURI) == "<sip:alice@ims.example>, <tel:+4930123>", "default first, the barred one left out")
+            #expect(ok.firstValue(.serviceRoute) == "<sip:orig@scscf.ims.test;lr>")
+            let barred = try await Self.register(phone, user: "alice-barred")
+            #expect(barred.statusCode == 403 && barred.reasonPhrase == "Public Identity Barred")
+            let stranger = try await Agent.connect(server, user: "mallory")
+            #expect(try await Self.register(stranger).statusCode == 403)
+            let roaming = try await Self.register(phone, headers: ["P-Visited-Network-ID: \"Elsewhere\""])
+            #expect(roaming.statusCode == 403 && roaming.reasonPhrase == "Visited Network Not Allowed")
+        }
+    }
+
+    @Test func everyIdentityOfTheSetReachesTheDeviceWithTheCalledIdentity() async throws {
+        try await Self.withIMS { server, _ in
+            let phone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(phone).statusCode == 200)
+            let caller = try await Agent.connect(server, user: "bob")
+            for (index, target) in ["tel:+4930123", "sip:+49-30-123@ims.example;user=phone", "tel:123;phone-context=+4930"].enumerated() {
+                try await Self.message(caller, from: "sip:bob@ims.example", to: target, callID: "set-\(index)")
+                let delivered = try await phone.next(.message)
+                #expect(delivered.firstValue(.pCalledPartyID) == "<\(target)>", "RFC 7315 §4.2: the identity that was called")
+                try await phone.answer(delivered, 200)
+                #expect(try await caller.response(callID: "set-\(index)").statusCode == 200)
+            }
+            // De-registration ends them all.
+            #expect(try await Self.register(phone, expires: 0).statusCode == 200)
+            try await Self.message(caller, from: "sip:bob@ims.example", to: "tel:+4930123", callID: "set-gone")
+            #expect(try await caller.response(callID: "set-gone").statusCode == 404)
+        }
+    }
+
+    @Test func theNetworkAssertsTheCallersIdentity() async throws {
+        try await Self.withIMS { server, _ in
+            let alicePhone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(alicePhone).statusCode == 200)
+            let bobPhone = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.register(bobPhone).statusCode == 200)
+            // A forged assertion from an untrusted phone is replaced by its default identity.
+            try await Self.message(alicePhone, to: "sip:bob@ims.example", callID: "pai-1",
+                                   headers: ["P-Asserted-Identity: <sip:boss@evil.example>"])
+            var received = try await bobPhone.next(.message)
+            #expect(received.values(.pAssertedIdentity) == ["<sip:alice@ims.example>"])
+            #expect(!received.contains(.pChargingVector), "charging data stays inside the trust domain")
+            try await bobPhone.answer(received, 200)
+            // A preferred identity of the caller's own set is asserted instead, and the preference goes.
+            try await Self.message(alicePhone, to: "sip:bob@ims.example", callID: "pai-2",
+                                   headers: ["P-Preferred-Identity: <tel:+4930123>"])
+            received = try await bobPhone.next(.message)
+            #expect(received.values(.pAssertedIdentity) == ["<tel:+4930123>"] && !received.contains(.pPreferredIdentity))
+            try await bobPhone.answer(received, 200)
+            // Privacy: id toward an untrusted phone: no identity at all.
+            try await Self.message(alicePhone, to: "sip:bob@ims.example", callID: "pai-3", headers: ["Privacy: id"])
+            received = try await bobPhone.next(.message)
+            #expect(!received.contains(.pAssertedIdentity))
+            try await bobPhone.answer(received, 200)
+            // Someone not registered from that address gets no assertion.
+            let stranger = try await Agent.connect(server, user: "eve")
+            try await Self.message(stranger, to: "sip:bob@ims.example", callID: "pai-4", headers: ["P-Asserted-Identity: <sip:alice@ims.example>"])
+            received = try await bobPhone.next(.message)
+            #expect(!received.contains(.pAssertedIdentity))
+            try await bobPhone.answer(received, 200)
+        }
+    }
+
+    @Test func aTrustedPeerKeepsAndReceivesWhatTheTrustDomainAsserts() async throws {
+        try await Self.withIMS { server, log in
+            let alicePhone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(alicePhone).statusCode == 200)
+            // An application server inside the trust domain, on another loopback address.
+            let peer = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                             user: "as")
+            let route = "<sip:127.0.0.1:\(server.port(.udp));lr>"
+            let target = "sip:service@127.0.0.2:\(peer.port)"
+            try await Self.message(alicePhone, to: target, callID: "trusted-1",
+                                   headers: ["Route: \(route)", "Privacy: id", "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262011234"])
+            let atPeer = try await peer.next(.message)
+            #expect(atPeer.values(.pAssertedIdentity) == ["<sip:alice@ims.example>"], "privacy is for untrusted peers")
+            let vector = try #require(atPeer.firstValue(.pChargingVector))
+            #expect(vector.hasPrefix("icid-value=") && vector.contains(";icid-generated-at=scscf.ims.test") && vector.hasSuffix(";orig-ioi=ims.test"))
+            #expect(!atPeer.contains(.pAccessNetworkInfo), "an untrusted phone's access network info is not believed")
+            try await peer.answer(atPeer, 200)
+            // The trusted peer's own assertions, vector and access network info pass.
+            try await Self.message(peer, from: "sip:carol@other.example", to: "sip:alice@ims.example", callID: "trusted-2",
+                                   headers: ["P-Asserted-Identity: <sip:carol@other.example>", "P-Charging-Vector: icid-value=peer-icid-1",
+                                             "P-Access-Network-Info: 3GPP-E-UTRAN-FDD; network-provided"])
+            let atAlice = try await alicePhone.next(.message)
+            #expect(atAlice.values(.pAssertedIdentity) == ["<sip:carol@other.example>"])
+            #expect(!atAlice.contains(.pChargingVector) && !atAlice.contains(.pAccessNetworkInfo), "stripped toward an untrusted phone")
+            try await alicePhone.answer(atAlice, 200)
+            // Calls carry their icid into the call events; each gets its own.
+            try await alicePhone.send("INVITE", to: "sip:bob@ims.example", callID: "icid-1")
+            try await alicePhone.send("INVITE", to: "sip:bob@ims.example", callID: "icid-2")
+            _ = try await alicePhone.response(callID: "icid-1")
+            _ = try await alicePhone.response(callID: "icid-2")
+            // (bob has no device: the calls fail with 404, and the failure carries the icid.)
+            let icids = log.events.withLockedValue { $0 }.filter { $0.callID.hasPrefix("icid-") }.compactMap(\.icid)
+            #expect(icids.count == 2 && Set(icids).count == 2)
+        }
+    }
+}
