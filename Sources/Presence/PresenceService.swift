@@ -94,6 +94,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     private let store: (any PresenceStore)?
     private let logger: Logger
     private let presentities = NIOLockedValueBox<[String: Presentity]>([:])
+    private let delegates = NIOLockedValueBox<[String: any SIPRequestHandler]>([:])
     private let subscriptions = NIOLockedValueBox<[String: Subscription]>([:])
     private let observers = NIOLockedValueBox<[any PresenceObserver]>([])
     private let sequence = NIOLockedValueBox<UInt64>(0)
@@ -328,11 +329,21 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
 
     // MARK: - SUBSCRIBE (RFC 6665 §4.2)
 
+    /// Hands SUBSCRIBEs for another event package (IMS's `reg`) to the feature that serves it.
+    public func delegate(package: String, to handler: any SIPRequestHandler) {
+        delegates.withLockedValue { $0[package.lowercased()] = handler }
+    }
+
     private func handleSubscribe(_ transaction: ServerTransaction) {
         let request = transaction.request
+        if let event = (try? request.event()) ?? nil, let handler = delegates.withLockedValue({ $0[event.package.lowercased()] }) {
+            handler.handle(transaction)
+            return
+        }
         guard let event = (try? request.event()) ?? nil,
               let package = Subscription.Package(rawValue: event.package.lowercased()) else {
-            transaction.respond(SIPStatus(489), headers: [(.allowEvents, "presence, presence.winfo")])
+            let others = delegates.withLockedValue { $0.keys.sorted() }
+            transaction.respond(SIPStatus(489), headers: [(.allowEvents, (["presence", "presence.winfo"] + others).joined(separator: ", "))])
             return
         }
         guard let expires = boundedExpires(transaction) else { return }

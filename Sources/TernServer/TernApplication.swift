@@ -82,6 +82,7 @@ public struct TernApplication: Sendable {
                 }
             }
             var imsProfiles: IMSProfiles?
+            var regEvents: RegEventService?
             if let settings = configuration.ims {
                 var subscriptions: [IMSSubscription] = []
                 if !settings.profilesFile.isEmpty { subscriptions += try IMSProfileLoader.load(file: settings.profilesFile) }
@@ -93,6 +94,10 @@ public struct TernApplication: Sendable {
                 server.setRegistrationPolicy(policy)
                 server.proxy.setTrustPolicy(policy)
                 imsProfiles = profiles
+                let reg = RegEventService(configuration: .init(applicationServers: settings.applicationServers), profiles: profiles,
+                                          location: server.location, proxy: server.proxy, identity: server.identity, logger: logger)
+                server.location.addObserver(reg)
+                regEvents = reg
                 logger.notice("ims: subscriber profiles loaded", metadata: ["subscribers": "\(profiles.count)"])
             }
             if let push = configuration.mobile.push {
@@ -128,6 +133,10 @@ public struct TernApplication: Sendable {
                 server.pipeline.register(presence)
                 server.addFeature(presence)
                 presenceService = presence
+            }
+            if let regEvents {
+                // SUBSCRIBE belongs to presence when it runs: it hands `reg` on.
+                if let presenceService { presenceService.delegate(package: "reg", to: regEvents) } else { server.pipeline.register(regEvents) }
             }
             var context = ManagementContext(server: server, messaging: messagingService, presence: presenceService,
                                             publisher: publisher, configuration: ConfigurationDump.json(configuration),

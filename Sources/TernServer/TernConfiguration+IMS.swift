@@ -17,6 +17,8 @@ public struct IMSSettings: Sendable {
     public var trusted: [String] = []
     public var ioi = ""
     public var stripIdentityToUntrusted = false
+    /// Application servers (hosts) that may subscribe to any user's `reg` events.
+    public var applicationServers: [String] = []
 
     /// The policy's configuration; nil with the key at fault.
     func policyConfiguration() throws(ConfigurationError) -> IMSPolicy.Configuration {
@@ -49,6 +51,7 @@ extension TernConfiguration {
         settings.trusted = try section.strings("trusted") ?? []
         settings.ioi = try section.string("ioi") ?? ""
         settings.stripIdentityToUntrusted = try section.bool("strip_identity_to_untrusted") ?? false
+        settings.applicationServers = try section.strings("application_servers") ?? []
         try section.finish()
         if enabled, !settings.profilesCollection.isEmpty, mongoDB == nil {
             throw ConfigurationError(key: "ims.profiles_collection", line: nil, message: "needs storage.mongodb.uri")
@@ -67,6 +70,7 @@ extension TernConfiguration {
             "  trusted: [\(settings.trusted.map { "\"" + $0 + "\"" }.joined(separator: ", "))]",
             "  ioi: \"\(settings.ioi)\"",
             "  strip_identity_to_untrusted: \(settings.stripIdentityToUntrusted)",
+            "  application_servers: [\(settings.applicationServers.map { "\"" + $0 + "\"" }.joined(separator: ", "))]",
         ]
         if let visited = settings.visitedNetworks {
             lines.append("  visited_networks: [\(visited.map { "\"" + $0 + "\"" }.joined(separator: ", "))]")

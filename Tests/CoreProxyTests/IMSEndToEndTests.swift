@@ -39,6 +39,10 @@ struct IMSEndToEndTests {
             server.setRegistrationPolicy(policy)
             server.proxy.setTrustPolicy(policy)
             server.proxy.addCallObserver(log)
+            let reg = RegEventService(configuration: .init(), profiles: policy.profiles, location: server.location, proxy: server.proxy,
+                                      identity: server.identity, logger: PushEndToEndTests.logger)
+            server.location.addObserver(reg)
+            server.pipeline.register(reg)
         }) { server in
             try await body(server, log)
         }
@@ -97,6 +101,72 @@ struct IMSEndToEndTests {
             #expect(try await Self.register(phone, expires: 0).statusCode == 200)
             try await Self.message(caller, from: "sip:bob@ims.example", to: "tel:+4930123", callID: "set-gone")
             #expect(try await caller.response(callID: "set-gone").statusCode == 404)
+        }
+    }
+
+    /// A SUBSCRIBE to `user`'s registrations from `agent` (as `from`); returns the final response.
+    static func subscribeReg(_ agent: Agent, to user: String, from: String, callID: String, expires: Int = 600,
+                             toTag: String? = nil, cseq: Int = 1) async throws -> SIPMessage {
+        let lines = ["SUBSCRIBE sip:\(user)@ims.example SIP/2.0", "Via: SIP/2.0/UDP \(agent.viaHost);branch=\(SIPIdentifiers.branch());rport",
+                     "Max-Forwards: 70", "From: <\(from)>;tag=s\(agent.port)", "To: <sip:\(user)@ims.example>" + (toTag.map { ";tag=\($0)" } ?? ""),
+                     "Call-ID: \(callID)", "CSeq: \(cseq) SUBSCRIBE", "Contact: <sip:\(agent.user)@\(agent.viaHost)>", "Event: reg",
+                     "Accept: application/reginfo+xml", "Expires: \(expires)"]
+        try await agent.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: 0\r\n\r\n")
+        while true {
+            let message = try await agent.client.receive()
+            if message.isRequest {
+                agent.parked.append(message)
+                continue
+            }
+            if message.callID == callID, let code = message.statusCode, code >= 200 { return message }
+        }
+    }
+
+    @Test func theRegEventPackageReportsFullThenPartialState() async throws {
+        try await Self.withIMS { server, _ in
+            let phone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(phone).statusCode == 200)
+            let watcher = try await Agent.connect(server, user: "alice-watcher")
+            let subscribed = try await Self.subscribeReg(watcher, to: "alice", from: "sip:alice@ims.example", callID: "reg-sub")
+            #expect(subscribed.statusCode == 200)
+            var notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            var body = String(buffer: notify.body)
+            #expect(notify.firstValue(.contentType) == "application/reginfo+xml" && notify.firstValue(.event) == "reg")
+            #expect(notify.firstValue(.subscriptionState)?.hasPrefix("active;expires=") == true)
+            #expect(body.contains("version=\"0\" state=\"full\""))
+            #expect(body.contains("<registration aor=\"sip:alice@ims.example\"") && body.contains("<registration aor=\"tel:+4930123\""))
+            #expect(body.contains("state=\"active\" event=\"registered\"") && body.contains("<uri>sip:alice@\(phone.viaHost)</uri>"))
+            // A refresh: partial, one version up.
+            #expect(try await Self.register(phone).statusCode == 200)
+            notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            body = String(buffer: notify.body)
+            #expect(body.contains("version=\"1\" state=\"partial\"") && body.contains("event=\"refreshed\""))
+            // A second device: registered.
+            let tablet = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(tablet).statusCode == 200)
+            notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            body = String(buffer: notify.body)
+            #expect(body.contains("version=\"2\"") && body.contains("event=\"registered\"") && body.contains(tablet.viaHost))
+            // Someone else may not watch alice.
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.subscribeReg(bob, to: "alice", from: "sip:bob@ims.example", callID: "reg-bob").statusCode == 403)
+            // Both devices go: unregistered, and with none left the subscription ends.
+            #expect(try await Self.register(tablet, expires: 0).statusCode == 200)
+            notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            #expect(String(buffer: notify.body).contains("event=\"unregistered\""))
+            #expect(try await Self.register(phone, expires: 0).statusCode == 200)
+            var last = try await watcher.next(.notify)
+            try await watcher.answer(last, 200)
+            if last.firstValue(.subscriptionState)?.hasPrefix("terminated") != true {
+                last = try await watcher.next(.notify)
+                try await watcher.answer(last, 200)
+            }
+            #expect(last.firstValue(.subscriptionState) == "terminated;reason=noresource")
+            #expect(String(buffer: last.body).contains("<registration aor=\"sip:alice@ims.example\" id=") )
         }
     }
 
