@@ -37,6 +37,16 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
     public let profiles: IMSProfiles
     private let location: LocationService
     private let counter = NIOLockedValueBox<UInt64>(0)
+    private let serviceControl = NIOLockedValueBox<IMSServiceControl?>(nil)
+
+    /// Reports registrations to application servers (third-party REGISTER).
+    public func setServiceControl(_ control: IMSServiceControl) {
+        serviceControl.withLockedValue { $0 = control }
+    }
+
+    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {
+        serviceControl.withLockedValue { $0 }?.registered(request, response: response, aor: aor, kind: kind)
+    }
 
     public init(configuration: Configuration, profiles: IMSProfiles, location: LocationService) {
         self.configuration = configuration

@@ -16,9 +16,12 @@ public struct IMSSubscription: Sendable, Hashable {
 
 public struct IMSServiceProfile: Sendable, Hashable {
     public var publicIdentities: [IMSPublicIdentity]
+    /// Initial filter criteria, applied by priority (lowest first).
+    public var filterCriteria: [InitialFilterCriteria]
 
-    public init(publicIdentities: [IMSPublicIdentity]) {
+    public init(publicIdentities: [IMSPublicIdentity], filterCriteria: [InitialFilterCriteria] = []) {
         self.publicIdentities = publicIdentities
+        self.filterCriteria = filterCriteria.sorted { $0.priority < $1.priority }
     }
 
     /// The default public identity: the one marked so, else the first that is not barred (TS 24.229 5.4.1.2.2).

@@ -93,6 +93,10 @@ public struct TernApplication: Sendable {
                 let policy = IMSPolicy(configuration: try settings.policyConfiguration(), profiles: profiles, location: server.location)
                 server.setRegistrationPolicy(policy)
                 server.proxy.setTrustPolicy(policy)
+                let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,
+                                                identity: server.identity, loops: group, logger: logger)
+                policy.setServiceControl(control)
+                server.proxy.setApplicationServerRouting(control)
                 imsProfiles = profiles
                 let reg = RegEventService(configuration: .init(applicationServers: settings.applicationServers), profiles: profiles,
                                           location: server.location, proxy: server.proxy, identity: server.identity, logger: logger)
@@ -148,7 +152,7 @@ public struct TernApplication: Sendable {
                     context.storeIMSProfile = { privateID, document in
                         try await mongo.perform { session in
                             _ = try session.delete(collection, filter: ["private_id": .string(privateID)])
-                            if let document { try session.insert(collection, IMSProfileLoader.bson(document), journaled: true) }
+                            if let document { try session.insert(collection, try IMSProfileLoader.bson(document), journaled: true) }
                         }
                     }
                 }

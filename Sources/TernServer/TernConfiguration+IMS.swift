@@ -102,6 +102,7 @@ enum IMSProfileLoader {
         }
     }
 
+    /// Documents `{ private_id, profile }`, the profile as the JSON text of the profile document.
     static func load(collection: String, from database: MongoDatabase) async throws -> [IMSSubscription] {
         let documents = try await database.perform { session in try session.find(collection, projection: ["_id": .int64(0)]) }
         return try documents.map { bson in
@@ -113,24 +114,15 @@ enum IMSProfileLoader {
         }
     }
 
-    static func document(from bson: BSONDocument) -> IMSProfileDocument {
-        IMSProfileDocument(privateID: bson["private_id"]?.string ?? "", serviceProfiles: (bson["service_profiles"]?.array ?? []).map { profile in
-            IMSProfileDocument.Profile(publicIdentities: (profile.document?["public_identities"]?.array ?? []).map { identity in
-                IMSProfileDocument.Identity(uri: identity.document?["uri"]?.string ?? "", barred: identity.document?["barred"]?.bool,
-                                            isDefault: identity.document?["default"]?.bool)
-            })
-        })
+    static func document(from bson: BSONDocument) throws -> IMSProfileDocument {
+        guard let text = bson["profile"]?.string else {
+            throw IMSProfileDocument.Invalid(description: "\(bson["private_id"]?.string ?? "?"): no profile field")
+        }
+        return try JSONDecoder().decode(IMSProfileDocument.self, from: Data(text.utf8))
     }
 
-    static func bson(_ document: IMSProfileDocument) -> BSONDocument {
-        [
-            "private_id": .string(document.privateID),
-            "service_profiles": .array(document.serviceProfiles.map { profile in
-                .document(["public_identities": .array(profile.publicIdentities.map { identity in
-                    .document(["uri": .string(identity.uri), "barred": .bool(identity.barred ?? false),
-                               "default": .bool(identity.isDefault ?? false)])
-                })])
-            }),
-        ]
+    static func bson(_ document: IMSProfileDocument) throws -> BSONDocument {
+        let text = String(decoding: try JSONEncoder().encode(document), as: UTF8.self)
+        return ["private_id": .string(document.privateID), "profile": .string(text)]
     }
 }

@@ -2,6 +2,7 @@ import CoreProxy
 import IMS
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOPosix
 import SIP
 import Testing
 
@@ -31,11 +32,22 @@ struct IMSEndToEndTests {
 
     static func withIMS<T: Sendable>(visited: Set<String>? = nil,
                                      _ body: @Sendable (RunningServer, CallLog) async throws -> T) async throws -> T {
+        try await withIMS(visited: visited) { server, log, _ in try await body(server, log) }
+    }
+
+    static func withIMS<T: Sendable>(visited: Set<String>? = nil,
+                                     _ body: @Sendable (RunningServer, CallLog, IMSProfiles) async throws -> T) async throws -> T {
         let log = CallLog()
+        let profiles = IMSProfiles([alice, bob])
         return try await withTestServer(configure: { server in
             let policy = IMSPolicy(configuration: .init(serverURI: uri("sip:scscf.ims.test"), visitedNetworks: visited,
                                                         trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test"),
-                                   profiles: IMSProfiles([alice, bob]), location: server.location)
+                                   profiles: profiles, location: server.location)
+            let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,
+                                            identity: server.identity, loops: MultiThreadedEventLoopGroup.singleton,
+                                            logger: PushEndToEndTests.logger)
+            policy.setServiceControl(control)
+            server.proxy.setApplicationServerRouting(control)
             server.setRegistrationPolicy(policy)
             server.proxy.setTrustPolicy(policy)
             server.proxy.addCallObserver(log)
@@ -44,7 +56,86 @@ struct IMSEndToEndTests {
             server.location.addObserver(reg)
             server.pipeline.register(reg)
         }) { server in
-            try await body(server, log)
+            try await body(server, log, profiles)
+        }
+    }
+
+    /// alice's profile with one initial filter criterion toward `server`.
+    static func alice(with criterion: InitialFilterCriteria) -> IMSSubscription {
+        var subscription = alice
+        let profile = subscription.serviceProfiles[0]
+        subscription.serviceProfiles[0] = IMSServiceProfile(publicIdentities: profile.publicIdentities, filterCriteria: [criterion])
+        return subscription
+    }
+
+    @Test func registrationsAreReportedToApplicationServersByThirdPartyRegister() async throws {
+        try await Self.withIMS { server, _, profiles in
+            // An application server inside the trust domain, on another loopback address.
+            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                                    user: "as")
+            profiles.put(Self.alice(with: InitialFilterCriteria(
+                priority: 1,
+                trigger: .init(conjunctive: true, triggers: [.init(.method("REGISTER")), .init(group: 1, .registrationType([0, 1, 2]))]),
+                applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)"), defaultHandling: .terminate,
+                                         includeRegisterRequest: true))))
+            let phone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(phone, headers: ["P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262011"]).statusCode == 200)
+            var third = try await application.next(.register)
+            #expect(third.requestURIString == "sip:127.0.0.2:\(application.port)")
+            #expect(third.firstValue(.to) == "<sip:alice@ims.example>" && third.firstValue(.from)?.hasPrefix("<sip:scscf.ims.test>;tag=") == true)
+            #expect(third.firstValue(.expires) == "600" && third.firstValue(.contentType) == "message/sip")
+            #expect(String(buffer: third.body).hasPrefix("REGISTER sip:ims.example SIP/2.0"), "the original REGISTER inside")
+            #expect(third.firstValue(.pAccessNetworkInfo)?.hasPrefix("3GPP-E-UTRAN-FDD") == true)
+            try await application.answer(third, 200)
+            #expect(try await Self.register(phone, expires: 0).statusCode == 200)
+            third = try await application.next(.register)
+            #expect(third.firstValue(.expires) == "0", "de-registration reported")
+            try await application.answer(third, 200)
+            // The server refuses, and its DefaultHandling is SESSION_TERMINATED: the network de-registers alice.
+            #expect(try await Self.register(phone).statusCode == 200)
+            third = try await application.next(.register)
+            try await application.answer(third, 500)
+            try await RoutingEndToEndTests.until { server.server.location.bindings(for: "sip:alice@ims.example").isEmpty }
+        }
+    }
+
+    @Test func anInitialRequestVisitsTheApplicationServerAndComesBack() async throws {
+        try await Self.withIMS { server, _, profiles in
+            // An application server inside the trust domain, on another loopback address.
+            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                                    user: "as")
+            profiles.put(Self.alice(with: InitialFilterCriteria(
+                priority: 1,
+                trigger: .init(conjunctive: true, triggers: [.init(.method("MESSAGE")), .init(group: 1, .sessionCase(.originating))]),
+                applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)")))))
+            let alicePhone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(alicePhone).statusCode == 200)
+            let bobPhone = try await Agent.connect(server, user: "bob")
+            #expect(try await Self.register(bobPhone).statusCode == 200)
+            try await Self.message(alicePhone, to: "sip:bob@ims.example", callID: "isc-1")
+            let atServer = try await application.next(.message)
+            #expect(atServer.firstValue(.pServedUser) == "<sip:alice@ims.example>;sescase=orig;regstate=reg")
+            let routes = atServer.values(.route)
+            #expect(routes.first == "<sip:127.0.0.2:\(application.port);lr>")
+            #expect(routes.last?.contains("sip:odi-") == true && routes.last?.contains("@127.0.0.1:\(server.port(.udp))") == true)
+            // The server proxies it back along the remaining Route (its own entry gone, its Via on top).
+            var onward = atServer
+            onward.removeFirstValue(.route)
+            onward.prependHeader(.via, "SIP/2.0/UDP 127.0.0.2:\(application.port);branch=\(SIPIdentifiers.branch());rport")
+            try await application.client.send(onward.serializedString)
+            let delivered = try await bobPhone.next(.message)
+            #expect(!delivered.contains(.route) && delivered.values(.pAssertedIdentity) == ["<sip:alice@ims.example>"])
+            try await bobPhone.answer(delivered, 200)
+            // The 200 comes back through the server, which passes it on.
+            var answer = try await application.nextResponse()
+            answer.removeFirstValue(.via)
+            try await application.client.send(answer.serializedString)
+            #expect(try await alicePhone.response(callID: "isc-1").statusCode == 200)
+            // bob's own requests match no criterion of his: straight through.
+            try await Self.message(bobPhone, from: "sip:bob@ims.example", to: "sip:alice@ims.example", callID: "isc-2")
+            let direct = try await alicePhone.next(.message)
+            try await alicePhone.answer(direct, 200)
+            #expect(try await bobPhone.response(callID: "isc-2").statusCode == 200)
         }
     }
 

@@ -131,8 +131,9 @@ public final class RequestPipeline: TransactionUser {
         let proxy = proxyBox.withLockedValue { $0 }
         var routed = request
         var routedToUs = false
+        var ownRoutes: [SIPURI] = []
         if let proxy {
-            routedToUs = Self.processRoutes(&routed, identity: proxy.identity)
+            routedToUs = Self.processRoutes(&routed, identity: proxy.identity, removed: &ownRoutes)
         }
         // Decide who answers: a Route that remains names the next hop (§16.4); a feature that owns
         // the method; the server itself for OPTIONS without a user; otherwise the proxy.
@@ -168,31 +169,32 @@ public final class RequestPipeline: TransactionUser {
                 case .accepted: break
                 case .answered: return
                 case .pending(let outcome):
-                    outcome.whenSuccess { [self, routed, routedToUs] outcome in
+                    outcome.whenSuccess { [self, routed, routedToUs, ownRoutes] outcome in
                         if case .accepted = outcome {
-                            dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, method: method)
+                            dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, ownRoutes: ownRoutes,
+                                     method: method)
                         }
                     }
                     return
                 }
             }
         }
-        dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, method: method)
+        dispatch(transaction, request: routed, to: destination, routedToUs: routedToUs, ownRoutes: ownRoutes, method: method)
     }
 
     private enum Destination { case nextHop, handler(any SIPRequestHandler), server, proxy }
 
     /// The last stage: the proxy, the feature that owns the method, or the server's own answer.
     private func dispatch(_ transaction: ServerTransaction, request routed: SIPMessage, to destination: Destination,
-                          routedToUs: Bool, method: SIPMethod) {
+                          routedToUs: Bool, ownRoutes: [SIPURI], method: SIPMethod) {
         let proxy = proxyBox.withLockedValue { $0 }
         switch destination {
         case .nextHop:
-            proxy?.proxy.route(transaction, request: routed, routedToUs: true)
+            proxy?.proxy.route(transaction, request: routed, routedToUs: true, ownRoutes: ownRoutes)
         case .handler(let handler):
             handler.handle(transaction)
         case .proxy:
-            proxy?.proxy.route(transaction, request: routed, routedToUs: routedToUs)
+            proxy?.proxy.route(transaction, request: routed, routedToUs: routedToUs, ownRoutes: ownRoutes)
         case .server:
             if method == .options {
                 answerOptions(transaction)
@@ -207,7 +209,14 @@ public final class RequestPipeline: TransactionUser {
     /// RFC 3261 §16.4: a strict-routing previous hop put our Record-Route URI into the Request-URI
     /// (the last Route becomes the Request-URI again); a loose-routing one left our URI as the top
     /// Route (it is removed). Returns whether either happened: the request was routed to us.
+    /// Removes Tern's own Route entries (and a strict router's Request-URI); `removed` gets the ones
+    /// that carried a user part (an application server's way back, RFC 3261 §16.4 with TS 24.229's ODI).
     static func processRoutes(_ request: inout SIPMessage, identity: LocalIdentity) -> Bool {
+        var removed: [SIPURI] = []
+        return processRoutes(&request, identity: identity, removed: &removed)
+    }
+
+    static func processRoutes(_ request: inout SIPMessage, identity: LocalIdentity, removed: inout [SIPURI]) -> Bool {
         var routedToUs = false
         if let uri = try? request.requestURI(), identity.isSelf(uri), uri.user == nil || uri.parameters.contains("lr"),
            let last = (try? request.routes())?.last {
@@ -219,6 +228,7 @@ public final class RequestPipeline: TransactionUser {
             routedToUs = true
         }
         while let top = (try? request.routes())?.first, identity.isSelf(top.uri) {
+            if top.uri.user != nil { removed.append(top.uri) }
             request.removeFirstValue(.route)
             routedToUs = true
         }

@@ -76,6 +76,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     private let logger: Logger
     private let policyBox = NIOLockedValueBox<(any RegistrationPolicy)?>(nil)
     private let trustBox = NIOLockedValueBox<(any TrustPolicy)?>(nil)
+    private let serviceRoutingBox = NIOLockedValueBox<(any ApplicationServerRouting)?>(nil)
     private let contexts = NIOLockedValueBox<[TransactionKey: ProxyContext]>([:])
     private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
     private let deadTargets = Counter(label: "tern.proxy.dead_targets")
@@ -111,6 +112,18 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// AOR that holds the bindings; set with the registrar's.
     public func setRegistrationPolicy(_ policy: any RegistrationPolicy) {
         policyBox.withLockedValue { $0 = policy }
+    }
+
+    /// Sends initial requests through application servers first (IMS initial filter criteria).
+    public func setApplicationServerRouting(_ routing: any ApplicationServerRouting) {
+        serviceRoutingBox.withLockedValue { $0 = routing }
+    }
+
+    /// Sends a request Tern originates (a third-party REGISTER) to a URI, with Tern's Via.
+    public func sendRequest(_ request: SIPMessage, to uri: SIPURI, on loop: any EventLoop,
+                            handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) {
+        let target = ProxyTarget(uri: uri, flow: nil, transport: destinationTransport(uri), routes: [], q: 1, binding: nil)
+        _ = try send(originated(request, to: target), to: target, on: loop, handler: handler)
     }
 
     /// Edits requests at the edge of the trust domain (IMS: P-Asserted-Identity, P-Charging-Vector).
@@ -218,7 +231,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
 
     /// Routes a request that no feature answers. `routedToUs` says that Tern's own Route was removed
     /// from it (an in-dialog or preloaded request), so it is not subject to the domain check.
-    func route(_ transaction: ServerTransaction, request: SIPMessage, routedToUs: Bool) {
+    func route(_ transaction: ServerTransaction, request: SIPMessage, routedToUs: Bool, ownRoutes: [SIPURI] = []) {
         var request = request
         if let trust = trustBox.withLockedValue({ $0 }) {
             trust.arriving(&request, from: transaction.inbound.source, initial: ((try? request.to()) ?? nil)?.tag == nil)
@@ -243,6 +256,17 @@ public final class StatefulProxy: LocationObserver, Sendable {
             return
         }
         let initial = ((try? request.to()) ?? nil)?.tag == nil
+        // An application server the request must visit first (IMS initial filter criteria).
+        if initial, let servers = serviceRoutingBox.withLockedValue({ $0 }),
+           let visit = servers.nextApplicationServer(for: request, source: transaction.inbound.source, ownRoutes: ownRoutes) {
+            var toServer = request
+            for (name, value) in visit.addedHeaders { toServer.setHeader(name, value) }
+            for route in visit.routes.reversed() { toServer.prependHeader(.route, route) }
+            guard let first = (try? toServer.routes())?.first else { return }
+            start(transaction, request: toServer, levels: [[ProxyTarget(uri: first.uri, flow: nil, transport: destinationTransport(first.uri),
+                                                                          routes: [], q: 1, binding: nil)]])
+            return
+        }
         if initial, let policy = policyBox.withLockedValue({ $0 }), let aor = policy.locationAOR(for: requestURI) {
             // A user's identity (RFC 7315 §4.2): the devices learn which one was called.
             var retargeted = request

@@ -119,6 +119,8 @@ public final class Registrar: SIPRequestHandler {
         let supported = Set(request.supported.map { $0.lowercased() })
         let now = location.clock.nowMilliseconds()
         var pushCapabilities: [String] = []
+        let keysBefore = Set(location.bindings(for: aor).map(\.key))
+        var registrationKind: Int?
 
         switch contacts {
         case .none:
@@ -133,6 +135,7 @@ public final class Registrar: SIPRequestHandler {
                 }
                 bindings.removeAll()
             }
+            registrationKind = 2
         case .addresses(let addresses):
             pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
             var updates: [Binding] = []
@@ -156,10 +159,16 @@ public final class Registrar: SIPRequestHandler {
             try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) in
                 try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
             }
+            if updates.isEmpty {
+                registrationKind = removals.isEmpty ? nil : 2
+            } else {
+                registrationKind = updates.contains { keysBefore.contains($0.key) } ? 1 : 0
+            }
         }
         var response = okResponse(transaction, aor: aor, supported: supported, now: now)
         for value in pushCapabilities { response.appendHeader(.featureCaps, value) }
         for (name, value) in policyHeaders { response.appendHeader(name, value) }
+        if let registrationKind, let policy { policy.registered(request, response: response, aor: aor, kind: registrationKind) }
         return response
     }
 

@@ -16,4 +16,11 @@ public protocol RegistrationPolicy: Sendable {
     /// The AOR whose bindings reach `uri` (any identity of a user's set, a tel URI), or nil when the
     /// policy has no say and the URI's own AOR applies.
     func locationAOR(for uri: SIPURI) -> String?
+    /// A REGISTER succeeded (`kind`: 0 initial, 1 re-registration, 2 de-registration, as TS 29.228's
+    /// RegistrationType); `response` is the 200 OK it got.
+    func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int)
+}
+
+extension RegistrationPolicy {
+    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {}
 }

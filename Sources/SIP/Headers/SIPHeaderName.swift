@@ -182,6 +182,7 @@ extension SIPHeaderName {
     public static let pChargingVector = SIPHeaderName("P-Charging-Vector")
     public static let pAccessNetworkInfo = SIPHeaderName("P-Access-Network-Info")
     public static let pVisitedNetworkID = SIPHeaderName("P-Visited-Network-ID")
+    public static let pServedUser = SIPHeaderName("P-Served-User")
     public static let allow = SIPHeaderName("Allow")
     public static let subject = SIPHeaderName("Subject")
     public static let userAgent = SIPHeaderName("User-Agent")
