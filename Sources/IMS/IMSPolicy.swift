@@ -92,20 +92,21 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
             || configuration.trustedHosts.contains { $0.caseInsensitiveEquals(host) }
     }
 
-    public func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) {
+    public func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) -> SIPStatus? {
         let sourceIP = source.ipAddress ?? ""
-        guard !isTrusted(host: sourceIP) else { return }
+        guard !isTrusted(host: sourceIP) else { return nil }
         // What an untrusted sender says about its identity, network or charging is not believed.
         let preferred = request.firstValue(.pPreferredIdentity)
         request.removeHeaders(.pAssertedIdentity)
         request.removeHeaders(.pPreferredIdentity)
         request.removeHeaders(.pAccessNetworkInfo)
         request.removeHeaders(.pChargingVector)
-        guard initial, request.method != .register else { return }
+        guard initial, request.method != .register else { return nil }
         if let asserted = assertedIdentity(request, preferred: preferred, source: source) {
             request.appendHeader(.pAssertedIdentity, "<" + asserted.description + ">")
         }
         request.appendHeader(.pChargingVector, newChargingVector())
+        return nil
     }
 
     public func leaving(_ request: inout SIPMessage, to peer: TuningPeer) {

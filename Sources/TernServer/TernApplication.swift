@@ -81,6 +81,9 @@ public struct TernApplication: Sendable {
                         bindingKey: settings.commandBindingKey, prefetch: settings.commandPrefetch, heartbeat: settings.heartbeat)
                 }
             }
+            if let hops = configuration.sipIInitialHops {
+                server.proxy.addTrustPolicy(SIPIInterworking(configuration: .init(initialHops: hops)))
+            }
             var imsProfiles: IMSProfiles?
             var regEvents: RegEventService?
             if let settings = configuration.ims {
@@ -92,7 +95,7 @@ public struct TernApplication: Sendable {
                 let profiles = IMSProfiles(subscriptions)
                 let policy = IMSPolicy(configuration: try settings.policyConfiguration(), profiles: profiles, location: server.location)
                 server.setRegistrationPolicy(policy)
-                server.proxy.setTrustPolicy(policy)
+                server.proxy.addTrustPolicy(policy)
                 let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,
                                                 identity: server.identity, loops: group, logger: logger)
                 policy.setServiceControl(control)

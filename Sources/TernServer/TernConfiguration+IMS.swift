@@ -59,6 +59,14 @@ extension TernConfiguration {
         ims = enabled ? settings : nil
     }
 
+    mutating func readSIPI(_ node: Node) throws(ConfigurationError) {
+        var section = try MappingReader(node, path: "sip_i")
+        let enabled = try section.bool("enabled") ?? true
+        let hops = try section.int("initial_hops", in: 1...31) ?? 31
+        try section.finish()
+        sipIInitialHops = enabled ? hops : nil
+    }
+
     func imsYAMLLines() -> [String] {
         let settings = ims ?? IMSSettings()
         var lines = [
@@ -75,6 +83,7 @@ extension TernConfiguration {
         if let visited = settings.visitedNetworks {
             lines.append("  visited_networks: [\(visited.map { "\"" + $0 + "\"" }.joined(separator: ", "))]")
         }
+        lines += ["sip_i:", "  enabled: \(sipIInitialHops != nil)", "  initial_hops: \(sipIInitialHops ?? 31)"]
         return lines
     }
 }

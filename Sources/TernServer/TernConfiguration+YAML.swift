@@ -321,6 +321,7 @@ extension TernConfiguration {
         }
         if let node = reader.take("mobile") { try readMobile(node) }
         if let node = reader.take("ims") { try readIMS(node) }
+        if let node = reader.take("sip_i") { try readSIPI(node) }
         if let node = reader.take("routing") {
             var section = try MappingReader(node, path: "routing")
             routingFile = try section.string("file").flatMap { $0.isEmpty ? nil : $0 }

@@ -86,6 +86,8 @@ public struct TernConfiguration: Sendable {
     public var mobile = MobileSettings()
     /// IMS (S-CSCF-like registrar and proxy over subscriber profiles); nil: off (default).
     public var ims: IMSSettings?
+    /// SIP-I/SIP-T: the Hop Counter an IAM gets when it has none; nil: ISUP bodies pass untouched (default).
+    public var sipIInitialHops: Int?
     /// The routing file (dialplan, dispatcher, least-cost routes, number portability); nil: no routing.
     public var routingFile: String?
 

@@ -49,7 +49,7 @@ struct IMSEndToEndTests {
             policy.setServiceControl(control)
             server.proxy.setApplicationServerRouting(control)
             server.setRegistrationPolicy(policy)
-            server.proxy.setTrustPolicy(policy)
+            server.proxy.addTrustPolicy(policy)
             server.proxy.addCallObserver(log)
             let reg = RegEventService(configuration: .init(), profiles: policy.profiles, location: server.location, proxy: server.proxy,
                                       identity: server.identity, logger: PushEndToEndTests.logger)

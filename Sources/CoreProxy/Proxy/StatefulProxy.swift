@@ -75,7 +75,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     let identity: LocalIdentity
     private let logger: Logger
     private let policyBox = NIOLockedValueBox<(any RegistrationPolicy)?>(nil)
-    private let trustBox = NIOLockedValueBox<(any TrustPolicy)?>(nil)
+    private let trustBox = NIOLockedValueBox<[any TrustPolicy]>([])
     private let serviceRoutingBox = NIOLockedValueBox<(any ApplicationServerRouting)?>(nil)
     private let contexts = NIOLockedValueBox<[TransactionKey: ProxyContext]>([:])
     private let earlyCancels = NIOLockedValueBox<[TransactionKey: NIODeadline]>([:])
@@ -127,8 +127,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
     }
 
     /// Edits requests at the edge of the trust domain (IMS: P-Asserted-Identity, P-Charging-Vector).
-    public func setTrustPolicy(_ policy: any TrustPolicy) {
-        trustBox.withLockedValue { $0 = policy }
+    public func addTrustPolicy(_ policy: any TrustPolicy) {
+        trustBox.withLockedValue { $0.append(policy) }
     }
 
     /// Routes initial requests the location service does not (dispatcher, least-cost routing, dialplan).
@@ -233,8 +233,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// from it (an in-dialog or preloaded request), so it is not subject to the domain check.
     func route(_ transaction: ServerTransaction, request: SIPMessage, routedToUs: Bool, ownRoutes: [SIPURI] = []) {
         var request = request
-        if let trust = trustBox.withLockedValue({ $0 }) {
-            trust.arriving(&request, from: transaction.inbound.source, initial: ((try? request.to()) ?? nil)?.tag == nil)
+        for policy in trustBox.withLockedValue({ $0 }) {
+            if let refusal = policy.arriving(&request, from: transaction.inbound.source, initial: ((try? request.to()) ?? nil)?.tag == nil) {
+                transaction.respond(refusal)
+                return
+            }
         }
         if isLoop(request) {
             transaction.respond(SIPStatus(482))
@@ -624,8 +627,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
               handler: @escaping @Sendable (ClientTransactionEvent) -> Void) throws(SIPParseError) -> ClientTransaction {
         forwarded.increment()
         var request = request
-        if let trust = trustBox.withLockedValue({ $0 }), request.method != .cancel, request.method != .ack {
-            trust.leaving(&request, to: target.tuningPeer)
+        if request.method != .cancel, request.method != .ack {
+            for policy in trustBox.withLockedValue({ $0 }) { policy.leaving(&request, to: target.tuningPeer) }
         }
         var options = SIPMessage.SerializationOptions()
         // Building the peer costs a little: only when a rule could match or the device named its media.

@@ -6,7 +6,8 @@ public import SIP
 /// way in; what untrusted receivers may not see is removed on the way out.
 public protocol TrustPolicy: Sendable {
     /// A request entering routing; `initial` says it starts a dialog or stands alone.
-    func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool)
+    /// - Returns: a status to refuse the request with, or nil to route it.
+    func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) -> SIPStatus?
     /// A request about to leave for `peer`.
     func leaving(_ request: inout SIPMessage, to peer: TuningPeer)
 }
