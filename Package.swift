@@ -274,7 +274,7 @@ let package = Package(
         .testTarget(
             name: "TernTests",
             dependencies: [
-                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ", "Management", "Routing",
+                "TernServer", "SIP", "CoreProxy", "MongoSupport", "Messaging", "Presence", "EventBus", "CRabbitMQ", "Management", "Routing", "IMS",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "Logging", package: "swift-log"),
