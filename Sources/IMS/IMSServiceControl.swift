@@ -170,6 +170,43 @@ public final class IMSServiceControl: ApplicationServerRouting, Sendable {
     /// Network-initiated de-registration (DefaultHandling SESSION_TERMINATED on a REGISTER).
     private func deregister(_ aor: String, server: SIPURI) {
         logger.notice("de-registering: an application server refused the registration", metadata: ["aor": "\(aor)", "server": "\(server)"])
-        location.update(aor: aor) { bindings in bindings.removeAll() }
+        removeBindings(aor)
+    }
+
+    private let regEvents = NIOLockedValueBox<RegEventService?>(nil)
+
+    /// The reg event package, told when the network removes a registration.
+    public func setRegEvents(_ service: RegEventService) {
+        regEvents.withLockedValue { $0 = service }
+    }
+
+    private func removeBindings(_ aor: String) {
+        let removal = { [location] in location.update(aor: aor) { bindings in bindings.removeAll() } }
+        if let service = regEvents.withLockedValue({ $0 }) { service.deactivating(aor, removal) } else { removal() }
+    }
+
+    /// Network-initiated de-registration of the user that has `identity` (TS 24.229 5.4.1.5): its
+    /// devices' bindings go (reg watchers hear `deactivated`), and the application servers whose
+    /// criteria cover de-registration get a third-party REGISTER with Expires 0.
+    /// - Returns: how many bindings went, or nil when no subscriber has the identity.
+    public func deregister(identity: SIPURI) -> Int? {
+        guard let membership = profiles.membership(of: identity), let aor = membership.setAOR,
+              let impu = membership.profile.defaultIdentity?.uri else { return nil }
+        let count = location.bindings(for: aor).count
+        guard count > 0 else { return 0 }
+        removeBindings(aor)
+        let request = SIPMessage.request(method: .register, uri: policy.configuration.serverURI, headers: [
+            (.from, "<" + impu.description + ">;tag=" + SIPIdentifiers.tag()), (.to, "<" + impu.description + ">"),
+            (.callID, SIPIdentifiers.callID()), (.cseq, "1 REGISTER"), (.contact, "*"), (.expires, "0"),
+        ])
+        let context = InitialFilterCriteria.Context(request: request, sessionCase: .originating, registrationType: 2)
+        for criterion in membership.profile.filterCriteria where criterion.matches(context) {
+            var server = criterion.applicationServer
+            // There is no REGISTER of the user's to embed: the network ended the registration.
+            server.includeRegisterRequest = false
+            server.includeRegisterResponse = false
+            sendThirdPartyRegister(server, impu: impu, original: request, response: request, expires: 0, aor: aor)
+        }
+        return count
     }
 }

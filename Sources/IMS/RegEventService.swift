@@ -66,6 +66,16 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
     private let identity: LocalIdentity
     private let logger: Logger
     private let subscriptions = NIOLockedValueBox<[String: Subscription]>([:])
+    /// Sets whose bindings the network is removing: their contacts are reported deactivated, not unregistered.
+    private let deactivating = NIOLockedValueBox<Set<String>>([])
+
+    /// Runs `removal` (a network-initiated de-registration of the set `setAOR`) so that watchers
+    /// hear `deactivated` (RFC 3680 §5.3) for the contacts it removes.
+    public func deactivating(_ setAOR: String, _ removal: () -> Void) {
+        deactivating.withLockedValue { _ = $0.insert(setAOR) }
+        removal()
+        deactivating.withLockedValue { _ = $0.remove(setAOR) }
+    }
 
     public init(configuration: Configuration, profiles: IMSProfiles, location: LocationService, proxy: StatefulProxy,
                 identity: LocalIdentity, logger: Logger) {
@@ -205,7 +215,8 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         switch event.kind {
         case .added: (state, name) = ("active", "registered")
         case .refreshed: (state, name) = ("active", "refreshed")
-        case .removed: (state, name) = ("terminated", "unregistered")
+        case .removed:
+            (state, name) = ("terminated", deactivating.withLockedValue { $0.contains(binding.aor) } ? "deactivated" : "unregistered")
         case .expired: (state, name) = ("terminated", "expired")
         }
         let remaining = location.bindings(for: binding.aor)

@@ -5,8 +5,18 @@ import SIP
 
 /// Subscriber profiles (the HSS's part): read one, put one, delete one.
 enum IMSMethods {
-    static func methods(_ profiles: IMSProfiles?, store: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?) -> [ManagementMethod] {
+    static func methods(_ profiles: IMSProfiles?, store: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?,
+                        control: IMSServiceControl?) -> [ManagementMethod] {
         [
+            ManagementMethod("ims.deregister", "Network-initiated de-registration of the user with this public identity: its bindings go, "
+                             + "reg watchers hear deactivated, application servers get a third-party de-REGISTER.",
+                             parameters: ["identity"], changesState: true) { params in
+                let control = try ManagementError.available(control, "ims is off")
+                let text = try params.string("identity")
+                guard let uri = try? SIPURI(parsing: text) else { throw ManagementError.invalidParams("identity: not a SIP or tel URI") }
+                guard let removed = control.deregister(identity: uri) else { throw ManagementError.notFound("no subscriber has \(text)") }
+                return .object([("identity", .string(text)), ("bindings_removed", .int(Int64(removed)))])
+            },
             ManagementMethod("ims.profile.get", "A subscriber's profile, by private identity or by any public identity.",
                              parameters: ["private_id", "identity"]) { params in
                 let profiles = try ManagementError.available(profiles, "ims is off")

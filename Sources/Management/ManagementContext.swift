@@ -25,6 +25,7 @@ public struct ManagementContext: Sendable {
     /// IMS subscriber profiles, and what stores an edit of one (nil document: removed).
     public var imsProfiles: IMSProfiles?
     public var storeIMSProfile: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?
+    public var imsServiceControl: IMSServiceControl?
 
     public init(server: SIPServer, messaging: MessagingService?, presence: PresenceService?, publisher: AMQPPublisher?,
                 configuration: JSONValue, node: String, listeners: @escaping @Sendable () -> [BoundListener]) {
@@ -45,7 +46,7 @@ extension ManagementAPI {
         self.init(methods: ServerMethods.methods(context) + LocationMethods.methods(context.server.location)
                       + PresenceMethods.methods(context.presence) + MessagingMethods.methods(context.messaging)
                       + RoutingMethods.methods(context.router, reload: context.reloadRouting, cache: context.server.cache)
-                      + IMSMethods.methods(context.imsProfiles, store: context.storeIMSProfile),
+                      + IMSMethods.methods(context.imsProfiles, store: context.storeIMSProfile, control: context.imsServiceControl),
                   logger: logger)
     }
 }

@@ -85,6 +85,7 @@ public struct TernApplication: Sendable {
                 server.proxy.addTrustPolicy(SIPIInterworking(configuration: .init(initialHops: hops)))
             }
             var imsProfiles: IMSProfiles?
+            var imsControl: IMSServiceControl?
             var regEvents: RegEventService?
             if let settings = configuration.ims {
                 var subscriptions: [IMSSubscription] = []
@@ -104,6 +105,8 @@ public struct TernApplication: Sendable {
                 let reg = RegEventService(configuration: .init(applicationServers: settings.applicationServers), profiles: profiles,
                                           location: server.location, proxy: server.proxy, identity: server.identity, logger: logger)
                 server.location.addObserver(reg)
+                control.setRegEvents(reg)
+                imsControl = control
                 regEvents = reg
                 logger.notice("ims: subscriber profiles loaded", metadata: ["subscribers": "\(profiles.count)"])
             }
@@ -150,6 +153,7 @@ public struct TernApplication: Sendable {
                                             node: configuration.nodeName, listeners: { listeners.withLockedValue { $0 } })
             if let imsProfiles {
                 context.imsProfiles = imsProfiles
+                context.imsServiceControl = imsControl
                 if let collection = configuration.ims?.profilesCollection, !collection.isEmpty, let mongo {
                     // Edits through the API go to the collection too, so every node and the next start see them.
                     context.storeIMSProfile = { privateID, document in

@@ -39,6 +39,7 @@ struct IMSEndToEndTests {
                                      _ body: @Sendable (RunningServer, CallLog, IMSProfiles) async throws -> T) async throws -> T {
         let log = CallLog()
         let profiles = IMSProfiles([alice, bob])
+        let controlBox = NIOLockedValueBox<IMSServiceControl?>(nil)
         return try await withTestServer(configure: { server in
             let policy = IMSPolicy(configuration: .init(serverURI: uri("sip:scscf.ims.test"), visitedNetworks: visited,
                                                         trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test"),
@@ -55,10 +56,16 @@ struct IMSEndToEndTests {
                                       identity: server.identity, logger: PushEndToEndTests.logger)
             server.location.addObserver(reg)
             server.pipeline.register(reg)
+            control.setRegEvents(reg)
+            controlBox.withLockedValue { $0 = control }
         }) { server in
-            try await body(server, log, profiles)
+            lastControl.withLockedValue { $0[server.port(.udp)] = controlBox.withLockedValue { $0 } }
+            return try await body(server, log, profiles)
         }
     }
+
+    /// The service control of the server listening on a UDP port (tests that call it directly).
+    static let lastControl = NIOLockedValueBox<[Int: IMSServiceControl]>([:])
 
     /// alice's profile with one initial filter criterion toward `server`.
     static func alice(with criterion: InitialFilterCriteria) -> IMSSubscription {
@@ -258,6 +265,36 @@ struct IMSEndToEndTests {
             }
             #expect(last.firstValue(.subscriptionState) == "terminated;reason=noresource")
             #expect(String(buffer: last.body).contains("<registration aor=\"sip:alice@ims.example\" id=") )
+        }
+    }
+
+    @Test func networkInitiatedDeregistrationIsReportedToWatchersAndServers() async throws {
+        try await Self.withIMS { server, _, profiles in
+            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                                    user: "as")
+            profiles.put(Self.alice(with: InitialFilterCriteria(
+                priority: 1, trigger: .init(conjunctive: true, triggers: [.init(.method("REGISTER")), .init(group: 1, .registrationType([2]))]),
+                applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)")))))
+            let phone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(phone).statusCode == 200)
+            let watcher = try await Agent.connect(server, user: "alice-watcher")
+            #expect(try await Self.subscribeReg(watcher, to: "alice", from: "sip:alice@ims.example", callID: "dereg-sub").statusCode == 200)
+            try await watcher.answer(try await watcher.next(.notify), 200)
+            let control = try #require(Self.lastControl.withLockedValue { $0[server.port(.udp)] })
+            #expect(control.deregister(identity: Self.uri("tel:+4930123")) == 1)
+            #expect(server.server.location.bindings(for: "sip:alice@ims.example").isEmpty)
+            var notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            #expect(String(buffer: notify.body).contains("event=\"deactivated\""))
+            if notify.firstValue(.subscriptionState)?.hasPrefix("terminated") != true {
+                notify = try await watcher.next(.notify)
+                try await watcher.answer(notify, 200)
+            }
+            #expect(notify.firstValue(.subscriptionState) == "terminated;reason=noresource")
+            let third = try await application.next(.register)
+            #expect(third.firstValue(.expires) == "0" && third.firstValue(.to) == "<sip:alice@ims.example>")
+            try await application.answer(third, 200)
+            #expect(control.deregister(identity: Self.uri("sip:nobody@ims.example")) == nil)
         }
     }
 

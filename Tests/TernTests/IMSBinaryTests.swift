@@ -81,6 +81,11 @@ struct IMSBinaryTests {
         #expect(try await api.call("ims.profile.put", ["profile": ["private_id": "x", "service_profiles": []]]).errorCode == -32602)
         #expect(try await api.call("ims.profile.delete", ["private_id": "bob@ims.example"]).result["deleted"] as? Bool == true)
         #expect(try register(bob, as: "bob").hasPrefix("SIP/2.0 403 Unknown Public Identity"))
+        // The network de-registers alice.
+        #expect(try await api.call("ims.deregister", ["identity": "tel:+4930123"]).result["bindings_removed"] as? Int == 1)
+        let lookup = try await api.call("location.lookup", ["aor": "sip:alice@ims.example"])
+        #expect((lookup.result["bindings"] as? [Any])?.isEmpty == true)
+        #expect(try await api.call("ims.deregister", ["identity": "sip:nobody@ims.example"]).errorCode == -32004)
     }
 
     @Test func exampleProfilesAreValid() throws {

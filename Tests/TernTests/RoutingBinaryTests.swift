@@ -98,7 +98,8 @@ struct RoutingBinaryTests {
         let dump = try await api.call("htable.dump", ["table": "blocked"])
         #expect((dump.result["entries"] as? [[String: Any]])?.first?["key"] as? String == "alice")
         callID = try message(to: "0044123")
-        #expect(try alice.finalResponse(callID: callID).hasPrefix("SIP/2.0 403 Blocked Caller"))
+        let blocked = try alice.finalResponse(callID: callID)
+        #expect(blocked.hasPrefix("SIP/2.0 403 Blocked Caller"), "\(blocked)")
         #expect(try await api.call("htable.delete", ["table": "blocked", "key": "alice"]).result["deleted"] as? Bool == true)
         #expect(try await api.call("htable.set", ["table": "nosuch", "key": "k", "value": "v"]).errorCode == -32004)
 
