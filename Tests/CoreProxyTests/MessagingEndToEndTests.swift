@@ -426,6 +426,8 @@ struct MessagingEndToEndTests {
         let server = try await OwnMongoServer()
         let database = try MongoDatabase(uri: server.uri, database: "window", threads: 2, logger: Self.logger)
         let store = MongoMessageStore(database: database)
+        // As in the outage test: the server takes connections a little before it answers.
+        try await Self.eventually("MongoDB up", timeout: .seconds(20)) { (try? await database.ping()) != nil }
         try await store.prepare()
         try await Self.withMessaging(store: store) { sip, messaging in
             let alice = try await Agent.connect(sip, user: "alice")
