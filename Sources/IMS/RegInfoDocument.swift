@@ -1,3 +1,5 @@
+import Presence
+
 /// An `application/reginfo+xml` document (RFC 3680 §5.3).
 struct RegInfoDocument {
     struct Contact {
@@ -37,17 +39,5 @@ struct RegInfoDocument {
         return out + "</reginfo>\n"
     }
 
-    private func escaped(_ text: String) -> String {
-        var out = ""
-        for character in text {
-            switch character {
-            case "&": out += "&amp;"
-            case "<": out += "&lt;"
-            case ">": out += "&gt;"
-            case "\"": out += "&quot;"
-            default: out.append(character)
-            }
-        }
-        return out
-    }
+    private func escaped(_ text: String) -> String { PIDFDocument.escaped(text) }
 }
