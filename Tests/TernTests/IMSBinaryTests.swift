@@ -1,5 +1,7 @@
 import Foundation
 import IMS
+import Logging
+import MongoSupport
 import Testing
 @testable import TernServer
 
@@ -86,6 +88,55 @@ struct IMSBinaryTests {
         let lookup = try await api.call("location.lookup", ["aor": "sip:alice@ims.example"])
         #expect((lookup.result["bindings"] as? [Any])?.isEmpty == true)
         #expect(try await api.call("ims.deregister", ["identity": "sip:nobody@ims.example"]).errorCode == -32004)
+    }
+
+    @Test(.enabled(if: TernBinaryTests.mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
+    func profilesFromMongoDBAndEditsWrittenBack() async throws {
+        let uri = try #require(TernBinaryTests.mongoURI)
+        let databaseName = "ims_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
+        var logger = Logger(label: "tern.test")
+        logger.logLevel = .critical
+        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
+        defer { Task { _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }; await database.shutdown() } }
+        let alice = #"{"private_id":"alice@ims.example","service_profiles":[{"public_identities":[{"uri":"sip:alice@ims.example"},{"uri":"tel:+4930123"}]}]}"#
+        try await database.perform { session in
+            try session.insert("subscribers", ["private_id": .string("alice@ims.example"), "profile": .string(alice)])
+        }
+        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ims-mongo-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let config = folder.appendingPathComponent("tern.yaml")
+        try """
+        listen:
+          - udp:127.0.0.1:0
+        storage:
+          location: memory
+          mongodb:
+            uri: "\(uri)"
+            database: \(databaseName)
+        ims:
+          profiles_collection: subscribers
+        management:
+          token: t
+        """.write(to: config, atomically: true, encoding: .utf8)
+        let tern = try TernBinaryTests.TernProcess(["--config", config.path])
+        defer { kill(tern.process.processIdentifier, SIGKILL) }
+        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
+        let api = ManagementClient(port: try await tern.managementPort(), token: "t")
+        let phone = try UDPPhone(user: "alice")
+        phone.send(["REGISTER sip:ims.example SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:\(phone.port);branch=z9hG4bK-imsmongo;rport",
+                    "Max-Forwards: 70", "From: <sip:alice@ims.example>;tag=m1", "To: <sip:alice@ims.example>", "Call-ID: ims-mongo",
+                    "CSeq: 1 REGISTER", "Contact: \(phone.contact)", "Expires: 600", "Content-Length: 0", "", ""].joined(separator: "\r\n"),
+                   toPort: port)
+        let ok = try phone.finalResponse(callID: "ims-mongo")
+        #expect(UDPPhone.values("P-Associated-URI", in: ok) == ["<sip:alice@ims.example>, <tel:+4930123>"], "the profile came from MongoDB")
+        let bob: [String: Any] = ["private_id": "bob@ims.example", "service_profiles": [["public_identities": [["uri": "sip:bob@ims.example"]]]]]
+        #expect(try await api.call("ims.profile.put", ["profile": bob]).result["private_id"] as? String == "bob@ims.example")
+        var stored = try await database.perform { try $0.find("subscribers", filter: ["private_id": .string("bob@ims.example")]) }
+        #expect(stored.first?["profile"]?.string?.contains("sip:bob@ims.example") == true, "the edit is in the collection")
+        #expect(try await api.call("ims.profile.delete", ["private_id": "alice@ims.example"]).result["deleted"] as? Bool == true)
+        stored = try await database.perform { try $0.find("subscribers", filter: ["private_id": .string("alice@ims.example")]) }
+        #expect(stored.isEmpty)
     }
 
     @Test func exampleProfilesAreValid() throws {
