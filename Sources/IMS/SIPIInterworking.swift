@@ -31,6 +31,11 @@ public final class SIPIInterworking: TrustPolicy, Sendable {
         guard initial, request.method == .invite, let isup = request.isupMessage, isup.type == ISUPMessage.MessageType.initialAddress.rawValue
         else { return nil }
         if isup.hopCounter == 0 { loops.increment(); return SIPStatus(483, "ISUP Hop Counter Exhausted") }
+        // The PSTN's hop budget bounds the SIP one too (the sipt README's example): a loop through
+        // both networks ends as soon as either says so.
+        if let hops = isup.hopCounter, let maxForwards = (try? request.maxForwards()) ?? nil, hops < maxForwards {
+            request.setHeader(.maxForwards, String(hops))
+        }
         if let calling = isup.callingPartyNumber {
             // Presentation restricted (Q.763 §3.10 c): the caller's identity is private (RFC 3323).
             if calling.presentation == 1, !request.values(.privacy).contains(where: { $0.lowercased().contains("id") }) {

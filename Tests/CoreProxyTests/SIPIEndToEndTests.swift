@@ -76,10 +76,13 @@ struct SIPIEndToEndTests {
             #expect(gateway.count == 0)
             var restricted = try ISUPMessage(parsing: ISUPMessageTestsVectors.iamA)
             restricted.setCalling("4930999", nature: 4, presentation: 1, screening: 0)
+            restricted.setOptional(ISUPMessage.Parameter.hopCounter, [12])
             try await caller.client.send(Self.invite(caller, to: "004930123456", callID: "sipi-3", isup: restricted.encoded))
             #expect(try await caller.response(callID: "sipi-3").statusCode == 486)
             let received = try #require(gateway.received.last)
             #expect(received.values(.privacy) == ["id"], "presentation restricted")
+            #expect(received.firstValue(.maxForwards) == "11", "the hop counter (12) bounds Max-Forwards, less this hop")
+            #expect(received.isupMessage?.hopCounter == 11)
         }
     }
 }
