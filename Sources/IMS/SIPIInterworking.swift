@@ -47,6 +47,16 @@ public final class SIPIInterworking: TrustPolicy, Sendable {
         return nil
     }
 
+    /// A SIP-I call that fails says why in PSTN terms too (RFC 3398, RFC 3326): the cause of the
+    /// gateway's REL when the response carries one, else the cause RFC 3398 maps the status to.
+    public func answering(_ response: inout SIPMessage, to request: SIPMessage) {
+        guard let status = response.statusCode, status >= 300, request.method == .invite, !response.contains(.reason),
+              request.isupMessage != nil else { return }
+        let released = response.isupMessage.flatMap { $0.type == ISUPMessage.MessageType.release.rawValue ? $0.variable.first : nil }
+        let cause = released.flatMap(ISUPCause.value(ofIndicators:)) ?? ISUPCause.cause(forStatus: status)
+        response.appendHeader(.reason, ISUPCause.reasonHeader(cause))
+    }
+
     public func leaving(_ request: inout SIPMessage, to peer: TuningPeer) {
         guard request.method == .invite, var isup = request.isupMessage, let called = isup.calledPartyNumber,
               let user = (try? request.requestURI())?.unescapedUser else { return }

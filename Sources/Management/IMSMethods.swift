@@ -8,6 +8,25 @@ enum IMSMethods {
     static func methods(_ profiles: IMSProfiles?, store: (@Sendable (String, IMSProfileDocument?) async throws -> Void)?,
                         control: IMSServiceControl?) -> [ManagementMethod] {
         [
+            ManagementMethod("sipi.decode", "The fields of an ISUP message (hex, from the message type on), by the names of Kamailio's "
+                             + "$sipt(...).", parameters: ["hex"]) { params in
+                let hex = try params.string("hex").filter { !$0.isWhitespace }
+                var bytes: [UInt8] = []
+                var index = hex.startIndex
+                while index < hex.endIndex {
+                    let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) ?? hex.endIndex
+                    guard let byte = UInt8(hex[index..<next], radix: 16) else { throw ManagementError.invalidParams("hex: not hexadecimal") }
+                    bytes.append(byte)
+                    index = next
+                }
+                let message: ISUPMessage
+                do {
+                    message = try ISUPMessage(parsing: bytes)
+                } catch {
+                    throw ManagementError.invalidParams("hex: \(error)")
+                }
+                return .object(message.fields.map { ($0.name, .string($0.value)) })
+            },
             ManagementMethod("ims.deregister", "Network-initiated de-registration of the user with this public identity: its bindings go, "
                              + "reg watchers hear deactivated, application servers get a third-party de-REGISTER.",
                              parameters: ["identity"], changesState: true) { params in

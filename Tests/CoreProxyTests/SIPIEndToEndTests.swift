@@ -50,7 +50,8 @@ struct SIPIEndToEndTests {
         try await Self.withGateway { server, gateway in
             let caller = try await Agent.connect(server, user: "pstn")
             try await caller.client.send(Self.invite(caller, to: "004930123456", callID: "sipi-1", isup: ISUPMessageTestsVectors.iamA))
-            #expect(try await caller.response(callID: "sipi-1").statusCode == 486)
+            let busy = try await caller.response(callID: "sipi-1")
+            #expect(busy.statusCode == 486 && busy.firstValue(.reason) == "Q.850;cause=17", "RFC 3398: busy is cause 17")
             let received = try #require(gateway.received.last)
             #expect(received.requestURIString?.hasPrefix("sip:+4930123456@") == true)
             let isup = try #require(received.isupMessage)

@@ -74,3 +74,30 @@ import Testing
         }
     }
 }
+
+/// What SIP-I routing reads, and causes mapped per RFC 3398.
+@Suite struct ISUPFieldTests {
+    @Test func sipTFieldsOfAnIAMAndARelease() throws {
+        var iam = try ISUPMessage(parsing: ISUPMessageTests.iamA)
+        iam.setForwarding("4930777", nature: 4)
+        let fields = Dictionary(iam.fields, uniquingKeysWith: { first, _ in first })
+        #expect(fields["message_type"] == "1" && fields["calling_party_category"] == "10")
+        #expect(fields["called_party_number"] == "9299420008F" && fields["called_party_number.nai"] == "3")
+        #expect(fields["calling_party_number"] == "493024033902" && fields["calling_party_number.screening"] == "3")
+        #expect(fields["calling_party_number.presentation"] == "0" && fields["hop_counter"] == "-1")
+        #expect(fields["redirecting_number"] == "4930777" && fields["redirecting_number.nai"] == "4")
+        let release = Dictionary(try ISUPMessage(parsing: ISUPMessageTests.relD).fields, uniquingKeysWith: { first, _ in first })
+        #expect(release["cause"] == "31" && release["sip_status"] == "480")
+    }
+
+    @Test(arguments: [(17, 486), (18, 408), (1, 404), (34, 503), (28, 484), (102, 504), (127, 500), (200, 500)])
+    func causesBecomeStatuses(_ cause: Int, _ status: Int) {
+        #expect(ISUPCause.sipStatus(forCause: cause) == status)
+    }
+
+    @Test(arguments: [(486, 17), (404, 1), (480, 18), (503, 41), (603, 21), (483, 25), (406, 79), (487, 31)])
+    func statusesBecomeCauses(_ status: Int, _ cause: Int) {
+        #expect(ISUPCause.cause(forStatus: status) == cause)
+        #expect(ISUPCause.reasonHeader(cause) == "Q.850;cause=\(cause)")
+    }
+}

@@ -83,6 +83,10 @@ struct IMSBinaryTests {
         #expect(try await api.call("ims.profile.put", ["profile": ["private_id": "x", "service_profiles": []]]).errorCode == -32602)
         #expect(try await api.call("ims.profile.delete", ["private_id": "bob@ims.example"]).result["deleted"] as? Bool == true)
         #expect(try register(bob, as: "bob").hasPrefix("SIP/2.0 403 Unknown Public Identity"))
+        // ISUP fields through the API.
+        let decoded = try await api.call("sipi.decode", ["hex": "0c 02 00 02 83 9f"])
+        #expect(decoded.result["cause"] as? String == "31" && decoded.result["sip_status"] as? String == "480")
+        #expect(try await api.call("sipi.decode", ["hex": "zz"]).errorCode == -32602)
         // The network de-registers alice.
         #expect(try await api.call("ims.deregister", ["identity": "tel:+4930123"]).result["bindings_removed"] as? Int == 1)
         let lookup = try await api.call("location.lookup", ["aor": "sip:alice@ims.example"])

@@ -369,6 +369,7 @@ final class ProxyContext: Sendable {
 
     private func forwardUpstream(_ response: SIPMessage) {
         var upstream = response
+        proxy.answering(&upstream, to: request)
         if upstream.buffer.readableBytes > 0 || upstream.contains(.via) {
             // Our own Via goes; what remains is the path back (RFC 3261 §16.7 step 3).
             if (try? upstream.topVia())?.branch?.hasPrefix(StatefulProxy.branchPrefix) == true {

@@ -114,6 +114,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
         policyBox.withLockedValue { $0 = policy }
     }
 
+    /// Lets the trust policies edit a response before it goes upstream.
+    func answering(_ response: inout SIPMessage, to request: SIPMessage) {
+        for policy in trustBox.withLockedValue({ $0 }) { policy.answering(&response, to: request) }
+    }
+
     /// Sends initial requests through application servers first (IMS initial filter criteria).
     public func setApplicationServerRouting(_ routing: any ApplicationServerRouting) {
         serviceRoutingBox.withLockedValue { $0 = routing }

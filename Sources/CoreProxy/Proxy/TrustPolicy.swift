@@ -10,4 +10,10 @@ public protocol TrustPolicy: Sendable {
     func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) -> SIPStatus?
     /// A request about to leave for `peer`.
     func leaving(_ request: inout SIPMessage, to peer: TuningPeer)
+    /// A response to `request` about to go back upstream.
+    func answering(_ response: inout SIPMessage, to request: SIPMessage)
+}
+
+extension TrustPolicy {
+    public func answering(_ response: inout SIPMessage, to request: SIPMessage) {}
 }

@@ -13,6 +13,11 @@ public struct ISUPMessage: Sendable, Hashable {
     public enum Parameter {
         public static let calledPartyNumber: UInt8 = 0x04
         public static let callingPartyNumber: UInt8 = 0x0A
+        public static let redirectingNumber: UInt8 = 0x0B
+        public static let redirectionNumber: UInt8 = 0x0C
+        public static let redirectionInformation: UInt8 = 0x13
+        public static let originalCalledNumber: UInt8 = 0x28
+        public static let genericNumber: UInt8 = 0xC0
         public static let causeIndicators: UInt8 = 0x12
         public static let hopCounter: UInt8 = 0x3D
     }
@@ -196,6 +201,59 @@ public struct ISUPMessage: Sendable, Hashable {
             setOptional(Parameter.hopCounter, [UInt8(max(0, min(31, hops)))])
         }
         return true
+    }
+
+    /// Sets the Redirecting Number (Kamailio's sipt_forwarding): the number the call was forwarded
+    /// from, ISDN numbering plan, presentation allowed.
+    @discardableResult
+    public mutating func setForwarding(_ origin: String, nature: UInt8) -> Bool {
+        guard type == MessageType.initialAddress.rawValue else { return false }
+        setOptional(Parameter.redirectingNumber, ISUPPartyNumber(natureOfAddress: nature, indicators: 0x10, digits: origin).encoded)
+        return true
+    }
+
+    /// Every field Kamailio's `$sipt(...)` reads, by its name there, for what this message carries.
+    public var fields: [(name: String, value: String)] {
+        var out: [(String, String)] = [("message_type", String(type))]
+        func number(_ name: String, _ party: ISUPPartyNumber?) {
+            guard let party else { return }
+            out.append((name, party.digits))
+            out.append((name + ".nai", String(party.natureOfAddress)))
+        }
+        switch MessageType(rawValue: type) {
+        case .initialAddress:
+            if fixed.count >= 4 { out.append(("calling_party_category", String(fixed[3]))) }
+            number("called_party_number", calledPartyNumber)
+            if let calling = callingPartyNumber {
+                number("calling_party_number", calling)
+                out.append(("calling_party_number.presentation", String(calling.presentation)))
+                out.append(("calling_party_number.screening", String(calling.screening)))
+            }
+            out.append(("hop_counter", hopCounter.map(String.init) ?? "-1"))
+            number("redirecting_number", optionalValue(Parameter.redirectingNumber).flatMap(ISUPPartyNumber.init))
+            number("original_called_number", optionalValue(Parameter.originalCalledNumber).flatMap(ISUPPartyNumber.init))
+            if let info = optionalValue(Parameter.redirectionInformation), info.count >= 2 {
+                out.append(("redirection_information.reason", String(info[1] >> 4)))
+                out.append(("redirection_information.original_reason", String(info[0] >> 4)))
+            }
+        case .addressComplete, .connect:
+            if let first = fixed.first { out.append(("backward_call_indicator.charge_indicator", String(first & 0x03))) }
+        case .callProgress:
+            if let event = fixed.first { out.append(("event_info", String(event & 0x7F))) }
+        case .release:
+            if let cause = variable.first.flatMap(ISUPCause.value(ofIndicators:)) {
+                out.append(("cause", String(cause)))
+                out.append(("sip_status", String(ISUPCause.sipStatus(forCause: cause))))
+            }
+        default:
+            break
+        }
+        number("redirection_number", optionalValue(Parameter.redirectionNumber).flatMap(ISUPPartyNumber.init))
+        if let generic = optionalValue(Parameter.genericNumber), generic.count >= 3 {
+            // The generic number's first octet is its qualifier; the rest is laid out as a party number.
+            number("generic_number", ISUPPartyNumber(Array(generic.dropFirst())))
+        }
+        return out
     }
 
     /// Sets the Calling Party Number (Kamailio's sipt_set_calling): ISDN numbering plan, number complete.

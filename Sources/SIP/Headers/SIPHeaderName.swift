@@ -183,6 +183,8 @@ extension SIPHeaderName {
     public static let pAccessNetworkInfo = SIPHeaderName("P-Access-Network-Info")
     public static let pVisitedNetworkID = SIPHeaderName("P-Visited-Network-ID")
     public static let pServedUser = SIPHeaderName("P-Served-User")
+    /// RFC 3326: why a request or dialog ended (Q.850 causes among others).
+    public static let reason = SIPHeaderName("Reason")
     public static let allow = SIPHeaderName("Allow")
     public static let subject = SIPHeaderName("Subject")
     public static let userAgent = SIPHeaderName("User-Agent")
