@@ -109,6 +109,15 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
         return nil
     }
 
+    /// The terminating side's part of the charging vector (RFC 7315 §4.6): a response going back to a
+    /// trusted peer carries the request's vector with our term-ioi.
+    public func answering(_ response: inout SIPMessage, to request: SIPMessage) {
+        guard let ioi = configuration.ioi, let vector = request.firstValue(.pChargingVector), !response.contains(.pChargingVector),
+              let via = (try? request.topVia()) ?? nil, isTrusted(host: via.received ?? via.host)
+        else { return }
+        response.appendHeader(.pChargingVector, vector.contains("term-ioi=") ? vector : vector + ";term-ioi=" + ioi)
+    }
+
     public func leaving(_ request: inout SIPMessage, to peer: TuningPeer) {
         guard !peer.addresses.contains(where: isTrusted(host:)) else { return }
         let privacy = request.values(.privacy).flatMap { $0.split(separator: ";") }.map { $0.trimmingWhitespace.lowercased() }

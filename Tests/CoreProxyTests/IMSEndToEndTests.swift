@@ -356,6 +356,9 @@ struct IMSEndToEndTests {
             #expect(atAlice.values(.pAssertedIdentity) == ["<sip:carol@other.example>"])
             #expect(!atAlice.contains(.pChargingVector) && !atAlice.contains(.pAccessNetworkInfo), "stripped toward an untrusted phone")
             try await alicePhone.answer(atAlice, 200)
+            // The answer goes back to the trusted peer with the terminating side's term-ioi.
+            let answered = try await peer.response(callID: "trusted-2")
+            #expect(answered.firstValue(.pChargingVector) == "icid-value=peer-icid-1;term-ioi=ims.test")
             // Calls carry their icid into the call events; each gets its own.
             try await alicePhone.send("INVITE", to: "sip:bob@ims.example", callID: "icid-1")
             try await alicePhone.send("INVITE", to: "sip:bob@ims.example", callID: "icid-2")

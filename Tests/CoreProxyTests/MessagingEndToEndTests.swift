@@ -421,6 +421,35 @@ struct MessagingEndToEndTests {
 
     /// The documented at-least-once window: a device's 2xx arrived, but the delete did not reach
     /// the store (here: MongoDB killed in between). The message is delivered again; never lost.
+    /// Tern as the messaging application server of another S-CSCF (../shared/ims-and-sipi.md I14): the
+    /// S-CSCF's third-party REGISTER for a user is the sign that the user is back, and the stored
+    /// messages (an IMDN among them) go to the contact it gave, which leads to the user.
+    @Test func aThirdPartyRegisterFromAnSCSCFFlushesStoredMessages() async throws {
+        let (store, close) = try await Self.makeStore(.sqlite)
+        defer { Task { await close() } }
+        try await Self.withMessaging(store: store) { sip, _ in
+            let alice = try await Agent.connect(sip, user: "alice")
+            #expect(try await Self.message(from: alice, to: "bob", "are you there?").statusCode == 202)
+            let imdn = "<?xml version=\"1.0\"?><imdn xmlns=\"urn:ietf:params:xml:ns:imdn\"><message-id>1</message-id></imdn>"
+            #expect(try await Self.message(from: alice, to: "bob", imdn, contentType: "message/imdn+xml").statusCode == 202)
+            let scscf = try await Agent.connect(sip, user: "scscf")
+            let original = "REGISTER sip:ims.example SIP/2.0\r\nTo: <sip:bob@tern.test>\r\nContent-Length: 0\r\n\r\n"
+            let register = ["REGISTER sip:tern.test SIP/2.0", "Via: SIP/2.0/UDP \(scscf.viaHost);branch=\(SIPIdentifiers.branch());rport",
+                            "Max-Forwards: 70", "From: <sip:scscf.ims.example>;tag=3rd", "To: <sip:bob@tern.test>", "Call-ID: third-party-1",
+                            "CSeq: 1 REGISTER", "Contact: <sip:scscf@\(scscf.viaHost)>", "Expires: 600", "Event: registration",
+                            "Content-Type: message/sip", "Content-Length: \(original.utf8.count)", "", original].joined(separator: "\r\n")
+            try await scscf.client.send(register)
+            #expect(try await scscf.response(callID: "third-party-1").statusCode == 200)
+            var bodies: [String] = []
+            for _ in 0..<2 {
+                let delivered = try await scscf.next(.message)
+                bodies.append(String(buffer: delivered.body))
+                try await scscf.answer(delivered, 200)
+            }
+            #expect(bodies.contains("are you there?") && bodies.contains(imdn), "both, the IMDN as any other message")
+        }
+    }
+
     @Test(.enabled(if: TestServices.mongoEnabled, "needs the MongoDB test server"))
     func aDeliveryWhoseDeleteWasLostIsDeliveredAgain() async throws {
         let server = try await OwnMongoServer()
