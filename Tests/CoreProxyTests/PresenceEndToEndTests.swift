@@ -77,7 +77,7 @@ struct PresenceEndToEndTests {
         var lines = [
             "PUBLISH sip:\(user)@tern.test SIP/2.0", "Via: SIP/2.0/UDP \(agent.viaHost);branch=\(SIPIdentifiers.branch());rport",
             "Max-Forwards: 70", "From: <sip:\(user)@tern.test>;tag=pub\(agent.port)", "To: <sip:\(user)@tern.test>",
-            "Call-ID: publish-\(agent.port)", "CSeq: \(cseq) PUBLISH", "Event: \(event)", "Expires: \(expires)",
+            "Call-ID: publish-\(agent.port)-\(UInt(bitPattern: ObjectIdentifier(agent).hashValue))", "CSeq: \(cseq) PUBLISH", "Event: \(event)", "Expires: \(expires)",
         ]
         if let ifMatch { lines.append("SIP-If-Match: \(ifMatch)") }
         if body != nil { lines.append("Content-Type: \(contentType)") }
