@@ -21,9 +21,13 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
         public var ioi: String?
         /// Remove P-Asserted-Identity toward every untrusted peer, not only when `Privacy: id` asks.
         public var stripIdentityToUntrusted: Bool
+        /// Where numbers no subscriber has are sent (a BGCF or PSTN gateway; TS 24.229 §5.4.3.2);
+        /// nil answers them 404.
+        public var breakout: SIPURI?
 
         public init(serverURI: SIPURI, visitedNetworks: Set<String>? = nil, trustedNetworks: [IPNetwork] = [], trustedHosts: [String] = [],
-                    ioi: String? = nil, stripIdentityToUntrusted: Bool = false) {
+                    ioi: String? = nil, stripIdentityToUntrusted: Bool = false, breakout: SIPURI? = nil) {
+            self.breakout = breakout
             self.serverURI = serverURI
             self.visitedNetworks = visitedNetworks
             self.trustedNetworks = trustedNetworks
@@ -75,6 +79,14 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
 
     public func locationAOR(for uri: SIPURI) -> String? {
         profiles.membership(of: uri)?.setAOR
+    }
+
+    /// A telephone number (`tel:`, `user=phone`) that no subscriber has leaves the home network
+    /// (RFC 3966, TS 24.229 §5.4.3.2: ENUM is out of scope, so straight to the breakout).
+    public func breakout(for uri: SIPURI) -> Breakout? {
+        let telephone = uri.scheme == .tel || IMSIdentityKey.of(uri)?.hasPrefix("tel:") == true
+        guard telephone, profiles.membership(of: uri) == nil else { return nil }
+        return configuration.breakout.map(Breakout.route) ?? .notFound
     }
 
     /// The networks a P-Visited-Network-ID names (tokens or quoted strings, comma-separated).

@@ -28,6 +28,14 @@ public final class SIPIInterworking: TrustPolicy, Sendable {
     }
 
     public func arriving(_ request: inout SIPMessage, from source: SocketAddress, initial: Bool) -> SIPStatus? {
+        if request.method == .bye {
+            // A release from the PSTN says why in SIP too (RFC 3398 §8.2.3, RFC 3326).
+            if !request.contains(.reason), let release = request.isupMessage, release.type == ISUPMessage.MessageType.release.rawValue,
+               let cause = release.variable.first.flatMap(ISUPCause.value(ofIndicators:)) {
+                request.appendHeader(.reason, ISUPCause.reasonHeader(cause))
+            }
+            return nil
+        }
         guard initial, request.method == .invite, let isup = request.isupMessage, isup.type == ISUPMessage.MessageType.initialAddress.rawValue
         else { return nil }
         if isup.hopCounter == 0 { loops.increment(); return SIPStatus(483, "ISUP Hop Counter Exhausted") }

@@ -10,22 +10,30 @@ enum IMSMethods {
         [
             ManagementMethod("sipi.decode", "The fields of an ISUP message (hex, from the message type on), by the names of Kamailio's "
                              + "$sipt(...).", parameters: ["hex"]) { params in
-                let hex = try params.string("hex").filter { !$0.isWhitespace }
-                var bytes: [UInt8] = []
-                var index = hex.startIndex
-                while index < hex.endIndex {
-                    let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) ?? hex.endIndex
-                    guard let byte = UInt8(hex[index..<next], radix: 16) else { throw ManagementError.invalidParams("hex: not hexadecimal") }
-                    bytes.append(byte)
-                    index = next
-                }
-                let message: ISUPMessage
-                do {
-                    message = try ISUPMessage(parsing: bytes)
-                } catch {
-                    throw ManagementError.invalidParams("hex: \(error)")
-                }
+                let message = try isupMessage(params)
                 return .object(message.fields.map { ($0.name, .string($0.value)) })
+            },
+            ManagementMethod("sipi.rewrite", "Kamailio's sipt functions on an ISUP IAM (hex): destination { number, nature, hops }, "
+                             + "calling { number, nature, presentation, screening }, forwarding { number, nature }. Returns the new hex "
+                             + "and its fields.", parameters: ["hex", "destination", "calling", "forwarding"]) { params in
+                var message = try isupMessage(params)
+                guard message.type == ISUPMessage.MessageType.initialAddress.rawValue else {
+                    throw ManagementError.invalidParams("hex: not an IAM (message type \(message.type))")
+                }
+                if let destination = try nested(params, "destination") {
+                    message.setDestination(try destination.string("number"), hops: try destination.int("hops", default: 31, in: 1...31),
+                                           nature: UInt8(try destination.int("nature", default: 4, in: 0...127)))
+                }
+                if let calling = try nested(params, "calling") {
+                    message.setCalling(try calling.string("number"), nature: UInt8(try calling.int("nature", default: 4, in: 0...127)),
+                                       presentation: UInt8(try calling.int("presentation", default: 0, in: 0...3)),
+                                       screening: UInt8(try calling.int("screening", default: 3, in: 0...3)))
+                }
+                if let forwarding = try nested(params, "forwarding") {
+                    message.setForwarding(try forwarding.string("number"), nature: UInt8(try forwarding.int("nature", default: 4, in: 0...127)))
+                }
+                return .object([("hex", .string(message.encoded.map { String(format: "%02x", $0) }.joined())),
+                                ("fields", .object(message.fields.map { ($0.name, .string($0.value)) }))])
             },
             ManagementMethod("ims.deregister", "Network-initiated de-registration of the user with this public identity: its bindings go, "
                              + "reg watchers hear deactivated, application servers get a third-party de-REGISTER.",
@@ -87,6 +95,33 @@ enum IMSMethods {
             return try JSONDecoder().decode(JSONValue.self, from: data)
         } catch {
             throw ManagementError.internalError("\(error)")
+        }
+    }
+
+    /// The `hex` parameter as an ISUP message (from the message type on).
+    private static func isupMessage(_ params: ManagementParameters) throws -> ISUPMessage {
+        let hex = try params.string("hex").filter { !$0.isWhitespace }
+        var bytes: [UInt8] = []
+        var index = hex.startIndex
+        while index < hex.endIndex {
+            let next = hex.index(index, offsetBy: 2, limitedBy: hex.endIndex) ?? hex.endIndex
+            guard let byte = UInt8(hex[index..<next], radix: 16) else { throw ManagementError.invalidParams("hex: not hexadecimal") }
+            bytes.append(byte)
+            index = next
+        }
+        do {
+            return try ISUPMessage(parsing: bytes)
+        } catch {
+            throw ManagementError.invalidParams("hex: \(error)")
+        }
+    }
+
+    /// An object parameter read with the same typed access (its errors name the inner field).
+    private static func nested(_ params: ManagementParameters, _ name: String) throws -> ManagementParameters? {
+        switch params.values[name] {
+        case nil, .null?: return nil
+        case .object(let fields)?: return ManagementParameters(Dictionary(fields, uniquingKeysWith: { _, last in last }))
+        default: throw ManagementError.invalidParams("parameter '\(name)' must be an object")
         }
     }
 }

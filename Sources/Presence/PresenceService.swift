@@ -104,6 +104,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
     private let notifyFailures = Counter(label: "tern.presence.notify_failures")
 
     public var methods: [SIPMethod] { [.publish, .subscribe] }
+    public var acceptedBodyTypes: [String]? { ["application/pidf+xml"] }
 
     public init(configuration: Configuration, proxy: StatefulProxy, location: LocationService, identity: LocalIdentity,
                 group: any EventLoopGroup, store: (any PresenceStore)? = nil, logger: Logger) {

@@ -56,6 +56,56 @@ public struct DialplanRule: Sendable {
         }
     }
 
+    /// A condition on the ISUP the request carries (SIP-I): the `$sipt` field (Kamailio's names,
+    /// `ISUPMessage.fields`) must be present and its whole value match the expression.
+    public struct ISUPCondition: Sendable {
+        public var field: String
+        public var pattern: NSRegularExpressionBox
+
+        public init(field: String, pattern: NSRegularExpressionBox) {
+            self.field = field
+            self.pattern = pattern
+        }
+
+        public func holds(_ fields: [(name: String, value: String)]) -> Bool {
+            guard let value = fields.first(where: { $0.name == field })?.value else { return false }
+            let range = NSRange(value.startIndex..., in: value)
+            return pattern.expression.firstMatch(in: value, range: range)?.range == range
+        }
+    }
+
+    /// A change to the request's ISUP IAM (Kamailio's sipt_destination, sipt_set_calling,
+    /// sipt_forwarding). In a number, `$user` stands for the rewritten Request-URI user's digits.
+    public enum ISUPEdit: Sendable, Hashable {
+        case destination(number: String, nature: UInt8, hops: Int)
+        case calling(number: String, nature: UInt8, presentation: UInt8, screening: UInt8)
+        case forwarding(number: String, nature: UInt8)
+
+        /// Applies the edit; false when the message is not an IAM.
+        @discardableResult
+        public func apply(to isup: inout ISUPMessage, user: String) -> Bool {
+            let digits = String(user.split(separator: ";").first ?? "").filter(\.isNumber)
+            func number(_ text: String) -> String { text.replacingOccurrences(of: "$user", with: digits) }
+            switch self {
+            case .destination(let text, let nature, let hops):
+                return isup.setDestination(number(text), hops: hops, nature: nature)
+            case .calling(let text, let nature, let presentation, let screening):
+                return isup.setCalling(number(text), nature: nature, presentation: presentation, screening: screening)
+            case .forwarding(let text, let nature):
+                return isup.setForwarding(number(text), nature: nature)
+            }
+        }
+
+        public var description: String {
+            switch self {
+            case .destination(let number, let nature, let hops): "destination \(number) (nature \(nature), hops \(hops))"
+            case .calling(let number, let nature, let presentation, let screening):
+                "calling number \(number) (nature \(nature), presentation \(presentation), screening \(screening))"
+            case .forwarding(let number, let nature): "redirecting number \(number) (nature \(nature))"
+            }
+        }
+    }
+
     public var name: String
     public var match: Match
     /// For a regex: the new user with `$1`… for groups; for a prefix: text put in place of the prefix.
@@ -64,9 +114,14 @@ public struct DialplanRule: Sendable {
     public var addHeaders: [(SIPHeaderName, String)]
     public var store: TableWrite?
     public var action: Action
+    public var isupConditions: [ISUPCondition]
+    public var isupEdits: [ISUPEdit]
 
     public init(name: String, match: Match, rewrite: String? = nil, condition: TableCondition? = nil,
+                isupConditions: [ISUPCondition] = [], isupEdits: [ISUPEdit] = [],
                 addHeaders: [(SIPHeaderName, String)] = [], store: TableWrite? = nil, action: Action) {
+        self.isupConditions = isupConditions
+        self.isupEdits = isupEdits
         self.store = store
         self.name = name
         self.match = match

@@ -78,11 +78,29 @@ public final class Router: RequestRouter, Sendable {
         var headers: [(SIPHeaderName, String)] = []
         var action: DialplanRule.Action?
         var matched = false
+        var isupEdits: [DialplanRule.ISUPEdit] = []
+        // Read once, and only when a rule asks: most requests carry no ISUP.
+        var isupFields: [(name: String, value: String)]?
         for (index, rule) in tables.dialplan.enumerated() {
             guard let rewritten = rule.apply(to: user) else { continue }
             if let condition = rule.condition, holds(condition, request: request, user: user, source: source) != condition.present {
                 if tracing { trace.steps.append("rule \(index) (\(rule.name)) matched \(user) but its table condition does not hold") }
                 continue
+            }
+            if !rule.isupConditions.isEmpty {
+                if isupFields == nil { isupFields = request.isupMessage?.fields ?? [] }
+                let fields = isupFields ?? []
+                if let failed = rule.isupConditions.first(where: { !$0.holds(fields) }) {
+                    if tracing {
+                        trace.steps.append("rule \(index) (\(rule.name)) matched \(user) but ISUP \(failed.field) does not match "
+                                           + failed.pattern.pattern + (fields.isEmpty ? " (the request carries no ISUP)" : ""))
+                    }
+                    continue
+                }
+            }
+            isupEdits += rule.isupEdits
+            if tracing {
+                for edit in rule.isupEdits { trace.steps.append("rule \(index) (\(rule.name)) sets the ISUP \(edit.description)") }
             }
             matched = true
             if tracing {
@@ -106,7 +124,7 @@ public final class Router: RequestRouter, Sendable {
         var uri = requestURI
         uri.user = user
         if tracing { trace.requestURI = uri.description }
-        let choice: RouteChoice
+        var choice: RouteChoice
         switch action ?? .local {
         case .continue, .local:
             choice = RouteChoice(action: .local(uri), addedHeaders: headers)
@@ -138,6 +156,14 @@ public final class Router: RequestRouter, Sendable {
                 : RouteChoice(action: .forward(hops, failover: set.failoverCodes), addedHeaders: headers)
         case .lcr:
             choice = leastCost(user: user, tables: tables, headers: headers, trace: &trace, tracing: tracing)
+        }
+        if !isupEdits.isEmpty {
+            let finalUser = user
+            choice.edit = { [isupEdits] message in
+                guard var isup = message.isupMessage else { return }
+                for edit in isupEdits { edit.apply(to: &isup, user: finalUser) }
+                message.setISUPMessage(isup)
+            }
         }
         if case .reject = choice.action { refused.increment() } else { routed.increment() }
         return choice

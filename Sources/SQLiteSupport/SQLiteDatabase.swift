@@ -23,9 +23,11 @@ public final class SQLiteDatabase {
             throw Error(code: status, message: message)
         }
         handle = db
+        // Before anything else: switching to WAL takes a lock that another process opening the same
+        // file (a second tern, `--check-config`) may hold for a moment.
+        sqlite3_busy_timeout(db, 5_000)
         try execute("PRAGMA journal_mode=WAL")
         try execute("PRAGMA synchronous=NORMAL")
-        sqlite3_busy_timeout(db, 5_000)
     }
 
     deinit {

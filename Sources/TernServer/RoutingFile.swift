@@ -218,6 +218,7 @@ public enum RoutingFile {
             try fields.finish()
             condition = .init(table: table, key: parsedKey, present: present)
         }
+        let (isupConditions, isupEdits) = try isupRules(&reader, path: path)
         var store: DialplanRule.TableWrite?
         if let storeNode = reader.take("store") {
             var fields = try MappingReader(storeNode, path: path + ".store")
@@ -266,7 +267,52 @@ public enum RoutingFile {
             }
         }
         try reader.finish()
-        return DialplanRule(name: name, match: match, rewrite: rewrite, condition: condition, addHeaders: headers, store: store,
-                            action: action)
+        return DialplanRule(name: name, match: match, rewrite: rewrite, condition: condition, isupConditions: isupConditions,
+                            isupEdits: isupEdits, addHeaders: headers, store: store, action: action)
+    }
+
+    /// A rule's SIP-I part: `isup` (each `$sipt` field with the expression its whole value must
+    /// match) and the sipt functions `isup_set_destination`, `isup_set_calling`, `isup_set_forwarding`.
+    private static func isupRules(_ reader: inout MappingReader, path: String) throws(ConfigurationError)
+        -> ([DialplanRule.ISUPCondition], [DialplanRule.ISUPEdit]) {
+        var conditions: [DialplanRule.ISUPCondition] = []
+        if let node = reader.take("isup") {
+            let fields = try MappingReader(node, path: path + ".isup")
+            for entry in fields.entries {
+                guard let text = entry.value.string else { throw fields.error(entry.key, entry.value, "expected a regular expression") }
+                do {
+                    conditions.append(.init(field: entry.key, pattern: try NSRegularExpressionBox(text)))
+                } catch {
+                    throw fields.error(entry.key, entry.value, "\(text): not a regular expression")
+                }
+            }
+        }
+        var edits: [DialplanRule.ISUPEdit] = []
+        if let node = reader.take("isup_set_destination") {
+            var fields = try MappingReader(node, path: path + ".isup_set_destination")
+            // The number is the routed one: the Called Party Number follows the Request-URI anyway
+            // (SIPIInterworking), so only its nature and the hop count are the rule's to say.
+            let nature = try fields.int("nature", in: 0...127) ?? 4
+            let hops = try fields.int("hops", in: 1...31) ?? 31
+            try fields.finish()
+            edits.append(.destination(number: "$user", nature: UInt8(nature), hops: hops))
+        }
+        if let node = reader.take("isup_set_calling") {
+            var fields = try MappingReader(node, path: path + ".isup_set_calling")
+            guard let number = try fields.string("number") else { throw fields.error("number", node, "needed") }
+            let nature = try fields.int("nature", in: 0...127) ?? 4
+            let presentation = try fields.int("presentation", in: 0...3) ?? 0
+            let screening = try fields.int("screening", in: 0...3) ?? 3
+            try fields.finish()
+            edits.append(.calling(number: number, nature: UInt8(nature), presentation: UInt8(presentation), screening: UInt8(screening)))
+        }
+        if let node = reader.take("isup_set_forwarding") {
+            var fields = try MappingReader(node, path: path + ".isup_set_forwarding")
+            guard let number = try fields.string("number") else { throw fields.error("number", node, "needed") }
+            let nature = try fields.int("nature", in: 0...127) ?? 4
+            try fields.finish()
+            edits.append(.forwarding(number: number, nature: UInt8(nature)))
+        }
+        return (conditions, edits)
     }
 }

@@ -105,6 +105,8 @@ public struct TernApplication: Sendable {
                 let reg = RegEventService(configuration: .init(applicationServers: settings.applicationServers), profiles: profiles,
                                           location: server.location, proxy: server.proxy, identity: server.identity, logger: logger)
                 server.location.addObserver(reg)
+                // Registration state from a registrar in front of Tern (Tern as a presence and IM server).
+                server.pipeline.register(RegInfoNotifyHandler(policy: policy, location: server.location, logger: logger))
                 control.setRegEvents(reg)
                 imsControl = control
                 regEvents = reg

@@ -19,6 +19,8 @@ public struct IMSSettings: Sendable {
     public var stripIdentityToUntrusted = false
     /// Application servers (hosts) that may subscribe to any user's `reg` events.
     public var applicationServers: [String] = []
+    /// Where numbers no subscriber has go (a BGCF or PSTN gateway); empty answers them 404.
+    public var breakout = ""
 
     /// The policy's configuration; nil with the key at fault.
     func policyConfiguration() throws(ConfigurationError) -> IMSPolicy.Configuration {
@@ -30,9 +32,16 @@ public struct IMSSettings: Sendable {
         for entry in trusted {
             if let network = IPNetwork(entry) { networks.append(network) } else { hosts.append(entry) }
         }
+        var breakoutURI: SIPURI?
+        if !breakout.isEmpty {
+            guard let parsed = try? SIPURI(parsing: breakout), parsed.scheme != .tel else {
+                throw ConfigurationError(key: "ims.breakout", line: nil, message: "\(breakout): not a SIP URI")
+            }
+            breakoutURI = parsed
+        }
         return IMSPolicy.Configuration(serverURI: uri, visitedNetworks: visitedNetworks.map(Set.init), trustedNetworks: networks,
                                        trustedHosts: hosts, ioi: ioi.isEmpty ? nil : ioi,
-                                       stripIdentityToUntrusted: stripIdentityToUntrusted)
+                                       stripIdentityToUntrusted: stripIdentityToUntrusted, breakout: breakoutURI)
     }
 }
 
@@ -52,11 +61,20 @@ extension TernConfiguration {
         settings.ioi = try section.string("ioi") ?? ""
         settings.stripIdentityToUntrusted = try section.bool("strip_identity_to_untrusted") ?? false
         settings.applicationServers = try section.strings("application_servers") ?? []
+        settings.breakout = try section.string("breakout") ?? ""
+        if !settings.breakout.isEmpty, !Self.isSIPURI(settings.breakout) {
+            throw section.error("breakout", node, "\(settings.breakout): not a SIP URI")
+        }
         try section.finish()
         if enabled, !settings.profilesCollection.isEmpty, mongoDB == nil {
             throw ConfigurationError(key: "ims.profiles_collection", line: nil, message: "needs storage.mongodb.uri")
         }
         ims = enabled ? settings : nil
+    }
+
+    static func isSIPURI(_ text: String) -> Bool {
+        guard let uri = try? SIPURI(parsing: text) else { return false }
+        return uri.scheme == .sip || uri.scheme == .sips
     }
 
     mutating func readSIPI(_ node: Node) throws(ConfigurationError) {
@@ -79,6 +97,7 @@ extension TernConfiguration {
             "  ioi: \"\(settings.ioi)\"",
             "  strip_identity_to_untrusted: \(settings.stripIdentityToUntrusted)",
             "  application_servers: [\(settings.applicationServers.map { "\"" + $0 + "\"" }.joined(separator: ", "))]",
+            "  breakout: \"\(settings.breakout)\"",
         ]
         if let visited = settings.visitedNetworks {
             lines.append("  visited_networks: [\(visited.map { "\"" + $0 + "\"" }.joined(separator: ", "))]")

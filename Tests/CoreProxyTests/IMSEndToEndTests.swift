@@ -35,15 +35,18 @@ struct IMSEndToEndTests {
         try await withIMS(visited: visited) { server, log, _ in try await body(server, log) }
     }
 
-    static func withIMS<T: Sendable>(visited: Set<String>? = nil,
+    static func withIMS<T: Sendable>(visited: Set<String>? = nil, breakout: SIPURI? = nil,
+                                     configure: @Sendable @escaping (SIPServer, IMSPolicy) -> Void = { _, _ in },
                                      _ body: @Sendable (RunningServer, CallLog, IMSProfiles) async throws -> T) async throws -> T {
         let log = CallLog()
         let profiles = IMSProfiles([alice, bob])
         let controlBox = NIOLockedValueBox<IMSServiceControl?>(nil)
         return try await withTestServer(configure: { server in
             let policy = IMSPolicy(configuration: .init(serverURI: uri("sip:scscf.ims.test"), visitedNetworks: visited,
-                                                        trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test"),
+                                                        trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test",
+                                                        breakout: breakout),
                                    profiles: profiles, location: server.location)
+            configure(server, policy)
             let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,
                                             identity: server.identity, loops: MultiThreadedEventLoopGroup.singleton,
                                             logger: PushEndToEndTests.logger)

@@ -84,6 +84,12 @@ struct PresenceEndToEndTests {
         return try await request(agent, lines, body: body ?? "")
     }
 
+    /// A new SUBSCRIBE that must be accepted; a refusal names what came back.
+    static func expectSubscribed(_ watcher: Agent, to user: String) async throws {
+        let answer = try await subscribe(watcher, to: user, callID: SIPIdentifiers.callID())
+        #expect(answer.statusCode == 200, "SUBSCRIBE answered: \(answer.serializedString)")
+    }
+
     /// A watcher's SUBSCRIBE: a new one (no `toTag`) or a refresh in its dialog.
     static func subscribe(_ watcher: Agent, to user: String, event: String = "presence", expires: Int = 600, cseq: Int = 1,
                           callID: String, toTag: String? = nil, extra: [String] = []) async throws -> SIPMessage {
@@ -174,7 +180,7 @@ struct PresenceEndToEndTests {
             #expect(String(buffer: full.body).contains("state=\"full\"") && String(buffer: full.body).contains("version=\"0\""))
 
             let bob = try await Agent.connect(server, user: "bob")
-            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            try await Self.expectSubscribed(bob, to: "alice")
             let pending = try await Self.notify(bob)
             #expect(pending.firstValue(.subscriptionState)?.hasPrefix("pending") == true)
             #expect(!String(buffer: pending.body).contains("secret"), "a pending watcher sees a neutral document")
@@ -284,7 +290,7 @@ struct PresenceEndToEndTests {
             var tag = try #require(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1", note: "n0"),
                                                           cseq: 1).firstValue(.sipETag))
             let bob = try await Agent.connect(server, user: "bob")
-            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            try await Self.expectSubscribed(bob, to: "alice")
             _ = try await Self.notify(bob)
             let started = ContinuousClock.now
             for change in 1...100 {
@@ -312,7 +318,7 @@ struct PresenceEndToEndTests {
             let alice = try await Agent.connect(server, user: "alice")
             #expect(try await Self.publish(alice, "alice", body: Self.pidf("sip:alice@tern.test", tuple: "t1"), cseq: 1).statusCode == 200)
             let bob = try await Agent.connect(server, user: "bob")
-            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            try await Self.expectSubscribed(bob, to: "alice")
             // Bob never answers: Timer F ends the first NOTIFY, one retry with a new CSeq, then the subscription goes.
             let first = try await Self.notify(bob, answer: 0)
             var cseqs: Set<UInt32> = [try #require(try first.cseq()?.sequence)]
@@ -336,7 +342,7 @@ struct PresenceEndToEndTests {
         try await Self.withPresence { server, presence in
             let alice = try await Agent.connect(server, user: "alice")
             let bob = try await Agent.connect(server, user: "bob")
-            #expect(try await Self.subscribe(bob, to: "alice", callID: SIPIdentifiers.callID()).statusCode == 200)
+            try await Self.expectSubscribed(bob, to: "alice")
             _ = try await Self.notify(bob, answer: 481)
             try await Task.sleep(for: .milliseconds(200))
             #expect(presence.subscriptionCount == 0)

@@ -87,6 +87,17 @@ struct IMSBinaryTests {
         let decoded = try await api.call("sipi.decode", ["hex": "0c 02 00 02 83 9f"])
         #expect(decoded.result["cause"] as? String == "31" && decoded.result["sip_status"] as? String == "480")
         #expect(try await api.call("sipi.decode", ["hex": "zz"]).errorCode == -32602)
+        // Kamailio's known answer: vector (a) with sipt_destination("4930123456", 31, 4) and
+        // sipt_set_calling("4930999", 4, 1, 3) is vector (e), byte for byte.
+        let rewritten = try await api.call("sipi.rewrite", [
+            "hex": "01 10 48 00 0a 03 02 0a 08 83 10 29 99 24 00 80 0f 0a 08 03 13 94 03 42 30 93 20 f2 15 36 19 08 00 00 15 ff ff ff ff ff ff ff ff ff ff 1d 45 38 cb 20 00",
+            "destination": ["number": "4930123456", "hops": 31, "nature": 4],
+            "calling": ["number": "4930999", "nature": 4, "presentation": 1, "screening": 3],
+        ])
+        #expect(rewritten.result["hex"] as? String
+                == "011048000a03020a08841094032143650f0a06841794039909f215361908000015ffffffffffffffffffff1d4538cb203d011f00")
+        #expect(try await api.call("sipi.rewrite", ["hex": "0c 02 00 02 83 9f", "calling": ["number": "1"]]).errorCode == -32602,
+                "a REL has no calling number to set")
         // The network de-registers alice.
         #expect(try await api.call("ims.deregister", ["identity": "tel:+4930123"]).result["bindings_removed"] as? Int == 1)
         let lookup = try await api.call("location.lookup", ["aor": "sip:alice@ims.example"])
@@ -154,6 +165,7 @@ struct IMSBinaryTests {
         ("ims:\n  profiles_collection: subscribers\n", "ims.profiles_collection: needs storage.mongodb.uri"),
         ("ims:\n  colour: red\n", "ims.colour (line 2): unknown key"),
         ("sip_i:\n  initial_hops: 40\n", "sip_i.initial_hops (line 2): 40 is out of range 1...31"),
+        ("ims:\n  breakout: \"tel:+49\"\n", "ims.breakout (line 2): tel:+49: not a SIP URI"),
     ]
 
     @Test(arguments: errors)

@@ -157,6 +157,7 @@ struct RoutingBinaryTests {
           - udp:127.0.0.1:0
         storage:
           location: memory
+          sqlite_path: "\(folder.appendingPathComponent("tern.sqlite").path)"
           mongodb:
             uri: "\(uri)"
             database: \(databaseName)
@@ -196,6 +197,11 @@ struct RoutingBinaryTests {
          "lcr.routes[0].gateways (line 3): b: no such gateway"),
         ("portability:\n  file: missing.csv\n", "portability.file (line 2): /nonexistent/missing.csv: no such file, or not readable"),
         ("colour: red\n", "colour (line 1): unknown key"),
+        ("dialplan:\n  - prefix: \"0\"\n    isup:\n      calling_party_number: \"(\"\n",
+         "dialplan[0].isup.calling_party_number (line 4): (: not a regular expression"),
+        ("dialplan:\n  - prefix: \"0\"\n    isup_set_calling: { nature: 4 }\n", "dialplan[0].isup_set_calling.number (line 3): needed"),
+        ("dialplan:\n  - prefix: \"0\"\n    isup_set_destination: { hops: 40 }\n",
+         "dialplan[0].isup_set_destination.hops (line 3): 40 is out of range 1...31"),
     ]
 
     @Test(arguments: errors)
@@ -206,6 +212,24 @@ struct RoutingBinaryTests {
         } catch {
             #expect(error.description == message)
         }
+    }
+
+    @Test func sipTRulesAreRead() throws {
+        let contents = try RoutingFile.parse("""
+        dialplan:
+          - name: restricted-callers
+            prefix: "00"
+            isup: { calling_party_number.presentation: "1", hop_counter: "[0-9]+" }
+            isup_set_destination: { nature: 3 }
+            isup_set_calling: { number: "4930999", presentation: 1 }
+            isup_set_forwarding: { number: "$user" }
+            action: "reject:403 Anonymous Calls Refused"
+        """, directory: "/nonexistent")
+        let rule = try #require(contents.tables.dialplan.first)
+        #expect(rule.isupConditions.map(\.field) == ["calling_party_number.presentation", "hop_counter"])
+        #expect(rule.isupEdits == [.destination(number: "$user", nature: 3, hops: 31),
+                                   .calling(number: "4930999", nature: 4, presentation: 1, screening: 3),
+                                   .forwarding(number: "$user", nature: 4)])
     }
 
     @Test func exampleRoutingFileIsValid() throws {

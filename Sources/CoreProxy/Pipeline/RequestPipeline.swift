@@ -12,10 +12,18 @@ public protocol SIPRequestHandler: Sendable {
     func handle(_ transaction: ServerTransaction)
     /// SIP extensions (option tags) this handler implements; they join the server's Supported.
     var optionTags: [String] { get }
+    /// Body types this handler reads, as a user agent; a request with a required body part of any
+    /// other type (SIP-I's ISUP, say) gets 415. Nil: the handler relays bodies unread (no check).
+    var acceptedBodyTypes: [String]? { get }
+    /// Whether this handler answers `request` of one of its methods; false leaves it to the proxy
+    /// (a NOTIFY handler for one event package lets every other NOTIFY be routed).
+    func claims(_ request: SIPMessage) -> Bool
 }
 
 extension SIPRequestHandler {
     public var optionTags: [String] { [] }
+    public var acceptedBodyTypes: [String]? { nil }
+    public func claims(_ request: SIPMessage) -> Bool { true }
 }
 
 /// The transaction user: the named stages every new request passes, in order, before the handler
@@ -139,10 +147,15 @@ public final class RequestPipeline: TransactionUser {
         // the method; the server itself for OPTIONS without a user; otherwise the proxy.
         let uri = try? routed.requestURI()
         let forServer = uri.map { $0.user == nil } ?? true
+        // A request that came by our Route for another host's userless URI (a gateway's contact,
+        // sip:10.0.0.1:5060) is the next hop's, not the server's.
+        let elsewhere = routedToUs && forServer && uri.map { uri in
+            proxy.map { !$0.identity.isSelf(uri) && (uri.port != nil || !$0.identity.servesDomain(uri.host)) } ?? false
+        } ?? false
         let destination: Destination
-        if proxy != nil, routed.contains(.route) {
+        if proxy != nil, routed.contains(.route) || elsewhere {
             destination = .nextHop
-        } else if let handler = handlers.withLockedValue({ $0[method] }), forServer || method != .options {
+        } else if let handler = handlers.withLockedValue({ $0[method] }), forServer || method != .options, handler.claims(routed) {
             destination = .handler(handler)
         } else if let proxy, !forServer || (uri.map { !proxy.identity.servesDomain($0.host) } ?? false) {
             destination = .proxy
@@ -192,10 +205,12 @@ public final class RequestPipeline: TransactionUser {
         case .nextHop:
             proxy?.proxy.route(transaction, request: routed, routedToUs: true, ownRoutes: ownRoutes)
         case .handler(let handler):
+            if let accepted = handler.acceptedBodyTypes, refusesBody(transaction, accepting: accepted) { return }
             handler.handle(transaction)
         case .proxy:
             proxy?.proxy.route(transaction, request: routed, routedToUs: routedToUs, ownRoutes: ownRoutes)
         case .server:
+            if refusesBody(transaction, accepting: configuration.acceptedBodyTypes) { return }
             if method == .options {
                 answerOptions(transaction)
             } else if Self.knownMethods.contains(method) {
@@ -245,6 +260,16 @@ public final class RequestPipeline: TransactionUser {
             let lower = tag.lowercased()
             return !supported.contains(lower) && seen.insert(lower).inserted
         }
+    }
+
+    /// A request answered here whose body has a required part of a type not accepted gets 415
+    /// with Accept (RFC 3261 §8.2.3, §20.11; RFC 3204 §3); a proxy passes such bodies untouched.
+    private func refusesBody(_ transaction: ServerTransaction, accepting accepted: [String]) -> Bool {
+        let required = transaction.request.requiredBodyTypes
+        guard let unknown = required.first(where: { type in !accepted.contains { $0.caseInsensitiveEquals(type) } }) else { return false }
+        transaction.respond(SIPStatus(415, "Required Body Not Understood: " + unknown),
+                            headers: [(.accept, accepted.joined(separator: ", "))])
+        return true
     }
 
     /// RFC 3261 §11.2: an OPTIONS answer says what the server can do.

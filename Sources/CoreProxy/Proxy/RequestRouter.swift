@@ -14,10 +14,13 @@ public struct RouteChoice: Sendable {
     public var action: Action
     /// Header lines the request gains (a mark such as an emergency flag, a P-header).
     public var addedHeaders: [(SIPHeaderName, String)]
+    /// A change to the request beyond headers (a SIP-I rule rewriting the ISUP body).
+    public var edit: (@Sendable (inout SIPMessage) -> Void)?
 
-    public init(action: Action, addedHeaders: [(SIPHeaderName, String)] = []) {
+    public init(action: Action, addedHeaders: [(SIPHeaderName, String)] = [], edit: (@Sendable (inout SIPMessage) -> Void)? = nil) {
         self.action = action
         self.addedHeaders = addedHeaders
+        self.edit = edit
     }
 }
 

@@ -287,6 +287,16 @@ public final class StatefulProxy: LocationObserver, Sendable {
             follow(choice, transaction: transaction, request: request)
             return
         }
+        if initial, let policy = policyBox.withLockedValue({ $0 }), let breakout = policy.breakout(for: requestURI) {
+            switch breakout {
+            case .notFound:
+                transaction.respond(SIPStatus(404, "Unknown Number"))
+            case .route(let through):
+                start(transaction, request: request, levels: [[ProxyTarget(uri: requestURI, flow: nil, transport: destinationTransport(through),
+                                                                            routes: ["<" + through.description + ";lr>"], q: 1, binding: nil)]])
+            }
+            return
+        }
         let local = (requestURI.scheme == .sip || requestURI.scheme == .sips) && identity.servesDomain(requestURI.host)
         if !local || (routedToUs && !identity.isSelf(requestURI) && !isRegisteredDomain(requestURI)) {
             guard routedToUs || configuration.outboundProxy != nil else {
@@ -311,6 +321,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     private func follow(_ choice: RouteChoice, transaction: ServerTransaction, request: SIPMessage) {
         var request = request
         for (name, value) in choice.addedHeaders { request.appendHeader(name, value) }
+        choice.edit?(&request)
         switch choice.action {
         case .reject(let status):
             transaction.respond(status)

@@ -38,6 +38,8 @@ public final class Registrar: SIPRequestHandler {
     }
 
     public let methods: [SIPMethod] = [.register]
+    /// A REGISTER's body is never read (a third-party REGISTER's message/sip is not marked required).
+    public let acceptedBodyTypes: [String]? = []
     public let optionTags = ["path", "gruu", "outbound"]
     public let configuration: Configuration
     public let location: LocationService

@@ -19,8 +19,20 @@ public protocol RegistrationPolicy: Sendable {
     /// A REGISTER succeeded (`kind`: 0 initial, 1 re-registration, 2 de-registration, as TS 29.228's
     /// RegistrationType); `response` is the 200 OK it got.
     func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int)
+    /// Where a request for a number no user has goes (IMS breakout toward a BGCF or PSTN gateway),
+    /// asked after the routing rules had no say; nil leaves it to the proxy's own rules.
+    func breakout(for uri: SIPURI) -> Breakout?
+}
+
+/// What becomes of a request for a telephone number that no local user has.
+public enum Breakout: Sendable {
+    /// Sent on through this URI (a Route; the Request-URI stays the number).
+    case route(SIPURI)
+    /// Answered 404: there is nowhere to send it.
+    case notFound
 }
 
 extension RegistrationPolicy {
     public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {}
+    public func breakout(for uri: SIPURI) -> Breakout? { nil }
 }

@@ -24,8 +24,9 @@ final class TestSIPClient: Sendable {
 
     /// Connects to `host:port` over `transport`.
     /// - Parameter localHost: the UDP address to send from (another loopback address, say).
+    /// - Parameter localPort: the UDP port to send from (0: any free one).
     static func connect(_ transport: SIPTransportProtocol, host: String, port: Int,
-                        presentCertificate: Bool = false, localHost: String? = nil) async throws -> TestSIPClient {
+                        presentCertificate: Bool = false, localHost: String? = nil, localPort: Int = 0) async throws -> TestSIPClient {
         let remote = try SocketAddress(ipAddress: host, port: port)
         let inbox = Inbox()
         let group = MultiThreadedEventLoopGroup.singleton
@@ -39,7 +40,7 @@ final class TestSIPClient: Sendable {
                         try channel.pipeline.syncOperations.addHandler(DatagramCollector(inbox: inbox))
                     }
                 }
-                .bind(host: bindHost, port: 0).get()
+                .bind(host: bindHost, port: localPort).get()
         default:
             var tlsConfiguration = TLSConfiguration.makeClientConfiguration()
             tlsConfiguration.certificateVerification = .none
