@@ -48,8 +48,9 @@ public final class IMSPolicy: RegistrationPolicy, TrustPolicy, Sendable {
         serviceControl.withLockedValue { $0 = control }
     }
 
-    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {
-        serviceControl.withLockedValue { $0 }?.registered(request, response: response, aor: aor, kind: kind)
+    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int, source: SocketAddress) {
+        serviceControl.withLockedValue { $0 }?.registered(request, response: response, aor: aor, kind: kind,
+                                                          trusted: isTrusted(host: source.ipAddress ?? ""))
     }
 
     public init(configuration: Configuration, profiles: IMSProfiles, location: LocationService) {

@@ -112,13 +112,24 @@ public final class IMSServiceControl: ApplicationServerRouting, Sendable {
     // MARK: - Third-party registration (TS 24.229 5.4.1.7)
 
     /// Sends a REGISTER to every application server whose criteria match this registration; a
-    /// server that fails with DefaultHandling terminate de-registers the user.
-    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {
+    /// server that fails with DefaultHandling terminate de-registers the user. `trusted` says the
+    /// REGISTER came from inside the trust domain (a P-CSCF): only then are its access network,
+    /// visited network and charging vector passed on (RFC 7315); otherwise the network starts a
+    /// charging vector of its own.
+    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int, trusted: Bool) {
         guard let to = ((try? request.to()) ?? nil)?.uri, let membership = profiles.membership(of: to) else { return }
         let context = InitialFilterCriteria.Context(request: request, sessionCase: .originating, registrationType: kind)
         let expires = kind == 2 ? 0 : grantedExpires(response)
+        var carried: [(SIPHeaderName, String)] = []
+        if trusted {
+            for name in [SIPHeaderName.pChargingVector, .pAccessNetworkInfo, .pVisitedNetworkID] {
+                for value in request.values(name) { carried.append((name, value)) }
+            }
+        }
+        if !carried.contains(where: { $0.0 == .pChargingVector }) { carried.append((.pChargingVector, policy.newChargingVector())) }
         for criterion in membership.profile.filterCriteria where criterion.matches(context) {
-            sendThirdPartyRegister(criterion.applicationServer, impu: to, original: request, response: response, expires: expires, aor: aor)
+            sendThirdPartyRegister(criterion.applicationServer, impu: to, original: request, response: response, expires: expires, aor: aor,
+                                   carried: carried)
         }
     }
 
@@ -131,16 +142,14 @@ public final class IMSServiceControl: ApplicationServerRouting, Sendable {
     }
 
     private func sendThirdPartyRegister(_ server: InitialFilterCriteria.ApplicationServer, impu: SIPURI, original: SIPMessage,
-                                        response: SIPMessage, expires: Int, aor: String) {
+                                        response: SIPMessage, expires: Int, aor: String, carried: [(SIPHeaderName, String)]) {
         let ourURI = policy.configuration.serverURI
         var headers: [(SIPHeaderName, String)] = [
             (.from, "<" + ourURI.description + ">;tag=" + SIPIdentifiers.tag()), (.to, "<" + impu.description + ">"),
             (.callID, SIPIdentifiers.callID()), (.cseq, "1 REGISTER"), (.contact, "<" + ourURI.description + ">"),
             (.expires, String(expires)),
         ]
-        for name in [SIPHeaderName.pChargingVector, .pAccessNetworkInfo, .pVisitedNetworkID] {
-            for value in original.values(name) { headers.append((name, value)) }
-        }
+        headers += carried
         var request = SIPMessage.request(method: .register, uri: server.serverName, headers: headers)
         if server.includeRegisterRequest || server.includeRegisterResponse {
             let embedded = server.includeRegisterRequest ? original : response
@@ -185,6 +194,33 @@ public final class IMSServiceControl: ApplicationServerRouting, Sendable {
         if let service = regEvents.withLockedValue({ $0 }) { service.deactivating(aor, removal) } else { removal() }
     }
 
+    /// A subscriber's profile is replaced (`new`) or removed (nil), as the HSS's Push-Profile or
+    /// Registration-Termination would (TS 29.228 §6.1.2–6.1.3). A registered implicit set whose
+    /// default identity stays keeps its devices, and its reg watchers hear the identities that came
+    /// and went; a set that is gone, or whose default identity changed, is de-registered by the
+    /// network (reg watchers hear `deactivated`, application servers get a de-REGISTER).
+    /// - Returns: how many bindings went.
+    @discardableResult
+    public func replaceProfile(privateID: String, with new: IMSSubscription?) -> Int {
+        var removed = 0
+        var surviving: [(setAOR: String, identities: [String])] = []
+        for old in profiles.subscription(privateID: privateID)?.serviceProfiles ?? [] {
+            guard let oldDefault = old.defaultIdentity else { continue }
+            let successor = new?.serviceProfiles.first { $0.defaultIdentity?.key == oldDefault.key }
+            if let successor {
+                surviving.append((oldDefault.key, successor.associatedIdentities.map { $0.uri.description }))
+            } else {
+                // Before the old profile goes: the de-REGISTERs follow its filter criteria.
+                removed += deregister(identity: oldDefault.uri) ?? 0
+            }
+        }
+        if let new { profiles.put(new) } else { profiles.remove(privateID: privateID) }
+        if let service = regEvents.withLockedValue({ $0 }) {
+            for set in surviving { service.identitiesChanged(setAOR: set.setAOR, identities: set.identities) }
+        }
+        return removed
+    }
+
     /// Network-initiated de-registration of the user that has `identity` (TS 24.229 5.4.1.5): its
     /// devices' bindings go (reg watchers hear `deactivated`), and the application servers whose
     /// criteria cover de-registration get a third-party REGISTER with Expires 0.
@@ -205,7 +241,8 @@ public final class IMSServiceControl: ApplicationServerRouting, Sendable {
             // There is no REGISTER of the user's to embed: the network ended the registration.
             server.includeRegisterRequest = false
             server.includeRegisterResponse = false
-            sendThirdPartyRegister(server, impu: impu, original: request, response: request, expires: 0, aor: aor)
+            sendThirdPartyRegister(server, impu: impu, original: request, response: request, expires: 0, aor: aor,
+                                   carried: [(.pChargingVector, policy.newChargingVector())])
         }
         return count
     }

@@ -119,7 +119,7 @@ public struct InitialFilterCriteria: Sendable, Hashable {
         case .sessionCase(let sessionCase):
             result = context.sessionCase == sessionCase
         case .sessionDescription(let line, let content):
-            let lines = String(buffer: request.body).split(whereSeparator: { $0 == "\r" || $0 == "\n" })
+            let lines = String(buffer: request.body).split(whereSeparator: \.isNewline)
                 .filter { $0.hasPrefix(line + "=") }.map { String($0.dropFirst(line.count + 1)) }
             result = content.map { pattern in lines.contains { matches(pattern, $0) } } ?? !lines.isEmpty
         case .registrationType(let types):

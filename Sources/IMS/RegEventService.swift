@@ -24,7 +24,6 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
     final class Subscription: Sendable {
         let key: String
         let setAOR: String
-        let identities: [String]
         let loop: any EventLoop
         let dialog: Dialog
         let state: NIOLockedValueBox<State>
@@ -41,6 +40,8 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         }
 
         struct State {
+            /// The public identities of the implicit set: a profile change may add or remove some.
+            var identities: [String]
             var localCSeq: UInt32 = 0
             var version = 0
             var expiresAt: Int64
@@ -51,11 +52,12 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         init(key: String, setAOR: String, identities: [String], loop: any EventLoop, dialog: Dialog, expiresAt: Int64) {
             self.key = key
             self.setAOR = setAOR
-            self.identities = identities
             self.loop = loop
             self.dialog = dialog
-            self.state = NIOLockedValueBox(State(expiresAt: expiresAt))
+            self.state = NIOLockedValueBox(State(identities: identities, expiresAt: expiresAt))
         }
+
+        var identities: [String] { state.withLockedValue { $0.identities } }
     }
 
     public let methods: [SIPMethod] = [.subscribe]
@@ -233,6 +235,40 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
                 // The user has no device left: the registration is over, and so is the subscription.
                 if remaining.isEmpty { end(subscription, reason: "noresource") }
             }
+        }
+    }
+
+    /// The implicit set `setAOR` now has `identities` (a profile change through the management API
+    /// or AMQP): watchers hear the new ones as registered with every current contact `created`, and
+    /// the ones gone as terminated with their contacts `deactivated` (RFC 3680 §5.3).
+    public func identitiesChanged(setAOR: String, identities: [String]) {
+        let watching = subscriptions.withLockedValue { $0.values.filter { $0.setAOR == setAOR } }
+        guard !watching.isEmpty else { return }
+        let now = Self.now()
+        let bindings = location.bindings(for: setAOR)
+        func contacts(state: String, event: String) -> [RegInfoDocument.Contact] {
+            bindings.map { binding in
+                RegInfoDocument.Contact(id: contactID(binding), state: state, event: event,
+                                        expires: state == "active" ? binding.remainingSeconds(at: now) : nil, uri: binding.contact.description)
+            }
+        }
+        for subscription in watching {
+            let before = subscription.state.withLockedValue { state -> [String] in
+                defer { state.identities = identities }
+                return state.identities
+            }
+            let added = identities.filter { !before.contains($0) }
+            let removed = before.filter { !identities.contains($0) }
+            guard !added.isEmpty || !removed.isEmpty else { continue }
+            let registrations = added.map { identity in
+                RegInfoDocument.Registration(aor: identity, id: String(fnv1a(identity) % 1_000_000_000, radix: 36),
+                                             state: bindings.isEmpty ? "init" : "active", contacts: contacts(state: "active", event: "created"))
+            } + removed.map { identity in
+                RegInfoDocument.Registration(aor: identity, id: String(fnv1a(identity) % 1_000_000_000, radix: 36),
+                                             state: "terminated", contacts: contacts(state: "terminated", event: "deactivated"))
+            }
+            let document = RegInfoDocument(version: 0, state: "partial", registrations: registrations)
+            subscription.loop.execute { [self] in notify(subscription, document: document, terminated: nil) }
         }
     }
 

@@ -59,7 +59,9 @@ enum IMSMethods {
                 return try encode(membership.subscription)
             },
             ManagementMethod("ims.profile.put", "Adds or replaces a subscriber: { private_id, service_profiles: [ { public_identities: "
-                             + "[ { uri, barred, default } ] } ] }.", parameters: ["profile"], changesState: true) { params in
+                             + "[ { uri, barred, default } ] } ] }. Registered users keep their devices and reg watchers hear the "
+                             + "identities that came and went; a set whose default identity changed is de-registered.",
+                             parameters: ["profile"], changesState: true) { params in
                 let profiles = try ManagementError.available(profiles, "ims is off")
                 guard let value = params.values["profile"] else { throw ManagementError.invalidParams("profile is needed") }
                 let document: IMSProfileDocument
@@ -75,16 +77,17 @@ enum IMSMethods {
                     throw ManagementError.invalidParams("profile: \(error)")
                 }
                 try await store?(subscription.privateID, document)
-                profiles.put(subscription)
+                if let control { control.replaceProfile(privateID: subscription.privateID, with: subscription) } else { profiles.put(subscription) }
                 return try encode(subscription)
             },
-            ManagementMethod("ims.profile.delete", "Removes a subscriber.", parameters: ["private_id"], changesState: true) { params in
+            ManagementMethod("ims.profile.delete", "Removes a subscriber; its registered devices are de-registered by the network.", parameters: ["private_id"], changesState: true) { params in
                 let profiles = try ManagementError.available(profiles, "ims is off")
                 let privateID = try params.string("private_id")
                 guard profiles.subscription(privateID: privateID) != nil else { throw ManagementError.notFound("no subscriber \(privateID)") }
                 try await store?(privateID, nil)
-                profiles.remove(privateID: privateID)
-                return .object([("private_id", .string(privateID)), ("deleted", .bool(true))])
+                var removed = 0
+                if let control { removed = control.replaceProfile(privateID: privateID, with: nil) } else { profiles.remove(privateID: privateID) }
+                return .object([("private_id", .string(privateID)), ("deleted", .bool(true)), ("bindings_removed", .int(Int64(removed)))])
             },
         ]
     }

@@ -19,6 +19,8 @@ public struct MessagingEvent: Sendable {
     public var time: Int64
     public var storedAt: Int64
     public var attempts: Int
+    /// The IMS charging identifier of the MESSAGE that was stored (on `stored` only).
+    public var icid: String? = nil
 }
 
 /// Receives messaging events, on whatever thread made them. Must not block.

@@ -127,10 +127,10 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         observers.withLockedValue { $0.append(observer) }
     }
 
-    private func publish(_ kind: MessagingEvent.Kind, _ message: StoredMessage) {
+    private func publish(_ kind: MessagingEvent.Kind, _ message: StoredMessage, icid: String? = nil) {
         counters[kind]?.increment()
         let event = MessagingEvent(kind: kind, messageID: message.id, sender: message.from, recipient: message.recipient,
-                                   time: Self.nowMilliseconds(), storedAt: message.storedAt, attempts: message.attempts)
+                                   time: Self.nowMilliseconds(), storedAt: message.storedAt, attempts: message.attempts, icid: icid)
         for observer in observers.withLockedValue({ $0 }) { observer.messagingEvent(event) }
     }
 
@@ -157,7 +157,7 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
                 // The 202 leaves only now that the store holds the message.
                 transaction.respond(SIPStatus(202))
                 waiting.withLockedValue { _ = $0.insert(aor) }
-                publish(.stored, message)
+                publish(.stored, message, icid: request.chargingIdentifier)
                 if !devicesWoken { wakeDevices(of: aor, for: message) }
                 if status != nil {
                     // The user is registered but no device answered: try again later.

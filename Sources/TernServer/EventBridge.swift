@@ -56,10 +56,12 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
     }
 
     public func messagingEvent(_ event: MessagingEvent) {
-        outbox.enqueue(TernEvent(type: "message." + event.kind.rawValue, payload: [
+        var payload: [(String, JSONValue)] = [
             ("message_id", .string(event.messageID)), ("sender", .string(event.sender)), ("recipient", .string(event.recipient)),
             ("stored_at", .timestamp(event.storedAt)), ("attempts", .int(Int64(event.attempts))),
-        ]))
+        ]
+        if let icid = event.icid { payload.append(("icid", .string(icid))) }
+        outbox.enqueue(TernEvent(type: "message." + event.kind.rawValue, payload: payload))
     }
 
     public func presenceEvent(_ event: PresenceEvent) {

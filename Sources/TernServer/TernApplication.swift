@@ -10,6 +10,7 @@ import IMS
 import NIOConcurrencyHelpers
 public import Logging
 import NIOCore
+import SIP
 import Foundation
 import NIOPosix
 import ServiceLifecycle
@@ -95,6 +96,8 @@ public struct TernApplication: Sendable {
                 }
                 let profiles = IMSProfiles(subscriptions)
                 let policy = IMSPolicy(configuration: try settings.policyConfiguration(), profiles: profiles, location: server.location)
+                // The Service-Route names this host: requests routed by it are ours.
+                server.identity.addAlias(policy.configuration.serverURI.host)
                 server.setRegistrationPolicy(policy)
                 server.proxy.addTrustPolicy(policy)
                 let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,

@@ -106,6 +106,13 @@ extension TernConfiguration {
             registrar.singleContactPerAOR = try section.bool("single_contact") ?? registrar.singleContactPerAOR
             registrar.maxContactsPerAOR = try section.int("max_contacts", in: 1...1_000) ?? registrar.maxContactsPerAOR
             removeBindingsOnFlowClose = try section.bool("remove_on_flow_close") ?? removeBindingsOnFlowClose
+            if let mode = try section.string("path_mode") {
+                guard let parsed = Registrar.Configuration.PathMode(rawValue: mode) else {
+                    throw ConfigurationError(key: "registrar.path_mode", line: node.mark.map { $0.line },
+                                             message: "\(mode): expected " + Registrar.Configuration.PathMode.allCases.map(\.rawValue).joined(separator: ", "))
+                }
+                registrar.pathMode = parsed
+            }
             try section.finish()
             guard registrar.minExpires <= registrar.maxExpires else {
                 throw ConfigurationError(key: "registrar.min_expires", line: node.mark.map { $0.line },
@@ -408,6 +415,7 @@ extension TernConfiguration {
             "  single_contact: \(registrar.singleContactPerAOR)",
             "  max_contacts: \(registrar.maxContactsPerAOR)",
             "  remove_on_flow_close: \(removeBindingsOnFlowClose)",
+            "  path_mode: \(registrar.pathMode.rawValue)",
             "proxy:",
             "  record_route: \(proxy.recordRoute)",
             "  redirect: \(proxy.redirect)",

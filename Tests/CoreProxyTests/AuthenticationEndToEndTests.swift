@@ -208,3 +208,19 @@ struct AuthenticationEndToEndTests {
         }
     }
 }
+
+/// The HA1 credentials file as operators write it, Windows line endings included.
+@Suite struct CredentialsFileTests {
+    @Test func linesCommentsAndCRLF() throws {
+        let md5 = String(repeating: "a", count: 32), sha = String(repeating: "b", count: 64)
+        let store = try FileCredentialStore(text: "# users\r\nalice tern.test \(md5)\r\n\r\nbob tern.test \(md5) \(sha) # with SHA-256\r\n")
+        #expect(store.count == 2)
+        #expect(store.credentials(user: "bob", realm: "tern.test")?.ha1SHA256 == sha)
+        #expect(throws: FileCredentialStore.ParseError.self) { try FileCredentialStore(text: "alice\r\ncarol tern.test short\r\n") }
+        do {
+            _ = try FileCredentialStore(text: "alice tern.test \(md5)\r\ncarol tern.test short\r\n")
+        } catch {
+            #expect(error.line == 2, "line numbers count CRLF lines")
+        }
+    }
+}

@@ -65,6 +65,7 @@ struct IMSApplicationServerTests {
             try await alice.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: \(imdn.utf8.count)\r\n\r\n" + imdn)
             #expect(try await alice.response(callID: "as-im-1").statusCode == 202)
             #expect(events.count(.stored) == 1)
+            #expect(events.all(.stored).first?.icid?.isEmpty == false, "I9: the icid the network gave the MESSAGE is in its event")
 
             // The registrar (S-CSCF) in front of Tern says bob registered: he is online, reached through it.
             let registrar = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),

@@ -46,6 +46,7 @@ struct IMSEndToEndTests {
                                                         trustedNetworks: [IPNetwork("127.0.0.2/32")].compactMap { $0 }, ioi: "ims.test",
                                                         breakout: breakout),
                                    profiles: profiles, location: server.location)
+            server.identity.addAlias("scscf.ims.test")
             configure(server, policy)
             let control = IMSServiceControl(profiles: profiles, policy: policy, location: server.location, proxy: server.proxy,
                                             identity: server.identity, loops: MultiThreadedEventLoopGroup.singleton,
@@ -88,14 +89,31 @@ struct IMSEndToEndTests {
                 trigger: .init(conjunctive: true, triggers: [.init(.method("REGISTER")), .init(group: 1, .registrationType([0, 1, 2]))]),
                 applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)"), defaultHandling: .terminate,
                                          includeRegisterRequest: true))))
-            let phone = try await Agent.connect(server, user: "alice")
-            #expect(try await Self.register(phone, headers: ["P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262011"]).statusCode == 200)
+            // alice's REGISTER comes through a P-CSCF inside the trust domain.
+            let phone = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                              user: "alice")
+            #expect(try await Self.register(phone, headers: ["P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262011",
+                                                             "P-Visited-Network-ID: \"Visited Network Number 1\"",
+                                                             "P-Charging-Vector: icid-value=pcscf-icid-1"]).statusCode == 200)
             var third = try await application.next(.register)
             #expect(third.requestURIString == "sip:127.0.0.2:\(application.port)")
             #expect(third.firstValue(.to) == "<sip:alice@ims.example>" && third.firstValue(.from)?.hasPrefix("<sip:scscf.ims.test>;tag=") == true)
             #expect(third.firstValue(.expires) == "600" && third.firstValue(.contentType) == "message/sip")
             #expect(String(buffer: third.body).hasPrefix("REGISTER sip:ims.example SIP/2.0"), "the original REGISTER inside")
-            #expect(third.firstValue(.pAccessNetworkInfo)?.hasPrefix("3GPP-E-UTRAN-FDD") == true)
+            #expect(third.firstValue(.pAccessNetworkInfo)?.hasPrefix("3GPP-E-UTRAN-FDD") == true, "I10")
+            #expect(third.firstValue(.pVisitedNetworkID) == "\"Visited Network Number 1\"", "I11")
+            #expect(third.firstValue(.pChargingVector) == "icid-value=pcscf-icid-1", "I9: the icid is kept")
+            try await application.answer(third, 200)
+            // A device registering straight from outside the trust domain is not believed about its network.
+            let outsider = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(outsider, headers: ["P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=999",
+                                                                "P-Charging-Vector: icid-value=forged"]).statusCode == 200)
+            third = try await application.next(.register)
+            #expect(!third.contains(.pAccessNetworkInfo))
+            #expect(third.firstValue(.pChargingVector)?.contains("icid-generated-at=scscf.ims.test") == true)
+            try await application.answer(third, 200)
+            #expect(try await Self.register(outsider, expires: 0).statusCode == 200)
+            third = try await application.next(.register)
             try await application.answer(third, 200)
             #expect(try await Self.register(phone, expires: 0).statusCode == 200)
             third = try await application.next(.register)
@@ -146,6 +164,62 @@ struct IMSEndToEndTests {
             let direct = try await alicePhone.next(.message)
             try await alicePhone.answer(direct, 200)
             #expect(try await bobPhone.response(callID: "isc-2").statusCode == 200)
+        }
+    }
+
+    /// I1 with I6: a P-CSCF (inside the trust domain) relays the UE's REGISTER adding its Path; the
+    /// 200 OK echoes it, requests for the user leave through it, and the P-CSCF may watch `reg`.
+    @Test func aPCSCFPathIsEchoedAndLeadsTheWayToTheDevice() async throws {
+        try await Self.withIMS { server, _ in
+            let pcscf = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                              user: "pcscf")
+            let path = "<sip:term@127.0.0.2:\(pcscf.port);lr>"
+            let lines = ["REGISTER sip:ims.example SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.2:\(pcscf.port);branch=\(SIPIdentifiers.branch());rport",
+                         "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-ue1;received=192.0.2.10;rport=40000",
+                         "Max-Forwards: 69", "From: <sip:alice@ims.example>;tag=ue1", "To: <sip:alice@ims.example>",
+                         "Call-ID: pcscf-reg-1", "CSeq: 1 REGISTER", "Contact: <sip:alice@10.1.1.1:5060>", "Expires: 600",
+                         "Path: \(path)", "Supported: path", "Require: path", "P-Visited-Network-ID: \"Visited Network Number 1\""]
+            try await pcscf.client.send(lines.joined(separator: "\r\n") + "\r\nContent-Length: 0\r\n\r\n")
+            let ok = try await pcscf.response(callID: "pcscf-reg-1")
+            #expect(ok.statusCode == 200)
+            #expect(ok.values(.path) == [path], "RFC 3327 §5.3: echoed to a UA that supports path")
+            #expect(ok.firstValue(.serviceRoute) == "<sip:orig@scscf.ims.test;lr>")
+            // A MESSAGE for alice leaves toward her contact through the P-CSCF.
+            let bob = try await Agent.connect(server, user: "bob")
+            try await Self.message(bob, from: "sip:bob@ims.example", to: "sip:alice@ims.example", callID: "pcscf-msg-1")
+            let atPCSCF = try await pcscf.next(.message)
+            #expect(atPCSCF.requestURIString == "sip:alice@10.1.1.1:5060" && atPCSCF.values(.route) == [path])
+            try await pcscf.answer(atPCSCF, 200)
+            #expect(try await bob.response(callID: "pcscf-msg-1").statusCode == 200)
+            // The P-CSCF on the stored Path may subscribe to alice's registration state (TS 24.229 5.2.3).
+            let subscribed = try await Self.subscribeReg(pcscf, to: "alice", from: "sip:pcscf@127.0.0.2", callID: "pcscf-reg-sub")
+            #expect(subscribed.statusCode == 200)
+            let notify = try await pcscf.next(.notify)
+            try await pcscf.answer(notify, 200)
+            #expect(String(buffer: notify.body).contains("<uri>sip:alice@10.1.1.1:5060</uri>"))
+        }
+    }
+
+    /// I2: the Service-Route the 200 OK gave is the way the UE's requests come back, and they are
+    /// originating: the caller's originating criteria send them to its application server.
+    @Test func requestsAlongTheServiceRouteAreOriginating() async throws {
+        try await Self.withIMS { server, _, profiles in
+            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
+                                    user: "as")
+            profiles.put(Self.alice(with: InitialFilterCriteria(
+                priority: 1,
+                trigger: .init(conjunctive: true, triggers: [.init(.method("MESSAGE")), .init(group: 1, .sessionCase(.originating))]),
+                applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)")))))
+            let phone = try await Agent.connect(server, user: "alice")
+            let ok = try await Self.register(phone)
+            let serviceRoute = try #require(ok.firstValue(.serviceRoute))
+            #expect(serviceRoute == "<sip:orig@scscf.ims.test;lr>")
+            try await Self.message(phone, to: "sip:bob@ims.example", callID: "sr-1", headers: ["Route: " + serviceRoute])
+            let atServer = try await application.next(.message)
+            #expect(atServer.firstValue(.pServedUser) == "<sip:alice@ims.example>;sescase=orig;regstate=reg")
+            #expect(!atServer.values(.route).contains(serviceRoute), "Tern took its own Service-Route off")
+            try await application.answer(atServer, 200)
+            #expect(try await phone.response(callID: "sr-1").statusCode == 200)
         }
     }
 
@@ -298,6 +372,39 @@ struct IMSEndToEndTests {
             #expect(third.firstValue(.expires) == "0" && third.firstValue(.to) == "<sip:alice@ims.example>")
             try await application.answer(third, 200)
             #expect(control.deregister(identity: Self.uri("sip:nobody@ims.example")) == nil)
+        }
+    }
+
+    /// A profile change (the HSS's Push-Profile): watchers hear the identities that came and went;
+    /// removing the subscriber de-registers its devices.
+    @Test func aProfileChangeIsReportedToRegWatchersAndADeletionDeregisters() async throws {
+        try await Self.withIMS { server, _, profiles in
+            let phone = try await Agent.connect(server, user: "alice")
+            #expect(try await Self.register(phone).statusCode == 200)
+            let watcher = try await Agent.connect(server, user: "alice-watcher")
+            #expect(try await Self.subscribeReg(watcher, to: "alice", from: "sip:alice@ims.example", callID: "ppr-sub").statusCode == 200)
+            try await watcher.answer(try await watcher.next(.notify), 200)
+            let control = try #require(Self.lastControl.withLockedValue { $0[server.port(.udp)] })
+            // tel:+4930123 goes, sip:alice.work joins.
+            control.replaceProfile(privateID: "alice@ims.example", with: IMSSubscription(privateID: "alice@ims.example", serviceProfiles: [
+                IMSServiceProfile(publicIdentities: [IMSPublicIdentity(uri: Self.uri("sip:alice@ims.example"), isDefault: true),
+                                                     IMSPublicIdentity(uri: Self.uri("sip:alice.work@ims.example"))]),
+            ]))
+            var notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            var body = String(buffer: notify.body)
+            #expect(body.contains("state=\"partial\"") && body.contains("version=\"1\""))
+            #expect(body.contains("<registration aor=\"sip:alice.work@ims.example\"") && body.contains("event=\"created\""))
+            #expect(body.contains("<registration aor=\"tel:+4930123\"") && body.contains("state=\"terminated\" event=\"deactivated\""))
+            #expect(profiles.membership(of: Self.uri("tel:+4930123")) == nil)
+            #expect(server.server.location.bindings(for: "sip:alice@ims.example").count == 1, "the device stays registered")
+            // The subscriber is removed: the network de-registers the device.
+            #expect(control.replaceProfile(privateID: "alice@ims.example", with: nil) == 1)
+            #expect(server.server.location.bindings(for: "sip:alice@ims.example").isEmpty)
+            notify = try await watcher.next(.notify)
+            try await watcher.answer(notify, 200)
+            body = String(buffer: notify.body)
+            #expect(body.contains("event=\"deactivated\"") && body.contains("sip:alice.work@ims.example"))
         }
     }
 

@@ -34,6 +34,7 @@ struct MessagingEndToEndTests {
         private let events = NIOLockedValueBox<[MessagingEvent]>([])
         func messagingEvent(_ event: MessagingEvent) { events.withLockedValue { $0.append(event) } }
         func count(_ kind: MessagingEvent.Kind) -> Int { events.withLockedValue { $0.filter { $0.kind == kind }.count } }
+        func all(_ kind: MessagingEvent.Kind) -> [MessagingEvent] { events.withLockedValue { $0.filter { $0.kind == kind } } }
     }
 
     /// A store of the kind asked for, empty, and what closes it.

@@ -182,6 +182,30 @@ struct RegistrarEndToEndTests {
         }
     }
 
+    /// RFC 3327 §5.3 with Kamailio's path modes: strict refuses Path without `Supported: path`,
+    /// off stores it without echoing it.
+    @Test(arguments: [Registrar.Configuration.PathMode.strict, .off])
+    func pathWithoutSupportFollowsThePathMode(_ mode: Registrar.Configuration.PathMode) async throws {
+        var configuration = Registrar.Configuration()
+        configuration.pathMode = mode
+        try await withTestServer(registrar: configuration) { server in
+            let phone = Phone(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp)))
+            let bare = try await phone.register(contact: "<sip:alice@192.0.2.1>", expires: 120, headers: ["Path: <sip:edge.tern.test;lr>"])
+            let supported = try await phone.register(contact: "<sip:alice@192.0.2.1>", expires: 120,
+                                                     headers: ["Path: <sip:edge.tern.test;lr>", "Supported: path"])
+            switch mode {
+            case .strict:
+                #expect(bare.statusCode == 420 && bare.values(.unsupported) == ["path"])
+                #expect(supported.statusCode == 200 && supported.values(.path) == ["<sip:edge.tern.test;lr>"])
+            default:
+                #expect(bare.statusCode == 200 && !bare.contains(.path))
+                #expect(supported.statusCode == 200 && !supported.contains(.path), "off never echoes")
+                #expect(server.server.location.bindings(for: "sip:alice@tern.test").first?.path == ["<sip:edge.tern.test;lr>"])
+            }
+            await phone.client.close()
+        }
+    }
+
     @Test func singleContactPerAOR() async throws {
         try await withTestServer(registrar: Registrar.Configuration(singleContactPerAOR: true)) { server in
             let phone = Phone(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp)))

@@ -43,9 +43,10 @@ public struct FileCredentialStore: CredentialStore {
 
     public init(text: String) throws(ParseError) {
         var entries: [String: DigestCredentials] = [:]
-        for (offset, raw) in text.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
+        // isNewline: in Swift "\r\n" is one Character, equal to neither "\r" nor "\n" (files written on Windows).
+        for (offset, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
-            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" || $0 == "\r" }).map(String.init)
+            let fields = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).map(String.init)
             if fields.isEmpty { continue }
             guard fields.count == 3 || fields.count == 4 else {
                 throw ParseError(line: offset + 1, message: "expected: user realm md5-ha1 [sha256-ha1]")

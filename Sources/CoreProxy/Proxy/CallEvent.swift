@@ -1,4 +1,4 @@
-import SIP
+public import SIP
 
 /// What the proxy saw of a call (an INVITE dialog it routes), for the event bus: Tern never takes
 /// part in calls, so this is what passed through, not what the phones did with it.
@@ -46,11 +46,11 @@ public struct CallEvent: Sendable, Hashable {
         self.init(kind: kind, callID: request.callID ?? "",
                   from: ((try? request.from())??.uri.description) ?? "", to: ((try? request.to())??.uri.description) ?? "",
                   requestURI: kind == .started ? (try? request.requestURI())?.description : nil, status: status,
-                  icid: request.firstValue(.pChargingVector).flatMap(Self.icid))
+                  icid: request.chargingIdentifier)
     }
 
     /// The icid-value parameter of a P-Charging-Vector value.
-    static func icid(_ value: String) -> String? {
+    public static func icid(_ value: String) -> String? {
         for part in value.split(separator: ";") {
             let pair = part.split(separator: "=", maxSplits: 1).map { $0.trimmingWhitespace }
             if pair.count == 2, pair[0].lowercased() == "icid-value" { return pair[1].trimmingCharacters(in: "\"") }
@@ -62,4 +62,10 @@ public struct CallEvent: Sendable, Hashable {
 /// Receives the calls the proxy routes (the event bus subscribes).
 public protocol CallObserver: Sendable {
     func callEvent(_ event: CallEvent)
+}
+
+extension SIPMessage {
+    /// The IMS charging identifier this request carries (P-Charging-Vector icid-value, RFC 7315
+    /// §4.6), which every event about it repeats for correlation.
+    public var chargingIdentifier: String? { firstValue(.pChargingVector).flatMap(CallEvent.icid) }
 }

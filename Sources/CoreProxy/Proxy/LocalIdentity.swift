@@ -34,6 +34,14 @@ public final class LocalIdentity: Sendable {
 
     public var boundListeners: [BoundListener] { listeners.withLockedValue { $0 } }
 
+    /// Other names of this server (Kamailio's `alias`): an IMS server URI's host, which its
+    /// Service-Route and third-party REGISTERs carry, so a Route naming it is Tern's own.
+    private let aliases = NIOLockedValueBox<Set<String>>([])
+
+    public func addAlias(_ host: String) {
+        aliases.withLockedValue { _ = $0.insert(host.lowercased()) }
+    }
+
     /// Whether Tern serves this domain (the registrar's and the proxy's "local" domains).
     public func servesDomain(_ host: String) -> Bool {
         domains.isEmpty || domains.contains(host.lowercased()) || isOwnAddress(host: host, port: nil)
@@ -61,6 +69,9 @@ public final class LocalIdentity: Sendable {
         let transport = uri.transportParameter.flatMap(SIPTransportProtocol.init(token:)) ?? (uri.scheme == .sips ? .tls : .udp)
         if isOwnAddress(host: uri.host, port: uri.port ?? transport.defaultPort) { return true }
         if uri.port == nil, isOwnAddress(host: uri.host, port: nil) { return true }
+        if aliases.withLockedValue({ !$0.isEmpty && $0.contains(uri.host.lowercased()) }) {
+            return uri.port == nil || listeners.withLockedValue { $0.contains { $0.port == uri.port } }
+        }
         return uri.user == nil && !domains.isEmpty && domains.contains(uri.host.lowercased())
     }
 

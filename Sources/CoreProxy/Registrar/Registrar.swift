@@ -25,6 +25,18 @@ public final class Registrar: SIPRequestHandler {
         /// The `+sip.pnsreg` value offered to a device that asks: re-register this many seconds
         /// before the binding expires (RFC 8599 §8.4, more than 120; default 130).
         public var pushRegistrationMargin = 130
+        /// What a REGISTER with Path from a UA that does not say `Supported: path` gets (RFC 3327 §5.3).
+        public var pathMode: PathMode = .lazy
+
+        /// Path without the UA's support, as Kamailio's registrar names the choices.
+        public enum PathMode: String, Sendable, CaseIterable {
+            /// Stored, never echoed in the 200 OK.
+            case off
+            /// Stored, echoed when the UA supports path (default).
+            case lazy
+            /// Refused with 420 Bad Extension and `Unsupported: path` (a P-CSCF must add `Supported: path`).
+            case strict
+        }
 
         public init(domains: [String] = [], defaultExpires: UInt32 = 3600, minExpires: UInt32 = 60,
                     maxExpires: UInt32 = 7200, singleContactPerAOR: Bool = false, maxContactsPerAOR: Int = 32) {
@@ -119,6 +131,9 @@ public final class Registrar: SIPRequestHandler {
         }
         let headerExpires = (try? request.expires()) ?? nil
         let supported = Set(request.supported.map { $0.lowercased() })
+        if configuration.pathMode == .strict, request.contains(.path), !supported.contains("path") {
+            throw .status(SIPStatus(420), headers: [(.unsupported, "path")])
+        }
         let now = location.clock.nowMilliseconds()
         var pushCapabilities: [String] = []
         let keysBefore = Set(location.bindings(for: aor).map(\.key))
@@ -170,7 +185,7 @@ public final class Registrar: SIPRequestHandler {
         var response = okResponse(transaction, aor: aor, supported: supported, now: now)
         for value in pushCapabilities { response.appendHeader(.featureCaps, value) }
         for (name, value) in policyHeaders { response.appendHeader(name, value) }
-        if let registrationKind, let policy { policy.registered(request, response: response, aor: aor, kind: registrationKind) }
+        if let registrationKind, let policy { policy.registered(request, response: response, aor: aor, kind: registrationKind, source: inbound.source) }
         return response
     }
 
@@ -283,7 +298,7 @@ public final class Registrar: SIPRequestHandler {
             response.appendHeader(.contact, SIPAddress(uri: binding.contact, parameters: parameters).description)
         }
         // RFC 3327 §5.3: echo Path when the UA supports it.
-        if supported.contains("path") {
+        if supported.contains("path"), configuration.pathMode != .off {
             for path in request.values(.path) { response.appendHeader(.path, path) }
         }
         // RFC 5626 §6: the registrar says it applied outbound when a contact carried reg-id.

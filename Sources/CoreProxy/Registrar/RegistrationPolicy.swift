@@ -1,3 +1,4 @@
+public import NIOCore
 public import SIP
 
 /// What a policy says about a REGISTER before any binding changes.
@@ -17,8 +18,8 @@ public protocol RegistrationPolicy: Sendable {
     /// policy has no say and the URI's own AOR applies.
     func locationAOR(for uri: SIPURI) -> String?
     /// A REGISTER succeeded (`kind`: 0 initial, 1 re-registration, 2 de-registration, as TS 29.228's
-    /// RegistrationType); `response` is the 200 OK it got.
-    func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int)
+    /// RegistrationType); `response` is the 200 OK it got, `source` where the REGISTER came from.
+    func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int, source: SocketAddress)
     /// Where a request for a number no user has goes (IMS breakout toward a BGCF or PSTN gateway),
     /// asked after the routing rules had no say; nil leaves it to the proxy's own rules.
     func breakout(for uri: SIPURI) -> Breakout?
@@ -33,6 +34,6 @@ public enum Breakout: Sendable {
 }
 
 extension RegistrationPolicy {
-    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int) {}
+    public func registered(_ request: SIPMessage, response: SIPMessage, aor: String, kind: Int, source: SocketAddress) {}
     public func breakout(for uri: SIPURI) -> Breakout? { nil }
 }
