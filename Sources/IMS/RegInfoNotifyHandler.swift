@@ -103,7 +103,7 @@ public final class RegInfoNotifyHandler: SIPRequestHandler, Sendable {
             return "<" + contact.description + ">"
         }
         guard let ip = source.ipAddress, let port = source.port else { return nil }
-        let host = ip.contains(":") ? "[" + ip + "]" : ip
+        let host = ip.utf8.contains(UInt8(ascii: ":")) ? "[" + ip + "]" : ip
         return "<sip:" + host + ":" + String(port) + (transport == .udp ? "" : ";transport=" + transport.rawValue) + ";lr>"
     }
 }

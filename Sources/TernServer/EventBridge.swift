@@ -40,7 +40,8 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
     static func hostPort(_ address: SocketAddress) -> String {
         let host = address.ipAddress ?? "?"
         let port = address.port.map { String($0) } ?? "0"
-        return (host.contains(":") ? "[" + host + "]" : host) + ":" + port
+        // The bytes, not Foundation's locale-aware String.contains (a search per event, on the SIP loop).
+        return (host.utf8.contains(UInt8(ascii: ":")) ? "[" + host + "]" : host) + ":" + port
     }
 
     public func pushEvent(_ event: PushEvent) {

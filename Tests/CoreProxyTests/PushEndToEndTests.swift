@@ -200,7 +200,8 @@ struct PushEndToEndTests {
             let invite = try await carol.next(.invite)
             try await carol.answer(invite, 200)
             #expect(try await alice.response(callID: "fast-call").statusCode == 200)
-            #expect(ContinuousClock.now - started < .seconds(1))
+            // Well before the gateway's 5 s (1 s was too tight with every suite running side by side).
+            #expect(ContinuousClock.now - started < .seconds(3))
             let phone = try await Self.wake(server)
             let late = try await phone.next(.invite)
             #expect(late.callID == "slow-push")

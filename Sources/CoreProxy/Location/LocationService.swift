@@ -219,17 +219,20 @@ public final class LocationService: Sendable {
 
     private static func diff(before: [Binding], after: [Binding], now: Int64) -> [BindingEvent] {
         var events: [BindingEvent] = []
-        let afterByKey = Dictionary(after.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
-        let beforeByKey = Dictionary(before.map { ($0.key, $0) }, uniquingKeysWith: { _, last in last })
-        for old in before where afterByKey[old.key] == nil {
+        // An AOR has a few bindings (32 at most): keys computed once each and compared in place
+        // cost less than two dictionaries per REGISTER.
+        let beforeKeys = before.map(\.key)
+        let afterKeys = after.map(\.key)
+        for (index, old) in before.enumerated() where !afterKeys.contains(beforeKeys[index]) {
             events.append(BindingEvent(kind: old.expiresAt <= now ? .expired : .removed, binding: old))
         }
-        for new in after {
-            if let old = beforeByKey[new.key], old.expiresAt > now {
+        for (index, new) in after.enumerated() {
+            let old = beforeKeys.lastIndex(of: afterKeys[index]).map { before[$0] }
+            if let old, old.expiresAt > now {
                 if old != new { events.append(BindingEvent(kind: .refreshed, binding: new)) }
             } else {
                 // A lapsed binding the sweep has not reached yet ends before its successor starts.
-                if let old = beforeByKey[new.key] { events.append(BindingEvent(kind: .expired, binding: old)) }
+                if let old { events.append(BindingEvent(kind: .expired, binding: old)) }
                 events.append(BindingEvent(kind: .added, binding: new))
             }
         }
@@ -242,17 +245,21 @@ public final class LocationService: Sendable {
         var delta = 0
         for event in events {
             counters[event.kind]?.increment()
-            let contactKey = ContactKey.normalized(event.binding.contact)
+            let flow: SIPFlow?
             switch event.kind {
             case .added, .refreshed:
                 if event.kind == .added { delta += 1 }
                 store?.save(event.binding)
-                let flow = event.binding.routesOverFlow ? event.binding.flow : nil
-                flowsByContact.withLockedValue { $0[contactKey] = flow }
+                flow = event.binding.routesOverFlow ? event.binding.flow : nil
             case .removed, .expired:
                 delta -= 1
                 store?.delete(aor: event.binding.aor, key: event.binding.key)
-                flowsByContact.withLockedValue { $0[contactKey] = nil }
+                flow = nil
+            }
+            flowsByContact.withLockedValue { table in
+                // Most devices need no flow (plain UDP, no NAT): nothing to record, nothing to forget.
+                guard flow != nil || !table.isEmpty else { return }
+                table[ContactKey.normalized(event.binding.contact)] = flow
             }
         }
         let count = liveCount.withLockedValue { count -> Int in

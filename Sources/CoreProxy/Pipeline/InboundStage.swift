@@ -34,7 +34,7 @@ public final class InboundStage: TransportReceiver {
         if message.isRequest {
             SIPTrafficMetrics.shared.requestReceived(message.method)
             do {
-                try message.validateRequest()
+                try message.validateRequestKeepingParsed()
             } catch {
                 reject(message, error: error, meta: meta)
                 return

@@ -13,8 +13,7 @@ enum NATFixups {
         if !hostMatches || asksForRport { via.parameters.set("received", sourceIP) }
         if asksForRport, let port = source.port { via.parameters.set("rport", String(port)) }
         // Only the first value changes: replace it in place, keeping any later values on that line.
-        message.removeFirstValue(.via)
-        message.prependHeader(.via, via.description)
+        message.replaceTopVia(via)
     }
 
     private static func addressesEqual(_ viaHost: String, _ sourceIP: String) -> Bool {

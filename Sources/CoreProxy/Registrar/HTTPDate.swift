@@ -1,17 +1,24 @@
 #if canImport(Glibc)
 import Glibc
 #endif
+import NIOConcurrencyHelpers
 
 /// RFC 1123 dates for the Date header (RFC 3261 §20.17), e.g. `Sat, 13 Nov 2010 23:29:00 GMT`.
 public enum HTTPDate {
     private static let days = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"]
     private static let months = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
+    /// The text changes once a second and every REGISTER's 200 OK carries it: formatted once per second.
+    private static let lastFormatted = NIOLockedValueBox((second: -1, text: ""))
+
     public static func now() -> String {
         var seconds = time(nil)
+        if let cached = lastFormatted.withLockedValue({ $0.second == seconds ? $0.text : nil }) { return cached }
         var parts = tm()
         gmtime_r(&seconds, &parts)
-        return format(parts)
+        let text = format(parts)
+        lastFormatted.withLockedValue { $0 = (seconds, text) }
+        return text
     }
 
     static func format(_ parts: tm) -> String {

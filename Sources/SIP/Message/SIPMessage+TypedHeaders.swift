@@ -24,11 +24,13 @@ extension SIPMessage {
 
     /// Every Via, top first.
     public func vias() throws(SIPParseError) -> [SIPVia] {
-        try parseAll(.via) { text throws(ValueError) in try SIPVia.parseList(text) }
+        if let parsed { return parsed.vias }
+        return try parseAll(.via) { text throws(ValueError) in try SIPVia.parseList(text) }
     }
 
     /// The topmost Via.
     public func topVia() throws(SIPParseError) -> SIPVia? {
+        if let parsed { return parsed.vias.first }
         guard let index = firstFieldIndex(.via) else { return nil }
         do {
             return try SIPVia.parseList(fieldValue(index)).first
@@ -38,17 +40,20 @@ extension SIPMessage {
     }
 
     public func from() throws(SIPParseError) -> SIPAddress? {
-        try parse(.from) { text throws(ValueError) in try SIPAddress(parsing: text) }
+        if let parsed { return parsed.from }
+        return try parse(.from) { text throws(ValueError) in try SIPAddress(parsing: text) }
     }
 
     public func to() throws(SIPParseError) -> SIPAddress? {
-        try parse(.to) { text throws(ValueError) in try SIPAddress(parsing: text) }
+        if let parsed { return parsed.to }
+        return try parse(.to) { text throws(ValueError) in try SIPAddress(parsing: text) }
     }
 
     public var callID: String? { firstValue(.callID) }
 
     public func cseq() throws(SIPParseError) -> SIPCSeq? {
-        try parse(.cseq) { text throws(ValueError) in try SIPCSeq(parsing: text) }
+        if let parsed { return parsed.cseq }
+        return try parse(.cseq) { text throws(ValueError) in try SIPCSeq(parsing: text) }
     }
 
     /// Max-Forwards (RFC 3261 §20.22): 0–255.
@@ -76,6 +81,7 @@ extension SIPMessage {
 
     /// Contact: `*` or every address of every Contact line.
     public func contacts() throws(SIPParseError) -> SIPContactValue? {
+        if let parsed { return parsed.contacts }
         guard contains(.contact) else { return nil }
         let lines = fields.indices.filter { matches($0, .contact) }.map { fieldValue($0) }
         if lines.contains(where: { $0.trimmingWhitespace == "*" }) {

@@ -13,6 +13,16 @@ extension SIPMessage {
     /// - Throws: the first fault found, in a fixed order so the same message always gets the same answer.
     /// - Parameter supportedSchemes: Request-URI schemes the server routes; others get 416.
     public func validateRequest(supportedSchemes: Set<String> = ["sip", "sips", "tel"]) throws(SIPParseError) {
+        _ = try validatedHeaders(supportedSchemes: supportedSchemes)
+    }
+
+    /// ``validateRequest(supportedSchemes:)``, keeping what it parsed for the typed accessors.
+    public mutating func validateRequestKeepingParsed(supportedSchemes: Set<String> = ["sip", "sips", "tel"]) throws(SIPParseError) {
+        let headers = try validatedHeaders(supportedSchemes: supportedSchemes)
+        parsed = headers
+    }
+
+    private func validatedHeaders(supportedSchemes: Set<String>) throws(SIPParseError) -> ParsedHeaders {
         guard let method else { throw .malformedStartLine("not a request") }
         for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
             throw .missingHeader(name)
@@ -20,18 +30,16 @@ extension SIPMessage {
         for name in Self.singleInstance where lineCount(name) > 1 {
             throw .duplicateHeader(name)
         }
-        _ = try vias()
+        let vias = try vias()
         guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
         if cseq.method != method { throw .cseqMethodMismatch }
         if let callID, callID.isEmpty { throw .malformedHeader(.callID, "empty") }
-        _ = try from()
-        _ = try to()
+        let from = try from()
+        let to = try to()
         _ = try maxForwards()
         _ = try expires()
         _ = try contentType()
-        if contains(.contact) {
-            _ = try contacts()
-        }
+        let contacts = try contacts()
         let uri = try requestURI()
         if !supportedSchemes.contains(uri.scheme.description) {
             throw .unsupportedURIScheme(uri.scheme.description)
@@ -40,6 +48,7 @@ extension SIPMessage {
             // RFC 3261 §19.1.5: headers belong in a URI that becomes a request, never in a Request-URI.
             throw .malformedRequestURI("headers are not allowed in a Request-URI")
         }
+        return ParsedHeaders(vias: vias, from: from, to: to, cseq: cseq, contacts: contacts, requestURI: uri)
     }
 
     /// Checks what a proxy needs to pass a response upstream: one Via at least, CSeq and Call-ID readable.

@@ -8,8 +8,12 @@ public import NIOCore
 public struct SIPMessage: Sendable {
     /// The message as received (or as first rendered), start line first.
     package var buffer: ByteBuffer
-    package var startLine: StartLine
-    package var fields: [SIPHeaderField]
+    package var startLine: StartLine { didSet { parsed = nil } }
+    package var fields: [SIPHeaderField] { didSet { parsed = nil } }
+    /// Headers validation already parsed (``validateRequestKeepingParsed(supportedSchemes:)``), so
+    /// that the transaction layer, the proxy and the registrar do not parse them again. Any edit of
+    /// the start line or the headers drops them.
+    package var parsed: ParsedHeaders?
     /// The message body; its length is what Content-Length says on the wire.
     public internal(set) var body: ByteBuffer
 
@@ -71,6 +75,7 @@ public struct SIPMessage: Sendable {
 
     /// The Request-URI, parsed.
     public func requestURI() throws(SIPParseError) -> SIPURI {
+        if let parsed { return parsed.requestURI }
         guard let raw = requestURIString else { throw .malformedStartLine("not a request") }
         do {
             return try SIPURI(parsing: raw)
