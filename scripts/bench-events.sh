@@ -25,6 +25,17 @@ preload=
 if cc -shared -fPIC -O2 -o "$work/fine_clock.so" "$here/bench/fine_clock.c" -ldl 2>/dev/null; then preload="$work/fine_clock.so"; fi
 { echo SEQUENTIAL; for i in $(seq -w 1 "$USERS"); do echo "user$i;pw"; done; } > "$work/users.csv"
 lines=()
+# CPU seconds of the SIP event-loop threads (SwiftNIO names them NIO-ELT-…): what SIP itself costs,
+# without the publisher thread.
+sip_thread_cpu() {
+  local total=0 task
+  for task in /proc/"$1"/task/*; do
+    case "$(cat "$task/comm" 2>/dev/null)" in
+      NIO-ELT*) total=$(awk -v t="$total" '{ printf "%.2f", t + ($14 + $15) / 100 }' "$task/stat") ;;
+    esac
+  done
+  echo "$total"
+}
 # CPU seconds of tern's threads with this name (the publisher is tern-amqp).
 thread_cpu() {
   local total=0 task
@@ -45,6 +56,7 @@ for mode in without with; do
   start_tern "$TERN" --config "$dir/tern.yaml" --listen udp:127.0.0.1:0 || exit 1
   port=$(tern_port udp)
   cpu0=$(cpu_seconds "$TERN_PID")
+  sip0=$(sip_thread_cpu "$TERN_PID")
   t0=$(date +%s.%N)
   ( cd "$dir" && LD_PRELOAD=$preload timeout $((USERS / RATE + 60)) sipp "127.0.0.1:$port" -sf "$here/sipp/register.xml" -t u1 -i 127.0.0.1 -p "$(free_port)" \
       -nostdin -key domain "127.0.0.1:$port" -inf "$work/users.csv" -m "$USERS" -r "$RATE" -rp 1000 -l $((RATE * 10)) \
@@ -52,6 +64,7 @@ for mode in without with; do
   t1=$(date +%s.%N)
   sleep 0.5
   cpu1=$(cpu_seconds "$TERN_PID")
+  sip1=$(sip_thread_cpu "$TERN_PID")
   publisher_cpu=$(thread_cpu "$TERN_PID" tern-amqp)
   stop_tern
   stats=$(python3 - "$dir" <<'PY'
@@ -67,6 +80,7 @@ PY
 )
   read -r ok failed p99 <<< "$stats"
   cpu_per=$(awk -v a="$cpu0" -v b="$cpu1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) * 1e6 / (n > 0 ? n : 1) }')
+  sip_per=$(awk -v a="$sip0" -v b="$sip1" -v n="$ok" 'BEGIN { printf "%.1f", (b - a) * 1e6 / (n > 0 ? n : 1) }')
   seconds=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
   bus=""
   if [ "$mode" = with ]; then
@@ -76,8 +90,9 @@ PY
     bus=$(awk -v p="${published:-0}" -v c="${confirmed:-0}" -v d="${dropped:-0}" -v s="$seconds" -v t="$publisher_cpu" \
       'BEGIN { printf "; events published %d, confirmed %d (%.0f/s over the load), dropped %d; publisher thread %.1f us per event", p, c, c / s, d, t * 1e6 / (c > 0 ? c : 1) }')
   fi
-  lines+=("round $round, $mode bus: $ok of $USERS REGISTERs ($failed failed) in ${seconds}s, Tern CPU $cpu_per us per REGISTER, p99 $p99 ms$bus")
+  lines+=("round $round, $mode bus: $ok of $USERS REGISTERs ($failed failed) in ${seconds}s, Tern CPU $cpu_per us per REGISTER (SIP loops $sip_per), p99 $p99 ms$bus")
   echo "$cpu_per" >> "$work/$mode.cpu"
+  echo "$sip_per" >> "$work/$mode.sip"
   echo "$p99" >> "$work/$mode.p99"
 done
 done
@@ -87,3 +102,5 @@ echo "Event bus cost (REGISTER at $RATE/s, each one event; $ROUNDS rounds, alter
 for line in "${lines[@]}"; do echo "  $line"; done
 awk -v a="$(median "$work/without.cpu")" -v b="$(median "$work/with.cpu")" -v pa="$(median "$work/without.p99")" -v pb="$(median "$work/with.p99")" \
   'BEGIN { printf "  medians: CPU per REGISTER %.1f us without, %.1f us with the bus: ratio %.2f (target <= 1.10); p99 %.2f ms without, %.2f ms with\n", a, b, b / a, pa, pb }'
+awk -v a="$(median "$work/without.sip")" -v b="$(median "$work/with.sip")" \
+  'BEGIN { printf "  SIP event loops alone (the publisher thread left out): %.1f us without, %.1f us with: ratio %.2f\n", a, b, b / a }'
