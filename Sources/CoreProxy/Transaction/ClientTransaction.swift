@@ -17,7 +17,6 @@ public final class ClientTransaction: Sendable {
     public let key: TransactionKey
     public let request: SIPMessage
     public let eventLoop: any EventLoop
-    private let requestBytes: ByteBuffer
     private let layer: TransactionLayer
     private let handler: @Sendable (ClientTransactionEvent) -> Void
     private let state: NIOLockedValueBox<Inner>
@@ -26,7 +25,9 @@ public final class ClientTransaction: Sendable {
     struct Inner {
         var machine: ClientTransactionStateMachine
         var target: Target
-        var lastResponse: SIPMessage?
+        /// The request as sent, for retransmissions; let go once a final response came (a UDP
+        /// transaction then waits 5 s for stray retransmissions with nothing else to do).
+        var requestBytes: ByteBuffer?
     }
 
     enum Target {
@@ -39,14 +40,13 @@ public final class ClientTransaction: Sendable {
          handler: @escaping @Sendable (ClientTransactionEvent) -> Void) {
         self.key = key
         self.request = request
-        self.requestBytes = request.serialized(options: options)
         self.layer = layer
         self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
         self.handler = handler
         let machine = ClientTransactionStateMachine(isInvite: request.method == .invite, reliable: reliable,
                                                     timers: layer.timers)
-        self.state = NIOLockedValueBox(Inner(machine: machine, target: target))
+        self.state = NIOLockedValueBox(Inner(machine: machine, target: target, requestBytes: request.serialized(options: options)))
     }
 
     public var machineState: ClientTransactionStateMachine.State {
@@ -61,8 +61,12 @@ public final class ClientTransaction: Sendable {
 
     func handle(_ event: ClientTransactionStateMachine.Event, response: SIPMessage? = nil) {
         let actions = state.withLockedValue { inner -> [ClientTransactionStateMachine.Action] in
-            if let response { inner.lastResponse = response }
-            return inner.machine.handle(event)
+            let actions = inner.machine.handle(event)
+            switch inner.machine.state {
+            case .completed, .accepted, .terminated: inner.requestBytes = nil
+            default: break
+            }
+            return actions
         }
         perform(actions, response: response)
     }
@@ -71,7 +75,7 @@ public final class ClientTransaction: Sendable {
         for action in actions {
             switch action {
             case .sendRequest:
-                send(requestBytes)
+                if let bytes = state.withLockedValue({ $0.requestBytes }) { send(bytes) }
             case .sendACK:
                 if let response { send(SIPMessage.ackForNon2xx(request: request, response: response).serialized()) }
             case .passResponseToUser:

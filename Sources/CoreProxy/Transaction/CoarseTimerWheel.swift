@@ -20,7 +20,9 @@ final class CoarseTimerWheel: Sendable {
     }
 
     private struct State {
-        var buckets: [[Entry]] = Array(repeating: [], count: CoarseTimerWheel.slots)
+        /// By id within each slot: a cancel (every answered transaction's Timer F) is one removal,
+        /// not a scan of everything due in that tick.
+        var buckets: [[UInt64: Entry]] = Array(repeating: [:], count: CoarseTimerWheel.slots)
         var nextID: UInt64 = 1
         var currentTick: Int64 = 0
         var started = false
@@ -44,7 +46,7 @@ final class CoarseTimerWheel: Sendable {
             let id = state.nextID
             state.nextID += 1
             let slot = Int(dueTick % Int64(Self.slots))
-            state.buckets[slot].append(Entry(id: id, dueTick: dueTick, fire: fire))
+            state.buckets[slot][id] = Entry(id: id, dueTick: dueTick, fire: fire)
             let start = !state.started
             state.started = true
             return (Token(id: id, slot: slot), start)
@@ -59,7 +61,8 @@ final class CoarseTimerWheel: Sendable {
 
     func cancel(_ token: Token) {
         state.withLockedValue { state in
-            state.buckets[token.slot].removeAll { $0.id == token.id }
+            _ = state.buckets[token.slot].removeValue(forKey: token.id)
+            if state.buckets[token.slot].isEmpty { state.buckets[token.slot] = [:] }
         }
     }
 
@@ -71,8 +74,11 @@ final class CoarseTimerWheel: Sendable {
                 let slot = Int(state.currentTick % Int64(Self.slots))
                 if !state.buckets[slot].isEmpty {
                     let tick = state.currentTick
-                    due += state.buckets[slot].filter { $0.dueTick <= tick }
-                    state.buckets[slot].removeAll { $0.dueTick <= tick }
+                    let ready = state.buckets[slot].values.filter { $0.dueTick <= tick }
+                    for entry in ready { state.buckets[slot][entry.id] = nil }
+                    // A burst leaves a large table behind; an empty slot gives its storage back.
+                    if state.buckets[slot].isEmpty { state.buckets[slot] = [:] }
+                    due += ready
                 }
                 state.currentTick += 1
             }
