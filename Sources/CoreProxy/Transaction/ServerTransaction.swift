@@ -22,11 +22,18 @@ public final class ServerTransaction: Sendable {
         var machine: ServerTransactionStateMachine
         var lastResponse: ByteBuffer?
         var lastStatus: Int?
+        /// What validation parsed of the request, for the transaction user while it works on it; let
+        /// go with the final response, since a completed transaction lives on for 32 s (Timer J)
+        /// with nothing to do but answer retransmissions.
+        var parsedHeaders: ParsedHeaders?
     }
 
     init(key: TransactionKey, inbound: InboundMessage, layer: TransactionLayer, eventLoop: any EventLoop) {
         self.key = key
-        self.inbound = inbound
+        var kept = inbound
+        let parsed = kept.message.parsed
+        kept.message.parsed = nil
+        self.inbound = kept
         self.layer = layer
         self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
@@ -37,10 +44,14 @@ public final class ServerTransaction: Sendable {
             reliable: inbound.transport.isReliable,
             timers: layer.timers
         )
-        self.state = NIOLockedValueBox(Inner(machine: machine))
+        self.state = NIOLockedValueBox(Inner(machine: machine, parsedHeaders: parsed))
     }
 
-    public var request: SIPMessage { inbound.message }
+    public var request: SIPMessage {
+        var message = inbound.message
+        message.parsed = state.withLockedValue { $0.parsedHeaders }
+        return message
+    }
 
     public var machineState: ServerTransactionStateMachine.State {
         state.withLockedValue { $0.machine.state }
@@ -69,6 +80,7 @@ public final class ServerTransaction: Sendable {
                 inner.lastResponse = bytes
                 inner.lastStatus = code
             }
+            if code >= 200 { inner.parsedHeaders = nil }
             return actions
         }
         if actions.contains(.sendResponse) { SIPTrafficMetrics.shared.responseSent(code) }
