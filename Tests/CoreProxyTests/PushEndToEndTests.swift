@@ -187,7 +187,9 @@ struct PushEndToEndTests {
     @Test func aSlowGatewayHoldsUpNoOtherCall() async throws {
         let gateway = try await TestPushGateway.start()
         gateway.answer(after: .seconds(5))
-        try await Self.withPushServer(gateway) { server, _ in
+        // The pending call must outlast everything below even when the machine is loaded (one run
+        // under full parallel load took 19 s to get there, past the default 10 s wait).
+        try await Self.withPushServer(gateway, pendingWait: .seconds(40)) { server, _ in
             _ = try await Self.registerAndSleep(server)
             let carol = try await Agent.connect(server, user: "carol")
             _ = try await carol.register()
