@@ -70,36 +70,31 @@ struct RegInfoDocument {
         guard let root = document.rootElement(), root.localName == "reginfo", root.uri == Self.namespace else {
             throw Malformed(description: "Malformed reginfo: the root is not reginfo in " + Self.namespace)
         }
-        guard let versionText = Self.attribute("version", of: root), let version = Int(versionText), version >= 0 else {
+        guard let versionText = root.unqualifiedAttribute("version"), let version = Int(versionText), version >= 0 else {
             throw Malformed(description: "Malformed reginfo: version missing or not a number")
         }
-        guard let state = Self.attribute("state", of: root), state == "full" || state == "partial" else {
+        guard let state = root.unqualifiedAttribute("state"), state == "full" || state == "partial" else {
             throw Malformed(description: "Malformed reginfo: state must be full or partial")
         }
         var registrations: [Registration] = []
         for element in root.elements(forLocalName: "registration", uri: Self.namespace) {
-            guard let aor = Self.attribute("aor", of: element), let id = Self.attribute("id", of: element),
-                  let registrationState = Self.attribute("state", of: element) else {
+            guard let aor = element.unqualifiedAttribute("aor"), let id = element.unqualifiedAttribute("id"),
+                  let registrationState = element.unqualifiedAttribute("state") else {
                 throw Malformed(description: "Malformed reginfo: a registration needs aor, id and state")
             }
             var contacts: [Contact] = []
             for contact in element.elements(forLocalName: "contact", uri: Self.namespace) {
-                guard let contactID = Self.attribute("id", of: contact), let contactState = Self.attribute("state", of: contact),
-                      let event = Self.attribute("event", of: contact),
+                guard let contactID = contact.unqualifiedAttribute("id"), let contactState = contact.unqualifiedAttribute("state"),
+                      let event = contact.unqualifiedAttribute("event"),
                       let uri = contact.elements(forLocalName: "uri", uri: Self.namespace).first?.stringValue?
                         .trimmingCharacters(in: .whitespacesAndNewlines), !uri.isEmpty else {
                     throw Malformed(description: "Malformed reginfo: a contact of \(aor) needs id, state, event and uri")
                 }
                 contacts.append(Contact(id: contactID, state: contactState, event: event,
-                                        expires: Self.attribute("expires", of: contact).flatMap { Int($0) }, uri: uri))
+                                        expires: contact.unqualifiedAttribute("expires").flatMap { Int($0) }, uri: uri))
             }
             registrations.append(Registration(aor: aor, id: id, state: registrationState, contacts: contacts))
         }
         self.init(version: version, state: state, registrations: registrations)
-    }
-
-    /// An unqualified attribute (swift-corelibs-foundation's `attribute(forName:)` misses them under a default namespace).
-    private static func attribute(_ name: String, of element: XMLElement) -> String? {
-        element.attributes?.first { $0.name == name }?.stringValue
     }
 }

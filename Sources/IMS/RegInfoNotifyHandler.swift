@@ -61,7 +61,7 @@ public final class RegInfoNotifyHandler: SIPRequestHandler, Sendable {
             return
         }
         let registrar = Self.registrarRoute(request, source: transaction.inbound.source, transport: transaction.inbound.transport)
-        let now = SystemLocationClock().nowMilliseconds()
+        let now = location.clock.nowMilliseconds()
         let cseq = ((try? request.cseq()) ?? nil)?.sequence ?? 0
         for registration in document.registrations {
             guard let uri = try? SIPURI(parsing: registration.aor),

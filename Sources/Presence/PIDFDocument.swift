@@ -67,7 +67,7 @@ public struct PIDFDocument: Sendable, Hashable {
         guard let root = document.rootElement(), root.localName == "presence", root.uri == Self.namespace else {
             throw .notPIDF
         }
-        guard let entity = Self.attribute("entity", of: root), !entity.isEmpty else { throw .missingEntity }
+        guard let entity = root.unqualifiedAttribute("entity"), !entity.isEmpty else { throw .missingEntity }
         var namespaces: [String: String] = [:]
         for declaration in root.namespaces ?? [] {
             namespaces[declaration.name ?? ""] = declaration.stringValue ?? ""
@@ -75,7 +75,7 @@ public struct PIDFDocument: Sendable, Hashable {
         var elements: [Element] = []
         var ids = Set<String>()
         for case let child as XMLElement in root.children ?? [] {
-            let id = Self.attribute("id", of: child)
+            let id = child.unqualifiedAttribute("id")
             let kind: Element.Kind
             switch (child.uri, child.localName) {
             case (Self.namespace, "tuple"): kind = .tuple
@@ -101,12 +101,6 @@ public struct PIDFDocument: Sendable, Hashable {
         self.entity = entity
         self.namespaces = namespaces
         self.elements = elements
-    }
-
-    /// An unqualified attribute. (`XMLElement.attribute(forName:)` finds nothing in
-    /// swift-corelibs-foundation when the element has a default namespace.)
-    private static func attribute(_ name: String, of element: XMLElement) -> String? {
-        element.attributes?.first { $0.name == name }?.stringValue
     }
 
     private static func shortDescription(_ error: any Error) -> String {

@@ -99,13 +99,11 @@ public final class Router: RequestRouter, Sendable {
                 }
             }
             isupEdits += rule.isupEdits
-            if tracing {
-                for edit in rule.isupEdits { trace.steps.append("rule \(index) (\(rule.name)) sets the ISUP \(edit.description)") }
-            }
             matched = true
             if tracing {
                 trace.matchedRules.append(rule.name)
                 trace.steps.append("rule \(index) (\(rule.name)) matched \(user)" + (rewritten != user ? ", rewritten to \(rewritten)" : ""))
+                for edit in rule.isupEdits { trace.steps.append("rule \(index) (\(rule.name)) sets the ISUP \(edit.description)") }
             }
             if let store = rule.store {
                 if tracing {
