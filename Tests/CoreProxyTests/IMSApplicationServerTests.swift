@@ -68,8 +68,7 @@ struct IMSApplicationServerTests {
             #expect(events.all(.stored).first?.icid?.isEmpty == false, "I9: the icid the network gave the MESSAGE is in its event")
 
             // The registrar (S-CSCF) in front of Tern says bob registered: he is online, reached through it.
-            let registrar = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                                  user: "scscf")
+            let registrar = try await IMSEndToEndTests.trustedPeer(server, user: "scscf")
             let device = "sip:bob@10.20.30.40:5070"
             #expect(try await Self.regNotify(registrar, server: server, aor: "sip:bob@ims.example", contact: device, state: "active",
                                              version: 0, callID: "reginfo-1").statusCode == 200)

@@ -68,6 +68,12 @@ struct IMSEndToEndTests {
         }
     }
 
+    /// A peer inside the trust domain (a P-CSCF, an application server, a registrar): it sends
+    /// from 127.0.0.2, which `withIMS` trusts.
+    static func trustedPeer(_ server: RunningServer, user: String) async throws -> Agent {
+        Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"), user: user)
+    }
+
     /// The service control of the server listening on a UDP port (tests that call it directly).
     static let lastControl = NIOLockedValueBox<[Int: IMSServiceControl]>([:])
 
@@ -81,17 +87,14 @@ struct IMSEndToEndTests {
 
     @Test func registrationsAreReportedToApplicationServersByThirdPartyRegister() async throws {
         try await Self.withIMS { server, _, profiles in
-            // An application server inside the trust domain, on another loopback address.
-            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                                    user: "as")
+            let application = try await Self.trustedPeer(server, user: "as")
             profiles.put(Self.alice(with: InitialFilterCriteria(
                 priority: 1,
                 trigger: .init(conjunctive: true, triggers: [.init(.method("REGISTER")), .init(group: 1, .registrationType([0, 1, 2]))]),
                 applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)"), defaultHandling: .terminate,
                                          includeRegisterRequest: true))))
             // alice's REGISTER comes through a P-CSCF inside the trust domain.
-            let phone = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                              user: "alice")
+            let phone = try await Self.trustedPeer(server, user: "alice")
             #expect(try await Self.register(phone, headers: ["P-Access-Network-Info: 3GPP-E-UTRAN-FDD; utran-cell-id-3gpp=262011",
                                                              "P-Visited-Network-ID: \"Visited Network Number 1\"",
                                                              "P-Charging-Vector: icid-value=pcscf-icid-1"]).statusCode == 200)
@@ -129,9 +132,7 @@ struct IMSEndToEndTests {
 
     @Test func anInitialRequestVisitsTheApplicationServerAndComesBack() async throws {
         try await Self.withIMS { server, _, profiles in
-            // An application server inside the trust domain, on another loopback address.
-            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                                    user: "as")
+            let application = try await Self.trustedPeer(server, user: "as")
             profiles.put(Self.alice(with: InitialFilterCriteria(
                 priority: 1,
                 trigger: .init(conjunctive: true, triggers: [.init(.method("MESSAGE")), .init(group: 1, .sessionCase(.originating))]),
@@ -171,8 +172,7 @@ struct IMSEndToEndTests {
     /// 200 OK echoes it, requests for the user leave through it, and the P-CSCF may watch `reg`.
     @Test func aPCSCFPathIsEchoedAndLeadsTheWayToTheDevice() async throws {
         try await Self.withIMS { server, _ in
-            let pcscf = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                              user: "pcscf")
+            let pcscf = try await Self.trustedPeer(server, user: "pcscf")
             let path = "<sip:term@127.0.0.2:\(pcscf.port);lr>"
             let lines = ["REGISTER sip:ims.example SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.2:\(pcscf.port);branch=\(SIPIdentifiers.branch());rport",
                          "Via: SIP/2.0/UDP 10.1.1.1:5060;branch=z9hG4bK-ue1;received=192.0.2.10;rport=40000",
@@ -204,8 +204,7 @@ struct IMSEndToEndTests {
     /// originating: the caller's originating criteria send them to its application server.
     @Test func requestsAlongTheServiceRouteAreOriginating() async throws {
         try await Self.withIMS { server, _, profiles in
-            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                                    user: "as")
+            let application = try await Self.trustedPeer(server, user: "as")
             profiles.put(Self.alice(with: InitialFilterCriteria(
                 priority: 1,
                 trigger: .init(conjunctive: true, triggers: [.init(.method("MESSAGE")), .init(group: 1, .sessionCase(.originating))]),
@@ -347,8 +346,7 @@ struct IMSEndToEndTests {
 
     @Test func networkInitiatedDeregistrationIsReportedToWatchersAndServers() async throws {
         try await Self.withIMS { server, _, profiles in
-            let application = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                                    user: "as")
+            let application = try await Self.trustedPeer(server, user: "as")
             profiles.put(Self.alice(with: InitialFilterCriteria(
                 priority: 1, trigger: .init(conjunctive: true, triggers: [.init(.method("REGISTER")), .init(group: 1, .registrationType([2]))]),
                 applicationServer: .init(serverName: Self.uri("sip:127.0.0.2:\(application.port)")))))
@@ -445,9 +443,7 @@ struct IMSEndToEndTests {
         try await Self.withIMS { server, log in
             let alicePhone = try await Agent.connect(server, user: "alice")
             #expect(try await Self.register(alicePhone).statusCode == 200)
-            // An application server inside the trust domain, on another loopback address.
-            let peer = Agent(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp), localHost: "127.0.0.2"),
-                             user: "as")
+            let peer = try await Self.trustedPeer(server, user: "as")
             let route = "<sip:127.0.0.1:\(server.port(.udp));lr>"
             let target = "sip:service@127.0.0.2:\(peer.port)"
             try await Self.message(alicePhone, to: target, callID: "trusted-1",

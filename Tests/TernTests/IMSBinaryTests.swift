@@ -107,36 +107,22 @@ struct IMSBinaryTests {
 
     @Test(.enabled(if: TernBinaryTests.mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
     func profilesFromMongoDBAndEditsWrittenBack() async throws {
-        let uri = try #require(TernBinaryTests.mongoURI)
-        let databaseName = "ims_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
-        var logger = Logger(label: "tern.test")
-        logger.logLevel = .critical
-        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
-        defer { Task { _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }; await database.shutdown() } }
+        let scratch = try TernBinaryTests.ScratchDatabase(prefix: "ims")
+        let database = scratch.database
+        defer { Task { await scratch.drop() } }
         let alice = #"{"private_id":"alice@ims.example","service_profiles":[{"public_identities":[{"uri":"sip:alice@ims.example"},{"uri":"tel:+4930123"}]}]}"#
         try await database.perform { session in
             try session.insert("subscribers", ["private_id": .string("alice@ims.example"), "profile": .string(alice)])
         }
-        let folder = FileManager.default.temporaryDirectory.appendingPathComponent("ims-mongo-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        defer { try? FileManager.default.removeItem(at: folder) }
-        let config = folder.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          location: memory
-          mongodb:
-            uri: "\(uri)"
-            database: \(databaseName)
+        let configured = try await TernBinaryTests.startTern(node: "ims-mongo", storage: "  location: memory\n" + scratch.storageLines, """
         ims:
           profiles_collection: subscribers
         management:
           token: t
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", config.path])
+        """)
+        defer { configured.removeDirectory() }
+        let tern = configured.process, port = configured.sipPort
         defer { kill(tern.process.processIdentifier, SIGKILL) }
-        let port = try #require(Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? ""))
         let api = ManagementClient(port: try await tern.managementPort(), token: "t")
         let phone = try UDPPhone(user: "alice")
         phone.send(["REGISTER sip:ims.example SIP/2.0", "Via: SIP/2.0/UDP 127.0.0.1:\(phone.port);branch=z9hG4bK-imsmongo;rport",

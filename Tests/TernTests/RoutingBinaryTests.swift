@@ -128,13 +128,9 @@ struct RoutingBinaryTests {
 
     @Test(.enabled(if: TernBinaryTests.mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
     func portedNumbersFromMongoDB() async throws {
-        let uri = try #require(TernBinaryTests.mongoURI)
-        let databaseName = "np_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
-        var logger = Logger(label: "tern.test")
-        logger.logLevel = .critical
-        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
-        defer { Task { _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }; await database.shutdown() } }
-        try await database.perform { session in
+        let scratch = try TernBinaryTests.ScratchDatabase(prefix: "np")
+        defer { Task { await scratch.drop() } }
+        try await scratch.database.perform { session in
             try session.insert("ported", ["number": .string("+4420123"), "rn": .string("+44161999")])
             try session.insert("ported", ["number": .string("+4420124"), "rn": .string("+44161998")])
         }
@@ -151,22 +147,11 @@ struct RoutingBinaryTests {
         dialplan:
           - { prefix: "+", action: lcr }
         """.write(to: file, atomically: true, encoding: .utf8)
-        let config = folder.appendingPathComponent("tern.yaml")
-        try """
-        listen:
-          - udp:127.0.0.1:0
-        storage:
-          location: memory
-          sqlite_path: "\(folder.appendingPathComponent("tern.sqlite").path)"
-          mongodb:
-            uri: "\(uri)"
-            database: \(databaseName)
-        routing:
-          file: "\(file.path)"
-        """.write(to: config, atomically: true, encoding: .utf8)
-        let tern = try TernBinaryTests.TernProcess(["--config", config.path])
+        let configured = try await TernBinaryTests.startTern(node: "np-mongo", storage: "  location: memory\n" + scratch.storageLines,
+                                                             "routing:\n  file: \"\(file.path)\"\n")
+        defer { configured.removeDirectory() }
+        let tern = configured.process
         defer { kill(tern.process.processIdentifier, SIGKILL) }
-        _ = try await tern.listeners(count: 1)
         #expect(tern.output.contains("ported numbers loaded from MongoDB"))
         let api = ManagementClient(port: try await tern.managementPort())
         func explain(_ number: String) async throws -> [String] {

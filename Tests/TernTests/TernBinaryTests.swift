@@ -147,11 +147,8 @@ struct TernBinaryTests {
 
     @Test(.enabled(if: mongoEnabled, "needs TERN_TEST_MONGODB_URI (make test starts the server)"))
     func locationAndCredentialsInMongoDB() async throws {
-        let uri = try #require(Self.mongoURI)
-        let databaseName = "bin_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
-        var logger = Logger(label: "tern.test")
-        logger.logLevel = .critical
-        let database = try MongoDatabase(uri: uri, database: String(databaseName), logger: logger)
+        let scratch = try ScratchDatabase(prefix: "bin")
+        let (uri, databaseName, database) = (scratch.uri, scratch.name, scratch.database)
         // HA1 = MD5("alice:tern.test:wonderland").
         try await database.perform { session in
             try session.insert("subscriber", ["username": .string("alice"), "realm": .string("tern.test"),
@@ -207,12 +204,36 @@ struct TernBinaryTests {
         }
         #expect(stored.count == 1)
         #expect(stored.first?["node"]?.string == "bin-node" && stored.first?["contact"]?.string == "sip:alice@127.0.0.1:9")
-        try await database.perform { try $0.command(["dropDatabase": .int32(1)]) }
-        await database.shutdown()
+        await scratch.drop()
+    }
+
+    /// A database of its own on the MongoDB test server, dropped by ``drop()``.
+    struct ScratchDatabase {
+        let uri: String
+        let name: String
+        let database: MongoDatabase
+
+        init(prefix: String) throws {
+            guard let uri = TernBinaryTests.mongoURI else { throw TernTestFailure("no TERN_TEST_MONGODB_URI") }
+            var logger = Logger(label: "tern.test")
+            logger.logLevel = .critical
+            self.uri = uri
+            name = prefix + "_" + UUID().uuidString.replacingOccurrences(of: "-", with: "").prefix(12)
+            database = try MongoDatabase(uri: uri, database: name, logger: logger)
+        }
+
+        /// `storage:` lines pointing tern at this database.
+        var storageLines: String { "  mongodb:\n    uri: \"\(uri)\"\n    database: \(name)\n" }
+
+        func drop() async {
+            _ = try? await database.perform { try $0.command(["dropDatabase": .int32(1)]) }
+            await database.shutdown()
+        }
     }
 
     /// A tern on one UDP listener with its embedded store in a fresh temporary directory, as node
-    /// `node`, configured further by `sections` (top-level YAML after `listen` and `storage`).
+    /// `node`, configured further by `storage` (more lines of the `storage:` section) and
+    /// `sections` (top-level YAML after `listen` and `storage`).
     struct ConfiguredTern {
         let process: TernProcess
         let sipPort: Int
@@ -223,7 +244,7 @@ struct TernBinaryTests {
         }
     }
 
-    static func startTern(node: String, _ sections: String = "") async throws -> ConfiguredTern {
+    static func startTern(node: String, storage: String = "", _ sections: String = "") async throws -> ConfiguredTern {
         let directory = FileManager.default.temporaryDirectory.appendingPathComponent("tern-\(node)-\(UUID().uuidString)")
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let file = directory.appendingPathComponent("tern.yaml")
@@ -235,7 +256,7 @@ struct TernBinaryTests {
           node: \(node)
 
         """
-        try (yaml + sections).write(to: file, atomically: true, encoding: .utf8)
+        try (yaml + storage + sections).write(to: file, atomically: true, encoding: .utf8)
         let tern = try TernProcess(["--config", file.path])
         guard let port = Int(try await tern.listeners(count: 1)[0].split(separator: ":").last ?? "") else {
             throw TernTestFailure("no UDP port in \(tern.output)")
