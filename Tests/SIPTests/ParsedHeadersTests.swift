@@ -1,0 +1,35 @@
+import SIP
+import Testing
+
+/// What validation parses is kept for later readers, and never outlives an edit.
+struct ParsedHeadersTests {
+    static let text = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK-a;rport, SIP/2.0/UDP 10.0.0.1;branch=z9hG4bK-b\r\n"
+        + "Max-Forwards: 70\r\nFrom: <sip:alice@tern.test>;tag=1\r\nTo: <sip:alice@tern.test>\r\nCall-ID: c1\r\nCSeq: 7 REGISTER\r\n"
+        + "Contact: <sip:alice@192.0.2.1:5060>\r\nContent-Length: 0\r\n\r\n"
+
+    @Test func editsAreSeenByTheTypedAccessors() throws {
+        var message = try SIPMessageParser().parse(Self.text)
+        try message.validateRequestKeepingParsed()
+        #expect(try message.to()?.uri.user == "alice" && message.cseq()?.sequence == 7)
+        message.setHeader(.to, "<sip:bob@tern.test>")
+        #expect(try message.to()?.uri.user == "bob", "an edit drops what was parsed")
+        message.setRequestURI(try SIPURI(parsing: "sip:other.test"))
+        #expect(try message.requestURI().host == "other.test")
+        message.setHeader(.contact, "<sip:alice@198.51.100.7>")
+        guard case .addresses(let contacts)? = try message.contacts() else { Issue.record("no contacts"); return }
+        #expect(contacts.first?.uri.host == "198.51.100.7")
+    }
+
+    @Test func replacingTheTopViaKeepsTheOthers() throws {
+        var message = try SIPMessageParser().parse(Self.text)
+        try message.validateRequestKeepingParsed()
+        var top = try #require(try message.topVia())
+        top.parameters.set("received", "203.0.113.9")
+        message.replaceTopVia(top)
+        let vias = try message.vias()
+        #expect(vias.count == 2 && vias[0].received == "203.0.113.9" && vias[1].branch == "z9hG4bK-b")
+        // The same, as a fresh parse of the edited text reads it.
+        let reparsed = try SIPMessageParser().parse(message.serializedString)
+        #expect(try reparsed.vias() == vias)
+    }
+}
