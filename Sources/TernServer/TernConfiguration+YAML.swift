@@ -67,6 +67,7 @@ extension TernConfiguration {
             maxConnections = try limits.int("max_connections", in: 1...10_000_000) ?? maxConnections
             idleTimeoutSeconds = try limits.int("idle_timeout", in: 1...86_400) ?? idleTimeoutSeconds
             udpBufferBytes = try limits.int("udp_buffer_bytes", in: 65_536...1_073_741_824) ?? udpBufferBytes
+            udpSockets = try limits.int("udp_sockets", in: 0...256) ?? udpSockets
             try limits.finish()
         }
         if let node = reader.take("timers") {
@@ -394,6 +395,7 @@ extension TernConfiguration {
             "  max_message_size: \(maxMessageSize)",
             "  max_connections: \(maxConnections)",
             "  udp_buffer_bytes: \(udpBufferBytes)",
+            "  udp_sockets: \(udpSockets)",
             "  idle_timeout: \(idleTimeoutSeconds)",
             "timers:",
             "  t1_ms: \(t1Milliseconds)",

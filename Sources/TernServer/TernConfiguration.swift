@@ -21,6 +21,9 @@ public struct TernConfiguration: Sendable {
     /// `limits.udp_buffer_bytes`: each UDP socket's receive and send buffer (default 4 MiB; the
     /// kernel caps it at net.core.rmem_max).
     public var udpBufferBytes: Int
+    /// `limits.udp_sockets`: sockets per UDP listener sharing its port, one per event loop, so that
+    /// many peers' traffic spreads over the cores (default 0 = one per event-loop thread; 1 = one).
+    public var udpSockets: Int
     /// `timers.t1_ms`, `timers.t2_ms`, `timers.t4_ms` (defaults 500, 4000, 5000).
     public var t1Milliseconds: Int
     public var t2Milliseconds: Int
@@ -101,6 +104,7 @@ public struct TernConfiguration: Sendable {
         maxConnections = 10_000
         idleTimeoutSeconds = 600
         udpBufferBytes = 4 << 20
+        udpSockets = 0
         t1Milliseconds = 500
         t2Milliseconds = 4_000
         t4Milliseconds = 5_000
@@ -205,7 +209,8 @@ public struct TernConfiguration: Sendable {
                 maxConnections: maxConnections,
                 idleTimeout: .seconds(Int64(idleTimeoutSeconds)),
                 staticHosts: staticHosts,
-                udpBufferBytes: udpBufferBytes
+                udpBufferBytes: udpBufferBytes,
+                udpSocketsPerListener: udpSockets
             ),
             timers: TransactionTimers(
                 t1: .milliseconds(Int64(t1Milliseconds)),

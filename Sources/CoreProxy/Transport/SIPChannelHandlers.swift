@@ -24,13 +24,24 @@ extension TransportLayer {
     }
 }
 
-/// One UDP listener: each datagram is one message (RFC 3261 §18.1.1).
-final class SIPDatagramHandler: ChannelInboundHandler {
+/// One UDP socket: each datagram is one message (RFC 3261 §18.1.1).
+///
+/// Sends are flushed once per burst, so that NIO hands the kernel every datagram of the burst in
+/// one sendmmsg(2): a flush asked for while a read burst is processed waits for the burst's end
+/// (its answers go together), and one asked for outside a read (NOTIFYs sent by a timer) waits
+/// for the tasks already queued on the loop.
+final class SIPDatagramHandler: ChannelDuplexHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
+    typealias OutboundIn = AddressedEnvelope<ByteBuffer>
 
     private let transportLayer: TransportLayer
     private let listener: ListenerID
     private var localAddress: SocketAddress?
+    /// Between the first read of a burst and its readComplete.
+    private var reading = false
+    /// A flush was asked for and has not been passed on yet.
+    private var flushPending = false
+    private var removed = false
 
     init(transportLayer: TransportLayer, listener: ListenerID) {
         self.transportLayer = transportLayer
@@ -42,7 +53,12 @@ final class SIPDatagramHandler: ChannelInboundHandler {
         context.fireChannelActive()
     }
 
+    func handlerRemoved(context: ChannelHandlerContext) {
+        removed = true
+    }
+
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
         let envelope = unwrapInboundIn(data)
         let bytes = envelope.data
         transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
@@ -54,13 +70,39 @@ final class SIPDatagramHandler: ChannelInboundHandler {
         guard let local = localAddress ?? context.channel.localAddress else { return }
         let meta = InboundMeta(transport: .udp, source: envelope.remoteAddress, local: local,
                                flow: .datagram(listener: listener, remote: envelope.remoteAddress), listener: listener, eventLoop: context.eventLoop)
-        // The receive buffer is 64 KiB so that no datagram is ever cut short. A parsed message keeps
-        // slices of its bytes for as long as its transaction lives (Timer J: 32 s), which would pin
-        // the whole 64 KiB and make NIO allocate a new one for every datagram. A copy of the
-        // datagram's own size lets NIO reuse its buffer.
+        // Reads land in one large buffer (64 KiB for each datagram of a vector read) so that no
+        // datagram is ever cut short. A parsed message keeps slices of its bytes for as long as its
+        // transaction lives (Timer J: 32 s), which would pin the whole buffer and make NIO allocate
+        // a new one for every read. A copy of the datagram's own size lets NIO reuse its buffer.
         var message = context.channel.allocator.buffer(capacity: bytes.readableBytes)
         message.writeImmutableBuffer(bytes)
         transportLayer.deliver(message, meta: meta)
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        flushIfPending(context: context)
+        context.fireChannelReadComplete()
+    }
+
+    func flush(context: ChannelHandlerContext) {
+        if reading {
+            flushPending = true
+            return
+        }
+        guard !flushPending else { return }
+        flushPending = true
+        let pending = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        context.eventLoop.execute {
+            let (handler, context) = pending.value
+            handler.flushIfPending(context: context)
+        }
+    }
+
+    private func flushIfPending(context: ChannelHandlerContext) {
+        guard flushPending, !removed else { return }
+        flushPending = false
+        context.flush()
     }
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {

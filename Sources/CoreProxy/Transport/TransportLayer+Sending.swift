@@ -77,11 +77,7 @@ extension TransportLayer {
     /// WebSocket peers cannot be dialled: they are reached over the connection they opened.
     public func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow> {
         // Stay on the loop of the socket that will write, so no send wakes another thread.
-        let loop = destination.transport == .udp
-            ? (state.withLockedValue { state in
-                state.listeners.values.first { $0.bound.spec.transport == .udp }?.channel.eventLoop
-            } ?? group.next())
-            : group.next()
+        let loop = destination.transport == .udp ? udpSendLoop() : group.next()
         return resolve(destination, on: loop).flatMap { address -> EventLoopFuture<SIPFlow> in
             switch destination.transport {
             case .udp:

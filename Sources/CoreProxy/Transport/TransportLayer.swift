@@ -1,5 +1,8 @@
 public import NIOCore
 import NIOConcurrencyHelpers
+#if canImport(Glibc)
+import Glibc
+#endif
 import NIOPosix
 import NIOSSL
 import NIOHTTP1
@@ -61,12 +64,18 @@ public final class TransportLayer: Sendable {
         /// net.core.rmem_max / wmem_max). A burst of datagrams beyond the receive buffer is dropped
         /// by the kernel and costs a retransmission 500 ms later. Default 4 MiB.
         public var udpBufferBytes: Int
+        /// Sockets per UDP listener, each on its own event loop and sharing the port (SO_REUSEPORT):
+        /// the kernel gives each peer address and port to one of them, so traffic from many peers
+        /// spreads over the cores. One peer stays on one socket. 0 means one per event loop; 1 is a
+        /// single socket. Default 0.
+        public var udpSocketsPerListener: Int
 
         public init(listeners: [ListenerSpec], tls: TLSSettings? = nil, maxMessageSize: Int = 65_535,
                     maxConnections: Int = 10_000, idleTimeout: TimeAmount = .minutes(10),
                     connectTimeout: TimeAmount = .seconds(5), staticHosts: [String: String] = [:],
-                    udpBufferBytes: Int = 4 << 20) {
+                    udpBufferBytes: Int = 4 << 20, udpSocketsPerListener: Int = 0) {
             self.udpBufferBytes = udpBufferBytes
+            self.udpSocketsPerListener = udpSocketsPerListener
             self.listeners = listeners
             self.tls = tls
             self.maxMessageSize = maxMessageSize
@@ -123,7 +132,8 @@ public final class TransportLayer: Sendable {
     }
 
     struct State {
-        var listeners: [ListenerID: (bound: BoundListener, channel: any Channel)] = [:]
+        /// A UDP listener may have several sockets on one port, one per event loop; others have one.
+        var listeners: [ListenerID: (bound: BoundListener, channels: [any Channel])] = [:]
         var connections: [ConnectionID: Connection] = [:]
         var connectionsByRemote: [RemoteKey: ConnectionID] = [:]
         var nextConnectionID: UInt64 = 1
@@ -194,12 +204,13 @@ public final class TransportLayer: Sendable {
         do {
             for (offset, spec) in configuration.listeners.enumerated() {
                 let id = ListenerID(offset + 1)
-                let channel = try await bind(spec, id: id)
-                guard let address = channel.localAddress else {
+                let channels = try await bind(spec, id: id)
+                guard let address = channels.first?.localAddress else {
+                    for channel in channels { try? await channel.close() }
                     throw StartError.bindFailed(spec, "no local address")
                 }
                 let listener = BoundListener(id: id, spec: spec, address: address)
-                state.withLockedValue { $0.listeners[id] = (listener, channel) }
+                state.withLockedValue { $0.listeners[id] = (listener, channels) }
                 bound.append(listener)
             }
         } catch {
@@ -209,28 +220,17 @@ public final class TransportLayer: Sendable {
         return bound
     }
 
-    private func bind(_ spec: ListenerSpec, id: ListenerID) async throws -> any Channel {
+    private func bind(_ spec: ListenerSpec, id: ListenerID) async throws -> [any Channel] {
         do {
             switch spec.transport {
             case .udp:
-                return try await DatagramBootstrap(group: group)
-                    .channelOption(.socketOption(.so_reuseaddr), value: 1)
-                    .channelOption(.maxMessagesPerRead, value: 16)
-                    .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.udpBufferBytes))
-                    .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.udpBufferBytes))
-                    .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: 65_536))
-                    .channelInitializer { channel in
-                        channel.eventLoop.makeCompletedFuture {
-                            try channel.pipeline.syncOperations.addHandler(
-                                SIPDatagramHandler(transportLayer: self, listener: id)
-                            )
-                        }
-                    }
-                    .bind(host: spec.host, port: spec.port)
-                    .get()
+                let loops = Array(group.makeIterator())
+                let count = configuration.udpSocketsPerListener > 0 ? min(configuration.udpSocketsPerListener, loops.count) : loops.count
+                guard count > 1 else { return [try await bindUDP(spec, port: spec.port, id: id, on: group, sharingPort: false)] }
+                return try await bindSharedUDP(spec, id: id, loops: Array(loops.prefix(count)))
             case .tcp, .tls, .ws, .wss:
                 if spec.transport.isSecure, sslContext == nil { throw StartError.tlsNotConfigured(spec) }
-                return try await ServerBootstrap(group: group)
+                return [try await ServerBootstrap(group: group)
                     .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
                     .serverChannelOption(.backlog, value: 1024)
                     .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
@@ -238,7 +238,7 @@ public final class TransportLayer: Sendable {
                         self.initializeAccepted(channel, transport: spec.transport, listener: id)
                     }
                     .bind(host: spec.host, port: spec.port)
-                    .get()
+                    .get()]
             case .sctp:
                 throw StartError.unsupportedTransport(spec)
             }
@@ -249,10 +249,67 @@ public final class TransportLayer: Sendable {
         }
     }
 
+    private func bindUDP(_ spec: ListenerSpec, port: Int, id: ListenerID, on loops: any EventLoopGroup,
+                         sharingPort: Bool) async throws -> any Channel {
+        try await DatagramBootstrap(group: loops)
+            .channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .channelOption(.socketOption(Self.reusePort), value: sharingPort ? 1 : 0)
+            // Up to 4 recvmmsg(2) calls of 16 datagrams each per wake-up; then the burst's answers
+            // go out together (SIPDatagramHandler).
+            .channelOption(.maxMessagesPerRead, value: 4)
+            .channelOption(.datagramVectorReadMessageCount, value: Self.datagramsPerRead)
+            .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.udpBufferBytes))
+            .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.udpBufferBytes))
+            .channelOption(.recvAllocator, value: FixedSizeRecvByteBufferAllocator(capacity: Self.datagramsPerRead * 65_536))
+            .channelInitializer { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    try channel.pipeline.syncOperations.addHandler(
+                        SIPDatagramHandler(transportLayer: self, listener: id)
+                    )
+                }
+            }
+            .bind(host: spec.host, port: port)
+            .get()
+    }
+
+    /// Datagrams one recvmmsg(2) reads; each gets 64 KiB of the read buffer, the largest a datagram can be.
+    private static let datagramsPerRead = 16
+
+    /// SO_REUSEPORT, which NIO does not name.
+    private static let reusePort = NIOBSDSocket.Option(rawValue: CInt(SO_REUSEPORT))
+
+    /// One socket per event loop on one port. For port 0, the port is first found by a socket of
+    /// its own, closed before the shared ones bind: the kernel hands a port that sockets with
+    /// SO_REUSEPORT hold to a new such socket of the same user, so binding the shared sockets to
+    /// port 0 could put two Terns (parallel tests) on one port. If the port is taken in between,
+    /// another is tried.
+    private func bindSharedUDP(_ spec: ListenerSpec, id: ListenerID, loops: [any EventLoop]) async throws -> [any Channel] {
+        var attempt = 0
+        while true {
+            attempt += 1
+            var port = spec.port
+            if port == 0 {
+                let probe = try await bindUDP(spec, port: 0, id: id, on: group, sharingPort: false)
+                port = probe.localAddress?.port ?? 0
+                try? await probe.close()
+            }
+            var channels: [any Channel] = []
+            do {
+                for loop in loops {
+                    channels.append(try await bindUDP(spec, port: port, id: id, on: loop, sharingPort: true))
+                }
+                return channels
+            } catch {
+                for channel in channels { try? await channel.close() }
+                guard spec.port == 0, attempt < 8 else { throw error }
+            }
+        }
+    }
+
     /// Stops accepting and closes every listener (connections stay until ``shutdown()``).
     public func stopListening() async {
         let channels = state.withLockedValue { state -> [any Channel] in
-            let channels = state.listeners.values.filter { $0.bound.spec.transport != .udp }.map(\.channel)
+            let channels = state.listeners.values.filter { $0.bound.spec.transport != .udp }.flatMap(\.channels)
             for key in state.listeners.keys where state.listeners[key]?.bound.spec.transport != .udp {
                 state.listeners[key] = nil
             }
@@ -266,7 +323,7 @@ public final class TransportLayer: Sendable {
         await stopListening()
         let channels = state.withLockedValue { state -> [any Channel] in
             state.shuttingDown = true
-            let channels = state.listeners.values.map(\.channel) + state.connections.values.map(\.channel)
+            let channels = state.listeners.values.flatMap(\.channels) + state.connections.values.map(\.channel)
             state.listeners.removeAll()
             state.connections.removeAll()
             state.connectionsByRemote.removeAll()
@@ -384,8 +441,22 @@ public final class TransportLayer: Sendable {
         state.withLockedValue { $0.connections[id] }
     }
 
+    /// The listener's socket on the calling event loop when it has one there (a write from
+    /// another thread costs a hop to the socket's loop), else its first.
     func listenerChannel(_ id: ListenerID) -> (any Channel)? {
-        state.withLockedValue { $0.listeners[id]?.channel }
+        state.withLockedValue { state in
+            guard let channels = state.listeners[id]?.channels else { return nil }
+            return channels.first { $0.eventLoop.inEventLoop } ?? channels.first
+        }
+    }
+
+    /// The event loop a UDP send should start on: the caller's, when one of the UDP sockets is
+    /// on it, so no send wakes another thread.
+    func udpSendLoop() -> any EventLoop {
+        state.withLockedValue { state in
+            let udp = state.listeners.values.filter { $0.bound.spec.transport == .udp }.flatMap(\.channels)
+            return (udp.first { $0.eventLoop.inEventLoop } ?? udp.first)?.eventLoop
+        } ?? group.next()
     }
 
     /// Hands bytes that a transport read to the receiver.
