@@ -13,6 +13,7 @@
 # Loopback only; every SIPp run is bounded in count and time.
 # Tern keeps bindings in memory only by default, as scripts/bench/kamailio.cfg does (usrloc db_mode 0):
 # like for like. TERN_STORE=sqlite measures Tern with its embedded write-behind store instead.
+# SERVERS=tern leaves Kamailio out; TERN_UDP_SOCKETS sets Tern's limits.udp_sockets (default: one per thread).
 #   TERN=.build/release/tern USERS=10000 REG_RATE=2000 MSG_RATE=2000 CALLS=2000 CALL_RATE=200 scripts/bench.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -68,6 +69,7 @@ start_server() {  # start_server tern|kamailio [auth]
   if [ "$kind" = tern ]; then
     {
       printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
+      [ -n "${TERN_UDP_SOCKETS:-}" ] && printf 'limits:\n  udp_sockets: %s\n' "$TERN_UDP_SOCKETS"
       if [ "$TERN_STORE" = sqlite ]; then
         printf 'storage:\n  sqlite_path: "%s"\n' "$work/$kind$auth/tern.sqlite"
       else
@@ -171,7 +173,8 @@ for i in range(1, n + 1):
 PY
 
 servers=(tern)
-if command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
+if [ "${SERVERS:-}" = tern ]; then :
+elif command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
 memory_lines=()
 for server_kind in "${servers[@]}"; do
   start_server "$server_kind"

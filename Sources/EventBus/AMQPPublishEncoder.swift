@@ -9,6 +9,11 @@ struct AMQPPublishEncoder {
 
     /// The three (or more) frames of one persistent JSON message with a message id.
     func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: String, body: [UInt8]) {
+        appendPublish(into: &out, exchange: exchange, routingKey: routingKey, messageID: { $0.append(contentsOf: messageID.utf8) }, body: body)
+    }
+
+    /// The same, with the message id written by `messageID` (an event spells its id straight into the frame).
+    func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: (inout [UInt8]) -> Void, body: [UInt8]) {
         // Method frame: basic.publish (class 60, method 40), reserved short, exchange, routing key, flags.
         appendFrame(into: &out, type: 1) { payload in
             Self.append16(60, &payload)
@@ -26,7 +31,7 @@ struct AMQPPublishEncoder {
             Self.append16(0x8000 | 0x1000 | 0x0080, &payload)  // content-type, delivery-mode, message-id
             Self.appendShortString("application/json", &payload)
             payload.append(2)  // persistent
-            Self.appendShortString(messageID, &payload)
+            Self.appendShortString(&payload, messageID)
         }
         var offset = 0
         let chunk = max(1, frameMax - 8)
@@ -67,5 +72,15 @@ struct AMQPPublishEncoder {
         let bytes = text.utf8.prefix(255)
         out.append(UInt8(bytes.count))
         out.append(contentsOf: bytes)
+    }
+
+    /// A short string written by `write`, cut at 255 bytes like the other.
+    private static func appendShortString(_ out: inout [UInt8], _ write: (inout [UInt8]) -> Void) {
+        let lengthAt = out.count
+        out.append(0)
+        write(&out)
+        let length = out.count - lengthAt - 1
+        if length > 255 { out.removeLast(length - 255) }
+        out[lengthAt] = UInt8(min(length, 255))
     }
 }

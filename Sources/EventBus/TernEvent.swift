@@ -127,14 +127,35 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
 public struct TernEvent: Sendable {
     public static let schemaVersion = 1
 
-    public var id: String
+    /// Unique across nodes and restarts: a random prefix per process, then a counter.
+    public var id: String {
+        get { identity.text }
+        set { identity = .text(newValue) }
+    }
     public var type: String
     /// Unix milliseconds.
     public var time: Int64
     public var payload: [(String, JSONValue)]
+    /// This process's events keep the counter and are spelled out by the publisher, when it
+    /// writes them (no string is built on the SIP thread that made the event); events read back
+    /// from the spill store keep the id they had.
+    private var identity: Identity
 
-    public init(type: String, payload: [(String, JSONValue)], id: String = TernEvent.newID(), time: Int64 = TernEvent.now()) {
-        self.id = id
+    private enum Identity: Sendable {
+        case serial(UInt64)
+        case text(String)
+
+        var text: String {
+            switch self {
+            case .serial(let serial): TernEvent.idPrefix + String(serial, radix: 16)
+            case .text(let text): text
+            }
+        }
+    }
+
+    /// - Parameter id: nil for a new one (``newID()``).
+    public init(type: String, payload: [(String, JSONValue)], id: String? = nil, time: Int64 = TernEvent.now()) {
+        self.identity = id.map { .text($0) } ?? .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
         self.type = type
         self.time = time
         self.payload = payload
@@ -146,13 +167,31 @@ public struct TernEvent: Sendable {
         return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
     }
 
-    /// Unique across nodes and restarts: a random prefix per process, then a counter.
+    /// An id no other event has.
     public static func newID() -> String {
         idPrefix + String(idCounter.wrappingIncrementThenLoad(ordering: .relaxed), radix: 16)
     }
 
     private static let idPrefix = String(UInt64.random(in: .min ... .max), radix: 16) + "-"
+    private static let idPrefixBytes = Array(idPrefix.utf8)
     private static let idCounter = ManagedAtomic<UInt64>(0)
+
+    /// The id's UTF-8 bytes, appended.
+    public func appendID(into out: inout [UInt8]) {
+        switch identity {
+        case .serial(let serial):
+            out.append(contentsOf: Self.idPrefixBytes)
+            var shift = 60
+            while shift > 0, (serial >> UInt64(shift)) & 0xF == 0 { shift -= 4 }
+            while shift >= 0 {
+                let digit = UInt8((serial >> UInt64(shift)) & 0xF)
+                out.append(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
+                shift -= 4
+            }
+        case .text(let text):
+            out.append(contentsOf: text.utf8)
+        }
+    }
 
     /// The message body.
     public func json(node: String) -> String {
@@ -164,7 +203,13 @@ public struct TernEvent: Sendable {
     /// The message body appended as UTF-8 JSON.
     public func appendJSON(node: String, into out: inout [UInt8]) {
         out.append(contentsOf: #"{"id":"#.utf8)
-        JSONValue.writeString(id, into: &out)
+        if case .text(let text) = identity {
+            JSONValue.writeString(text, into: &out)
+        } else {
+            out.append(UInt8(ascii: "\""))
+            appendID(into: &out)
+            out.append(UInt8(ascii: "\""))
+        }
         out.append(contentsOf: #","type":"#.utf8)
         JSONValue.writeString(type, into: &out)
         out.append(contentsOf: #","time":""#.utf8)
@@ -192,14 +237,19 @@ public struct TernEvent: Sendable {
         var seconds = time_t(milliseconds / 1000)
         var parts = tm()
         gmtime_r(&seconds, &parts)
+        func two(_ value: Int) {
+            out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 10 % 10))
+            out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10))
+        }
         func digits(_ value: Int, _ count: Int) {
-            var divisor = 1
-            for _ in 1..<count { divisor *= 10 }
-            var rest = value
-            while divisor > 0 {
-                out.append(UInt8(ascii: "0") + UInt8((rest / divisor) % 10))
-                rest %= divisor
-                divisor /= 10
+            switch count {
+            case 2: two(value)
+            case 3:
+                out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 100 % 10))
+                two(value % 100)
+            default:
+                two(value / 100)
+                two(value % 100)
             }
         }
         digits(Int(parts.tm_year) + 1900, 4)

@@ -25,7 +25,7 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         payload.append(("instance", binding.instanceID.map { .string($0) } ?? .null))
         payload.append(("source", binding.source.map { .string(Self.hostPort($0)) } ?? .null))
         payload.append(("user_agent", binding.userAgent.map { .string($0) } ?? .null))
-        outbox.enqueue(TernEvent(type: "registration." + event.kind.rawValue, payload: payload))
+        outbox.enqueue(TernEvent(type: Self.registrationTypes[event.kind] ?? "registration." + event.kind.rawValue, payload: payload))
     }
 
     public func callEvent(_ event: CallEvent) {
@@ -35,6 +35,10 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         if let icid = event.icid { payload.append(("icid", .string(icid))) }
         outbox.enqueue(TernEvent(type: "call." + event.kind.rawValue, payload: payload))
     }
+
+    /// Spelled once: a name this long is a heap allocation each time it is concatenated.
+    private static let registrationTypes: [BindingEvent.Kind: String] = Dictionary(uniqueKeysWithValues:
+        [BindingEvent.Kind.added, .refreshed, .removed, .expired].map { ($0, "registration." + $0.rawValue) })
 
     /// `192.0.2.1:5060` or `[2001:db8::1]:5060`.
     static func hostPort(_ address: SocketAddress) -> String {

@@ -69,7 +69,8 @@ public struct TernApplication: Sendable {
                 let eventPublisher = AMQPPublisher(
                     configuration: AMQPPublisher.Configuration(brokers: settings.brokers.compactMap(AMQPPublisher.Broker.init(uri:)),
                                                                exchange: settings.exchange, heartbeat: settings.heartbeat,
-                                                               window: settings.window, node: configuration.nodeName),
+                                                               window: settings.window, node: configuration.nodeName,
+                                                               linger: Double(settings.lingerMilliseconds) / 1000),
                     outbox: outbox, logger: logger)
                 let events = EventBridge(outbox: outbox)
                 server.location.addObserver(events)

@@ -286,6 +286,7 @@ extension TernConfiguration {
             }
             settings.heartbeat = try section.int("heartbeat", in: 0...600) ?? settings.heartbeat
             settings.window = try section.int("window", in: 1...1_000_000) ?? settings.window
+            settings.lingerMilliseconds = try section.int("linger_ms", in: 0...1_000) ?? settings.lingerMilliseconds
             settings.spillPath = try section.string("spill_path") ?? settings.spillPath
             if let commandsNode = section.take("commands") {
                 var commands = try MappingReader(commandsNode, path: "events.commands")
@@ -470,6 +471,7 @@ extension TernConfiguration {
             "  overflow: \(events?.overflow ?? "drop_oldest")",
             "  heartbeat: \(events?.heartbeat ?? 10)",
             "  window: \(events?.window ?? 1000)",
+            "  linger_ms: \(events?.lingerMilliseconds ?? 20)",
             "  spill_path: \"\(events?.spillPath ?? "")\"",
             "  commands:",
             "    enabled: \(events?.commandsEnabled ?? true)",

@@ -57,9 +57,13 @@ struct EventBusTests {
             + "Expires: 600\r\nContent-Type: application/pidf+xml\r\nMax-Forwards: 70\r\nContent-Length: \(pidf.utf8.count)\r\n\r\n" + pidf
         #expect(try await test.udpExchange(port: port, publish).hasPrefix("SIP/2.0 200"))
 
-        let events = try consumer.receive(count: 3, timeout: 10)
+        let delivered = try consumer.receiveWithMessageIDs(count: 3, timeout: 10)
+        let events = delivered.map(\.object)
         let types = Set(events.compactMap { $0["type"] as? String })
         #expect(types == ["registration.added", "message.stored", "presence.updated"])
+        // The id is the AMQP message-id too (both are spelled by the publisher), and unique.
+        #expect(delivered.allSatisfy { !$0.messageID.isEmpty && $0.object["id"] as? String == $0.messageID })
+        #expect(Set(delivered.map(\.messageID)).count == 3)
         for event in events {
             #expect((event["id"] as? String)?.isEmpty == false)
             #expect((event["time"] as? String)?.hasSuffix("Z") == true)

@@ -20,4 +20,32 @@ struct EventJSONTests {
         #expect(payload["count"] as? Int == 42 && payload["flag"] as? Bool == true && payload["nothing"] is NSNull)
         #expect((payload["list"] as? [Any])?.count == 2 && (payload["nested"] as? [String: Any])?["a"] as? Double == 1.5)
     }
+
+    /// A new event's id is spelled by the publisher (prefix, then the counter in hex): the JSON,
+    /// `id` and `appendID` agree, and two events never share one.
+    @Test func newIDsAreSpelledAlikeEverywhere() throws {
+        let first = TernEvent(type: "test.id", payload: [])
+        let second = TernEvent(type: "test.id", payload: [])
+        #expect(first.id != second.id)
+        for event in [first, second] {
+            var bytes: [UInt8] = []
+            event.appendID(into: &bytes)
+            #expect(String(decoding: bytes, as: UTF8.self) == event.id)
+            let parsed = try #require(try JSONSerialization.jsonObject(with: Data(event.json(node: "n").utf8)) as? [String: Any])
+            #expect(parsed["id"] as? String == event.id)
+            let parts = event.id.split(separator: "-")
+            #expect(parts.count == 2 && UInt64(parts[1], radix: 16) != nil && parts[1] == parts[1].lowercased())
+        }
+        // An id given (an event read back from the spill store) is kept as it is.
+        var changed = first
+        changed.id = "given"
+        #expect(changed.id == "given")
+    }
+
+    /// The envelope's time, every field padded, around a year's end.
+    @Test(arguments: [(Int64(0), "1970-01-01T00:00:00.000Z"), (1_798_761_599_999, "2026-12-31T23:59:59.999Z"),
+                      (1_798_761_600_007, "2027-01-01T00:00:00.007Z")])
+    func timestampsAreRFC3339(milliseconds: Int64, expected: String) {
+        #expect(TernEvent.rfc3339String(milliseconds) == expected)
+    }
 }

@@ -51,13 +51,18 @@ public enum Hashing {
         return bytes
     }
 
-    static func hexString(_ bytes: some Sequence<UInt8>) -> String {
-        let digits: [Character] = Array("0123456789abcdef")
-        var text = ""
-        for byte in bytes {
-            text.append(digits[Int(byte >> 4)])
-            text.append(digits[Int(byte & 0x0F)])
+    static func hexString(_ bytes: some Collection<UInt8>) -> String {
+        // Written as bytes: a Character appended at a time was 3% of a digest REGISTER.
+        String(unsafeUninitializedCapacity: bytes.count * 2) { buffer in
+            var index = 0
+            for byte in bytes {
+                buffer[index] = hexDigits[Int(byte >> 4)]
+                buffer[index + 1] = hexDigits[Int(byte & 0x0F)]
+                index += 2
+            }
+            return index
         }
-        return text
     }
+
+    private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
 }

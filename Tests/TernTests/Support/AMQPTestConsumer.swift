@@ -66,16 +66,21 @@ final class AMQPTestConsumer {
 
     /// Messages (JSON objects) until `count` arrived or `timeout` passed.
     func receive(count: Int, timeout: TimeInterval) throws -> [[String: Any]] {
+        try receiveWithMessageIDs(count: count, timeout: timeout).map(\.object)
+    }
+
+    /// The same, each with its AMQP `message-id` property ("" when it has none).
+    func receiveWithMessageIDs(count: Int, timeout: TimeInterval) throws -> [(object: [String: Any], messageID: String)] {
         let deadline = Date(timeIntervalSinceNow: timeout)
-        var received: [[String: Any]] = []
+        var received: [(object: [String: Any], messageID: String)] = []
         while received.count < count, let message = try next(before: deadline) {
-            if let object = try JSONSerialization.jsonObject(with: message.body) as? [String: Any] { received.append(object) }
+            if let object = try JSONSerialization.jsonObject(with: message.body) as? [String: Any] { received.append((object, message.messageID)) }
         }
         return received
     }
 
     /// The next message on the queue (polling basic.get), or nil once `deadline` passed.
-    private func next(before deadline: Date) throws -> (body: Data, correlationID: String)? {
+    private func next(before deadline: Date) throws -> (body: Data, correlationID: String, messageID: String)? {
         while Date() < deadline {
             var message = amqp_message_t()
             let got = queue.withCString { name in tern_amqp_get(state, 1, amqp_cstring_bytes(name), &message) }
@@ -88,8 +93,11 @@ final class AMQPTestConsumer {
             let body = Data(bytes: message.body.bytes, count: message.body.len)
             let correlation = message.properties.correlation_id
             let hasCorrelation = message.properties._flags & UInt32(AMQP_BASIC_CORRELATION_ID_FLAG) != 0
+            let identifier = message.properties.message_id
+            let hasIdentifier = message.properties._flags & UInt32(AMQP_BASIC_MESSAGE_ID_FLAG) != 0
             return (body, hasCorrelation ? String(decoding: UnsafeRawBufferPointer(start: correlation.bytes, count: correlation.len),
-                                                  as: UTF8.self) : "")
+                                                  as: UTF8.self) : "",
+                    hasIdentifier ? String(decoding: UnsafeRawBufferPointer(start: identifier.bytes, count: identifier.len), as: UTF8.self) : "")
         }
         return nil
     }

@@ -1,0 +1,39 @@
+@testable import EventBus
+import Testing
+
+/// What a publisher confirm removes from the events in flight (AMQP 0-9-1 confirms: `multiple`
+/// covers every tag up to the one given; a single tag may come out of order).
+struct UnconfirmedEventsTests {
+    private static func events(_ count: Int) -> [TernEvent] {
+        (0..<count).map { TernEvent(type: "test.unconfirmed", payload: [("n", .int(Int64($0)))], id: "e\($0)") }
+    }
+
+    @Test func aMultipleAckRemovesEveryTagUpToItsOwn() {
+        var unconfirmed = UnconfirmedEvents()
+        unconfirmed.append(Self.events(5), firstTag: 1)
+        let acked = unconfirmed.confirm(tag: 3, multiple: true, keeping: false)
+        #expect(acked.count == 3 && acked.events.isEmpty)
+        #expect(unconfirmed.all.map(\.id) == ["e3", "e4"])
+    }
+
+    @Test func aSingleConfirmOutOfOrderRemovesThatTagOnly() {
+        var unconfirmed = UnconfirmedEvents()
+        unconfirmed.append(Self.events(3), firstTag: 10)
+        unconfirmed.append(Self.events(2).map { var event = $0; event.id = "late-" + event.id; return event }, firstTag: 13)
+        let nacked = unconfirmed.confirm(tag: 12, multiple: false, keeping: true)
+        #expect(nacked.count == 1 && nacked.events.map(\.id) == ["e2"])
+        #expect(unconfirmed.all.map(\.id) == ["e0", "e1", "late-e0", "late-e1"])
+        // A multiple nack after the gap: the tags left up to 13, in order, to publish again.
+        let rest = unconfirmed.confirm(tag: 13, multiple: true, keeping: true)
+        #expect(rest.events.map(\.id) == ["e0", "e1", "late-e0"])
+        #expect(unconfirmed.count == 1)
+    }
+
+    @Test func aConfirmForNothingInFlightRemovesNothing() {
+        var unconfirmed = UnconfirmedEvents()
+        unconfirmed.append(Self.events(2), firstTag: 5)
+        #expect(unconfirmed.confirm(tag: 4, multiple: true, keeping: true).count == 0)
+        #expect(unconfirmed.confirm(tag: 9, multiple: false, keeping: true).count == 0)
+        #expect(unconfirmed.count == 2)
+    }
+}
