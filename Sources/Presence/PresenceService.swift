@@ -618,7 +618,8 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
         if delay == .zero {
             subscription.loop.execute { [self] in flush(subscription) }
         } else {
-            subscription.loop.scheduleTask(in: delay) { [self] in flush(subscription) }
+            // A wheel entry rather than a NIO task: with every watcher throttled, thousands wait at once.
+            proxy.timerWheels.fineWheel(for: subscription.loop).schedule(after: delay) { [self] in flush(subscription) }
         }
     }
 

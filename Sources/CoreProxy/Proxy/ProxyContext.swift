@@ -58,7 +58,7 @@ final class ProxyContext: Sendable {
         var anyResponse = false
         var final: SIPMessage?
         var cancelRequested = false
-        var timerC: CoarseTimerWheel.Token?
+        var timerC: TimerWheel.Token?
     }
 
     struct State {
@@ -71,7 +71,7 @@ final class ProxyContext: Sendable {
         /// Waiting for a sleeping or absent device to register (tsilo): no final answer yet even
         /// when every branch has ended.
         var waiting = false
-        var waitTimer: CoarseTimerWheel.Token?
+        var waitTimer: TimerWheel.Token?
         /// Pushes sent for this request that have not failed.
         var pushesOutstanding = 0
         var pushed = false
@@ -172,7 +172,7 @@ final class ProxyContext: Sendable {
     /// Time is up (or nothing can come any more): the request ends with what its branches said,
     /// 480 when none.
     func stopWaiting() {
-        let token = state.withLockedValue { state -> CoarseTimerWheel.Token? in
+        let token = state.withLockedValue { state -> TimerWheel.Token? in
             guard state.waiting else { return nil }
             state.waiting = false
             defer { state.waitTimer = nil }
@@ -305,7 +305,7 @@ final class ProxyContext: Sendable {
         }
         defer { proxy.contextFinished(self) }
         guard !alreadyFinished else { return }
-        if let token = state.withLockedValue({ state -> CoarseTimerWheel.Token? in
+        if let token = state.withLockedValue({ state -> TimerWheel.Token? in
             state.waiting = false
             defer { state.waitTimer = nil }
             return state.waitTimer
@@ -384,7 +384,7 @@ final class ProxyContext: Sendable {
     private func restartTimerC(branch index: Int) {
         let wheel = proxy.transactions.wheels.wheel(for: server.eventLoop)
         let token = wheel.schedule(after: proxy.configuration.timerC) { [self] in timerCFired(branch: index) }
-        let previous = state.withLockedValue { state -> CoarseTimerWheel.Token? in
+        let previous = state.withLockedValue { state -> TimerWheel.Token? in
             defer { state.branches[index].timerC = token }
             return state.branches[index].timerC
         }

@@ -70,6 +70,10 @@ public final class StatefulProxy: LocationObserver, Sendable {
 
     public let configuration: Configuration
     let transactions: TransactionLayer
+
+    /// The transaction layer's timer wheels, for other modules' timers that a tick's precision
+    /// serves (NOTIFY throttling): cheaper than NIO scheduled tasks by the thousand.
+    public var timerWheels: TimerWheels { transactions.wheels }
     let transport: TransportLayer
     let location: LocationService
     let identity: LocalIdentity

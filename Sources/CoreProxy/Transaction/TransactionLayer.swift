@@ -34,7 +34,7 @@ public final class TransactionLayer: Sendable {
     public let timers: TransactionTimers
     let sender: any SIPMessageSender
     let metrics = TransactionMetrics()
-    let wheels = CoarseTimerWheels()
+    let wheels = TimerWheels()
     /// Trims what leaves for peers on costly links (nil: everything leaves as built).
     public let tuner: MessageTuner?
     private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)

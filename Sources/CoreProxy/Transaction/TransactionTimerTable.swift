@@ -2,53 +2,51 @@ import NIOConcurrencyHelpers
 import NIOCore
 
 /// The running timers of one transaction by name: starting one replaces the earlier one of that
-/// name, and a terminated transaction cancels them all. Retransmission timers (under a second) are
-/// NIO scheduled tasks; the long ones go on the loop's ``CoarseTimerWheel``.
+/// name, and a terminated transaction cancels them all. Every timer is an entry on its loop's
+/// ``TimerWheel``s: retransmissions (under a second) on the fine one, the rest on the coarse one.
 final class TransactionTimerTable<Timer: Hashable & Sendable>: Sendable {
-    private enum Armed: Sendable {
-        /// A short timer: the NIO task is left to fire, and does nothing unless its id is still the
-        /// armed one. (Cancelling a NIO scheduled task searches the loop's whole task heap: with
-        /// thousands of subscriptions' throttle tasks waiting there, every answered NOTIFY paid a scan.)
-        case precise(id: UInt64)
-        case coarse(CoarseTimerWheel, CoarseTimerWheel.Token)
+    private struct Armed: Sendable {
+        /// Which start this is: a wheel entry that fires after its timer was restarted or
+        /// cancelled (already taken off the wheel when the cancel came) finds another id, and does nothing.
+        let id: UInt64
+        let wheel: TimerWheel
+        var token: TimerWheel.Token?
 
         func cancel() {
-            if case .coarse(let wheel, let token) = self { wheel.cancel(token) }
+            if let token { wheel.cancel(token) }
         }
     }
 
     private struct State {
         var armed: [Timer: Armed] = [:]
-        var nextID: UInt64 = 1
+        var nextID: UInt64 = 0
     }
 
-    private let wheels: CoarseTimerWheels
+    private let wheels: TimerWheels
     private let state = NIOLockedValueBox(State())
 
-    init(wheels: CoarseTimerWheels) {
+    init(wheels: TimerWheels) {
         self.wheels = wheels
     }
 
     func start(_ timer: Timer, after delay: TimeAmount, on loop: any EventLoop, fire: @escaping @Sendable () -> Void) {
-        if delay >= .seconds(1) {
-            let wheel = wheels.wheel(for: loop)
-            let entry = Armed.coarse(wheel, wheel.schedule(after: delay, fire))
-            state.withLockedValue { $0.armed.updateValue(entry, forKey: timer) }?.cancel()
-            return
-        }
+        let wheel = delay >= .seconds(1) ? wheels.wheel(for: loop) : wheels.fineWheel(for: loop)
+        // Recorded before the wheel has it, so that it can never fire unrecorded.
         let (id, replaced) = state.withLockedValue { state -> (UInt64, Armed?) in
-            let id = state.nextID
             state.nextID += 1
-            return (id, state.armed.updateValue(.precise(id: id), forKey: timer))
+            return (state.nextID, state.armed.updateValue(Armed(id: state.nextID, wheel: wheel, token: nil), forKey: timer))
         }
         replaced?.cancel()
-        loop.scheduleTask(in: delay) { [self] in
+        let token = wheel.schedule(after: delay) { [self] in
             let current = state.withLockedValue { state -> Bool in
-                guard case .precise(let armedID)? = state.armed[timer], armedID == id else { return false }
+                guard state.armed[timer]?.id == id else { return false }
                 state.armed[timer] = nil
                 return true
             }
             if current { fire() }
+        }
+        state.withLockedValue { state in
+            if state.armed[timer]?.id == id { state.armed[timer]?.token = token }
         }
     }
 

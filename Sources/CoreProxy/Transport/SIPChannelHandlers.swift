@@ -27,9 +27,9 @@ extension TransportLayer {
 /// One UDP socket: each datagram is one message (RFC 3261 §18.1.1).
 ///
 /// Sends are flushed once per burst, so that NIO hands the kernel every datagram of the burst in
-/// one sendmmsg(2): a flush asked for while a read burst is processed waits for the burst's end
-/// (its answers go together), and one asked for outside a read (NOTIFYs sent by a timer) waits
-/// for the tasks already queued on the loop.
+/// one sendmmsg(2): a flush waits for the loop's next round of tasks, which NIO runs after the
+/// reads it is processing (a read burst's answers go together) and after the tasks already queued
+/// (NOTIFYs sent by a timer go together).
 final class SIPDatagramHandler: ChannelDuplexHandler {
     typealias InboundIn = AddressedEnvelope<ByteBuffer>
     typealias OutboundIn = AddressedEnvelope<ByteBuffer>
@@ -37,8 +37,6 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
     private let transportLayer: TransportLayer
     private let listener: ListenerID
     private var localAddress: SocketAddress?
-    /// Between the first read of a burst and its readComplete.
-    private var reading = false
     /// A flush was asked for and has not been passed on yet.
     private var flushPending = false
     private var removed = false
@@ -58,7 +56,6 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
-        reading = true
         let envelope = unwrapInboundIn(data)
         let bytes = envelope.data
         transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
@@ -79,17 +76,7 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
         transportLayer.deliver(message, meta: meta)
     }
 
-    func channelReadComplete(context: ChannelHandlerContext) {
-        reading = false
-        flushIfPending(context: context)
-        context.fireChannelReadComplete()
-    }
-
     func flush(context: ChannelHandlerContext) {
-        if reading {
-            flushPending = true
-            return
-        }
         guard !flushPending else { return }
         flushPending = true
         let pending = NIOLoopBound((self, context), eventLoop: context.eventLoop)

@@ -251,8 +251,10 @@ public final class TransportLayer: Sendable {
 
     private func bindUDP(_ spec: ListenerSpec, port: Int, id: ListenerID, on loops: any EventLoopGroup,
                          sharingPort: Bool) async throws -> any Channel {
+        // No SO_REUSEADDR: on UDP it lets any other socket with it bind the same port, and the
+        // kernel then gives a port 0 bind a port such a socket holds (parallel tests lost datagrams
+        // to each other). Only the listener's own sockets share its port, with SO_REUSEPORT.
         try await DatagramBootstrap(group: loops)
-            .channelOption(.socketOption(.so_reuseaddr), value: 1)
             .channelOption(.socketOption(Self.reusePort), value: sharingPort ? 1 : 0)
             // Up to 4 recvmmsg(2) calls of 16 datagrams each per wake-up; then the burst's answers
             // go out together (SIPDatagramHandler).
