@@ -84,6 +84,7 @@ extension EventBusTests {
         }
         let consumer = try PythonScript(python, "examples/event_consumer.py",
                                         ["--url", uri, "--exchange", exchange, "--binding-key", "registration.#", "--count", "1"])
+        defer { consumer.stop() }
         try await consumer.waitFor("waiting for events", in: \.errorText)
         #expect(try await ManagementAPITests.register("zoe", port: sip).hasPrefix("SIP/2.0 200"))
         #expect(try await consumer.waitForExit() == 0)
@@ -129,7 +130,14 @@ final class PythonScript: @unchecked Sendable {
     }
 
     deinit {
-        if process.isRunning { process.terminate() }
+        stop()
+    }
+
+    /// Ends a script that serves until stopped (the reader threads keep this object alive until the
+    /// script's output ends, so deinit alone never comes for one). SIGKILL: the gateway outlived a
+    /// `terminate()` (SIGTERM) sent from these tests.
+    func stop() {
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
     }
 
     var outputText: String { lock.withLock { String(decoding: collected[0], as: UTF8.self) } }

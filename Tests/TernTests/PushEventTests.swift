@@ -10,6 +10,7 @@ extension EventBusTests {
         let uri = try #require(Self.uri)
         let python = AMQPTestService.python ?? "/usr/bin/python3"
         let gateway = try PythonScript(python, "examples/push_gateway.py", ["--port", "0", "--refuse-token", "carl-token"])
+        defer { gateway.stop() }
         try await gateway.waitFor("listening on port", in: \.outputText)
         let gatewayPort = try #require(gateway.outputText.split(separator: "\n").first?.split(separator: " ").last.flatMap { Int($0) })
         let exchange = "tern.events.push." + UUID().uuidString.prefix(8)
