@@ -14,6 +14,8 @@
 # Tern keeps bindings in memory only by default, as scripts/bench/kamailio.cfg does (usrloc db_mode 0):
 # like for like. TERN_STORE=sqlite measures Tern with its embedded write-behind store instead.
 # SERVERS=tern leaves Kamailio out; TERN_UDP_SOCKETS sets Tern's limits.udp_sockets (default: one per thread).
+# ROUNDS=N runs the whole sequence N times, the servers alternating, and the ratios compare the
+# medians: single runs on a shared machine move by ±30%.
 #   TERN=.build/release/tern USERS=10000 REG_RATE=2000 MSG_RATE=2000 CALLS=2000 CALL_RATE=200 scripts/bench.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -29,6 +31,7 @@ MSG_RATE=${MSG_RATE:-2000}
 CALLS=${CALLS:-2000}
 CALL_RATE=${CALL_RATE:-200}
 REREG_USERS=${REREG_USERS:-3000}
+ROUNDS=${ROUNDS:-1}
 REREG_RATE=${REREG_RATE:-333}
 work=$(mktemp -d -t tern-bench.XXXXXX)
 results="$work/results.tsv"
@@ -65,27 +68,27 @@ start_server() {  # start_server tern|kamailio [auth]
   local kind=$1 auth=${2:-}
   port=$(free_port)
   domain="127.0.0.1:$port"
-  mkdir -p "$work/$kind$auth"
+  mkdir -p "$rwork/$kind$auth"
   if [ "$kind" = tern ]; then
     {
       printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
       [ -n "${TERN_UDP_SOCKETS:-}" ] && printf 'limits:\n  udp_sockets: %s\n' "$TERN_UDP_SOCKETS"
       if [ "$TERN_STORE" = sqlite ]; then
-        printf 'storage:\n  sqlite_path: "%s"\n' "$work/$kind$auth/tern.sqlite"
+        printf 'storage:\n  sqlite_path: "%s"\n' "$rwork/$kind$auth/tern.sqlite"
       else
         printf 'storage:\n  location: memory\n'
       fi
       if [ -n "$auth" ]; then
         printf 'auth:\n  credentials_file: "%s"\n  algorithms: [MD5]\n' "$work/ha1.txt"
       fi
-    } > "$work/$kind$auth/tern.yaml"
-    "$TERN" --config "$work/$kind$auth/tern.yaml" 2> "$work/$kind$auth/server.log" &
+    } > "$rwork/$kind$auth/tern.yaml"
+    "$TERN" --config "$rwork/$kind$auth/tern.yaml" 2> "$rwork/$kind$auth/server.log" &
     server_pid=$!
   else
     local defines=(-A SIP_IP=127.0.0.1 -A "SIP_PORT=$port" -A CHILDREN=2)
     [ -n "$auth" ] && defines+=(-A WITH_AUTH)
-    kamailio -DD -E -m 512 -M 32 -f "$here/bench/kamailio.cfg" -Y "$work/$kind$auth" -w "$work/$kind$auth" \
-      "${defines[@]}" 2> "$work/$kind$auth/server.log" &
+    kamailio -DD -E -m 512 -M 32 -f "$here/bench/kamailio.cfg" -Y "$rwork/$kind$auth" -w "$rwork/$kind$auth" \
+      "${defines[@]}" 2> "$rwork/$kind$auth/server.log" &
     server_pid=$!
   fi
   for _ in $(seq 1 100); do
@@ -109,7 +112,7 @@ stop_server() {
 # run_load NAME SCENARIO COUNT RATE [extra args]: one SIPp UAC run; appends a results line.
 run_load() {
   local name=$1 scenario=$2 count=$3 rate=$4; shift 4
-  local dir="$work/$server_kind/$name" cpu_before cpu_after status
+  local dir="$rwork/$server_kind/$name" cpu_before cpu_after status
   mkdir -p "$dir"
   cpu_before=$(tree_cpu "$server_pid")
   ( cd "$dir" && LD_PRELOAD=${LD_PRELOAD_SIPP:-} timeout $((count / rate + 60)) sipp "$domain" -sf "$here/sipp/$scenario" -t u1 -i 127.0.0.1 \
@@ -149,11 +152,11 @@ PY
 with_uas() {
   local name=$1 uas=$2 user=$3 count=$4 uas_port
   uas_port=$(free_port)
-  mkdir -p "$work/$server_kind/$name-uas"
-  ( cd "$work/$server_kind/$name-uas" && exec timeout 300 sipp -sf "$here/sipp/$uas" -t u1 -i 127.0.0.1 -p "$uas_port" \
+  mkdir -p "$rwork/$server_kind/$name-uas"
+  ( cd "$rwork/$server_kind/$name-uas" && exec timeout 300 sipp -sf "$here/sipp/$uas" -t u1 -i 127.0.0.1 -p "$uas_port" \
       -nostdin -m "$count" -buff_size 4194304 -trace_err > sipp.out 2>&1 ) &
   bg_pids+=($!)
-  ( cd "$work/$server_kind/$name-uas" && timeout 20 sipp "$domain" -sf "$here/sipp/register_contact.xml" -t u1 \
+  ( cd "$rwork/$server_kind/$name-uas" && timeout 20 sipp "$domain" -sf "$here/sipp/register_contact.xml" -t u1 \
       -i 127.0.0.1 -p "$(free_port)" -nostdin -key domain "$domain" -s "$user" -key contact_host 127.0.0.1 \
       -key contact_port "$uas_port" -m 1 > reg.out 2>&1 )
 }
@@ -176,6 +179,8 @@ servers=(tern)
 if [ "${SERVERS:-}" = tern ]; then :
 elif command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
 memory_lines=()
+for round in $(seq 1 "$ROUNDS"); do
+rwork="$work/round$round"
 for server_kind in "${servers[@]}"; do
   start_server "$server_kind"
   pss_before=$(tree_pss "$server_pid")
@@ -184,7 +189,7 @@ for server_kind in "${servers[@]}"; do
   # Again once the REGISTER transactions have ended (Timer J, 32 s on UDP): bindings alone.
   sleep "${SETTLE_SECONDS:-34}"
   pss_settled=$(tree_pss "$server_pid")
-  memory_lines+=("$server_kind: PSS $((pss_before / 1024)) MiB before, $((pss_after / 1024)) MiB right after $USERS registrations ($(( (pss_after - pss_before) * 1024 / USERS )) bytes each), $((pss_settled / 1024)) MiB once their transactions ended ($(( (pss_settled - pss_before) * 1024 / USERS )) bytes per binding)")
+  memory_lines+=("$server_kind (round $round): PSS $((pss_before / 1024)) MiB before, $((pss_after / 1024)) MiB right after $USERS registrations ($(( (pss_after - pss_before) * 1024 / USERS )) bytes each), $((pss_settled / 1024)) MiB once their transactions ended ($(( (pss_settled - pss_before) * 1024 / USERS )) bytes per binding)")
   with_uas message uas_message.xml msguas "$MESSAGES"
   run_load message uac_message.xml "$MESSAGES" "$MSG_RATE" -s msguas
   with_uas call uas_call.xml calluas "$CALLS"
@@ -197,6 +202,7 @@ for server_kind in "${servers[@]}"; do
   for pid in "${bg_pids[@]}"; do kill "$pid" 2>/dev/null || true; done
   bg_pids=()
 done
+done
 
 echo
 echo "Tern's bindings: $TERN_STORE (TERN_STORE); Kamailio's: memory (usrloc db_mode 0)"
@@ -204,17 +210,31 @@ echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/o
 awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
 for line in "${memory_lines[@]}"; do echo "$line"; done
 echo
-echo "Cost of one re-registration within the nonce lifetime (one round trip, no challenge):"
-awk -F'\t' '{ cpu[$1 FS $2] = $9 } END {
-  split("tern kamailio", kinds, " ")
-  for (i = 1; i <= 2; i++) { k = kinds[i]; d = cpu[k FS "digest"]; r = cpu[k FS "rereg"]
-    if (r > 0) printf "  %-8s %.1f us per refresh (a fresh digest registration: %.1f us)\n", k, (r - d) / 4, d } }' "$results"
-if [ "${#servers[@]}" -gt 1 ]; then
-  echo
-  echo "Tern/Kamailio CPU per operation (target <= 0.67):"
-  awk -F'\t' '{ cpu[$1 FS $2] = $9; p99[$1 FS $2] = $8 } END {
-    split("reg digest message call", names, " ")
-    for (i = 1; i <= 4; i++) { n = names[i]; t = cpu["tern" FS n]; k = cpu["kamailio" FS n]
-      if (k > 0) printf "  %-8s %.2f  (p99 %s ms vs %s ms)\n", n, t / k, p99["tern" FS n], p99["kamailio" FS n] } }' "$results"
-fi
+python3 - "$results" "${#servers[@]}" "$ROUNDS" <<'PY'
+import statistics, sys
+rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
+several, rounds = int(sys.argv[2]) > 1, int(sys.argv[3])
+cpu, p99 = {}, {}
+for kind, name, *_, p99_ms, cpu_us, _status in rows:
+    cpu.setdefault((kind, name), []).append(float(cpu_us))
+    p99.setdefault((kind, name), []).append(float(p99_ms))
+med = lambda table, key: statistics.median(table[key]) if table.get(key) else float("nan")
+what = "medians of %d rounds" % rounds if rounds > 1 else "one round"
+print()
+print("Cost of one re-registration within the nonce lifetime (one round trip, no challenge; %s):" % what)
+for kind in ("tern", "kamailio"):
+    d, r = med(cpu, (kind, "digest")), med(cpu, (kind, "rereg"))
+    if r == r:
+        print("  %-8s %.1f us per refresh (a fresh digest registration: %.1f us)" % (kind, (r - d) / 4, d))
+if several:
+    print()
+    print("Tern/Kamailio CPU per operation (target <= 0.67; %s):" % what)
+    for name in ("reg", "digest", "message", "call"):
+        t, k = med(cpu, ("tern", name)), med(cpu, ("kamailio", name))
+        if k > 0:
+            spread = ""
+            if rounds > 1:
+                spread = ", rounds %s" % " ".join("%.2f" % (a / b) for a, b in zip(cpu[("tern", name)], cpu[("kamailio", name)]))
+            print("  %-8s %.2f  (%.1f vs %.1f us; p99 %.2f ms vs %.2f ms%s)" % (name, t / k, t, k, med(p99, ("tern", name)), med(p99, ("kamailio", name)), spread))
+PY
 echo "raw SIPp output: $work"
