@@ -7,12 +7,8 @@ struct AMQPPublishEncoder {
     /// The connection's negotiated frame size: bodies are split into frames no larger.
     let frameMax: Int
 
-    /// The three (or more) frames of one persistent JSON message with a message id.
-    func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: String, body: [UInt8]) {
-        appendPublish(into: &out, exchange: exchange, routingKey: routingKey, messageID: { $0.append(contentsOf: messageID.utf8) }, body: body)
-    }
-
-    /// The same, with the message id written by `messageID` (an event spells its id straight into the frame).
+    /// The three (or more) frames of one persistent JSON message, with the message id written by
+    /// `messageID` (an event spells its id straight into the frame).
     func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: (inout [UInt8]) -> Void, body: [UInt8]) {
         // Method frame: basic.publish (class 60, method 40), reserved short, exchange, routing key, flags.
         appendFrame(into: &out, type: 1) { payload in

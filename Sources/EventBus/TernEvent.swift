@@ -153,7 +153,7 @@ public struct TernEvent: Sendable {
         }
     }
 
-    /// - Parameter id: nil for a new one (``newID()``).
+    /// - Parameter id: nil for a new one, unique across nodes and restarts.
     public init(type: String, payload: [(String, JSONValue)], id: String? = nil, time: Int64 = TernEvent.now()) {
         self.identity = id.map { .text($0) } ?? .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
         self.type = type
@@ -165,11 +165,6 @@ public struct TernEvent: Sendable {
         var spec = timespec()
         clock_gettime(CLOCK_REALTIME, &spec)
         return Int64(spec.tv_sec) * 1000 + Int64(spec.tv_nsec) / 1_000_000
-    }
-
-    /// An id no other event has.
-    public static func newID() -> String {
-        idPrefix + String(idCounter.wrappingIncrementThenLoad(ordering: .relaxed), radix: 16)
     }
 
     private static let idPrefix = String(UInt64.random(in: .min ... .max), radix: 16) + "-"

@@ -65,41 +65,49 @@ struct UDPSharedPortTests {
         }
     }
 
-    @Test func peersSpreadOverOneSocketPerEventLoop() async throws {
+    /// A layer of echoing sockets on a 2-loop group for `body`, shut down afterwards.
+    private static func withEchoLayer(sockets: Int, delay: TimeAmount? = nil,
+                                      _ body: (EchoReceiver, Int) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (layer, receiver, port) = try await Self.start(sockets: 0, group: group)
-        // 32 source ports: the kernel's hash puts them all on one socket with odds of 2 in 2^32.
-        try await Self.expectEveryDatagramAnswered(port: port, clients: 32, perClient: 3)
-        #expect(receiver.loops.withLockedValue { $0.count } == 2)
+        let (layer, receiver, port) = try await start(sockets: sockets, delay: delay, group: group)
+        do {
+            try await body(receiver, port)
+        } catch {
+            await layer.shutdown()
+            try await group.shutdownGracefully()
+            throw error
+        }
         await layer.shutdown()
         try await group.shutdownGracefully()
     }
 
+    @Test func peersSpreadOverOneSocketPerEventLoop() async throws {
+        try await Self.withEchoLayer(sockets: 0) { receiver, port in
+            // 32 source ports: the kernel's hash puts them all on one socket with odds of 2 in 2^32.
+            try await Self.expectEveryDatagramAnswered(port: port, clients: 32, perClient: 3)
+            #expect(receiver.loops.withLockedValue { $0.count } == 2)
+        }
+    }
+
     @Test func oneSocketWhenConfiguredSo() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (layer, receiver, port) = try await Self.start(sockets: 1, group: group)
-        try await Self.expectEveryDatagramAnswered(port: port, clients: 16, perClient: 2)
-        #expect(receiver.loops.withLockedValue { $0.count } == 1)
-        await layer.shutdown()
-        try await group.shutdownGracefully()
+        try await Self.withEchoLayer(sockets: 1) { receiver, port in
+            try await Self.expectEveryDatagramAnswered(port: port, clients: 16, perClient: 2)
+            #expect(receiver.loops.withLockedValue { $0.count } == 1)
+        }
     }
 
     /// A burst read in one go is answered in one go: every answer leaves, none waits for more traffic.
     @Test func aBurstFromOnePeerIsAnsweredWhole() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (layer, _, port) = try await Self.start(sockets: 0, group: group)
-        try await Self.expectEveryDatagramAnswered(port: port, clients: 1, perClient: 100)
-        await layer.shutdown()
-        try await group.shutdownGracefully()
+        try await Self.withEchoLayer(sockets: 0) { _, port in
+            try await Self.expectEveryDatagramAnswered(port: port, clients: 1, perClient: 100)
+        }
     }
 
     /// Sends from a timer (NOTIFYs, retransmissions) are flushed too, without a read to end.
     @Test func sendsFromATimerLeaveWithoutAnyRead() async throws {
-        let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let (layer, _, port) = try await Self.start(sockets: 0, delay: .milliseconds(20), group: group)
-        try await Self.expectEveryDatagramAnswered(port: port, clients: 8, perClient: 5)
-        await layer.shutdown()
-        try await group.shutdownGracefully()
+        try await Self.withEchoLayer(sockets: 0, delay: .milliseconds(20)) { _, port in
+            try await Self.expectEveryDatagramAnswered(port: port, clients: 8, perClient: 5)
+        }
     }
 
     /// The sockets share a port only with each other: a port another socket holds is an error,
