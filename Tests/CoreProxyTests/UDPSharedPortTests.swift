@@ -114,7 +114,9 @@ struct UDPSharedPortTests {
     /// never a silent split of its traffic.
     @Test func aPortHeldElsewhereIsNotShared() async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
-        let holder = try await DatagramBootstrap(group: group).bind(host: "127.0.0.1", port: 0).get()
+        // The holder has SO_REUSEADDR: were the listener's sockets to set it too, Linux would let them share.
+        let holder = try await DatagramBootstrap(group: group).channelOption(.socketOption(.so_reuseaddr), value: 1)
+            .bind(host: "127.0.0.1", port: 0).get()
         let held = try #require(holder.localAddress?.port)
         await #expect(throws: TransportLayer.StartError.self) {
             _ = try await Self.start(sockets: 0, port: held, group: group)
