@@ -43,7 +43,10 @@ struct AMQPPublishEncoder {
         out.append(type)
         Self.append16(channel, &out)
         let sizeAt = out.count
-        out.append(contentsOf: [0, 0, 0, 0])
+        out.append(0)
+        out.append(0)
+        out.append(0)
+        out.append(0)
         payload(&out)
         let size = UInt32(out.count - sizeAt - 4)
         out[sizeAt] = UInt8(size >> 24)
@@ -65,9 +68,12 @@ struct AMQPPublishEncoder {
     /// A short string is at most 255 bytes; longer names are cut (exchange and routing key are
     /// configuration and event types, message ids are Tern's own: none comes near).
     private static func appendShortString(_ text: String, _ out: inout [UInt8]) {
-        let bytes = text.utf8.prefix(255)
-        out.append(UInt8(bytes.count))
-        out.append(contentsOf: bytes)
+        var text = text
+        text.withUTF8 { bytes in
+            let kept = UnsafeBufferPointer(rebasing: bytes.prefix(255))
+            out.append(UInt8(kept.count))
+            out.append(contentsOf: kept)
+        }
     }
 
     /// A short string written by `write`, cut at 255 bytes like the other.

@@ -162,6 +162,14 @@ public final class AMQPPublisher: @unchecked Sendable {
     /// Reads every frame the broker has sent, without waiting: confirms (acks remove events for
     /// good, nacks put them back) and a close. Returns why the connection is unusable, or nil.
     private func readFrames(_ state: amqp_connection_state_t, _ unconfirmed: inout UnconfirmedEvents) -> String? {
+        // The broker acks many events one frame each: counted once per read, not once per frame.
+        var confirmedCount = 0
+        defer {
+            if confirmedCount > 0 {
+                counts.withLockedValue { $0.confirmed += confirmedCount }
+                confirmedCounter.increment(by: confirmedCount)
+            }
+        }
         while true {
             let frame = tern_amqp_wait_frame(state, 0)
             if frame.status == AMQP_STATUS_TIMEOUT.rawValue { return nil }
@@ -169,9 +177,7 @@ public final class AMQPPublisher: @unchecked Sendable {
             guard frame.is_method != 0 else { continue }
             switch frame.method {
             case AMQP_BASIC_ACK_METHOD:
-                let confirmed = unconfirmed.confirm(tag: frame.delivery_tag, multiple: frame.multiple != 0, keeping: false)
-                counts.withLockedValue { $0.confirmed += confirmed.count }
-                confirmedCounter.increment(by: confirmed.count)
+                confirmedCount += unconfirmed.confirm(tag: frame.delivery_tag, multiple: frame.multiple != 0, keeping: false).count
             case AMQP_BASIC_NACK_METHOD:
                 let nacked = unconfirmed.confirm(tag: frame.delivery_tag, multiple: frame.multiple != 0, keeping: true)
                 counts.withLockedValue { $0.nacked += nacked.count }

@@ -35,7 +35,7 @@ public final class EventSpillStore: Sendable {
 
     /// Queues the event for writing; false when the write queue is full.
     func append(_ event: TernEvent) -> Bool {
-        let payload = JSONValue.object(event.payload).json
+        let payload = event.payloadJSON
         return writer.enqueue(key: event.id) { db throws(SQLiteDatabase.Error) in
             try db.query("INSERT INTO event_spill (id, type, time, payload) VALUES (?, ?, ?, ?)",
                          [.text(event.id), .text(event.type), .integer(event.time), .text(payload)])

@@ -27,8 +27,10 @@ struct UnconfirmedEvents {
     /// Removes what a confirm covers: every tag up to `tag` when `multiple`, else that one tag.
     /// Returns how many, and the events themselves when `keeping` (a nack's, to publish again).
     mutating func confirm(tag: UInt64, multiple: Bool, keeping: Bool) -> (count: Int, events: [TernEvent]) {
-        if multiple {
-            // Tags rise, and the broker confirms mostly in order: the covered ones are at the front.
+        // Tags rise, and the broker confirms mostly in order: the covered ones are at the front. A
+        // single ack of the oldest tag (the broker's usual answer to a trickle) takes the same way,
+        // which drops the event without copying it out.
+        if multiple || tags.first == tag {
             var covered = 0
             for candidate in tags {
                 guard candidate <= tag else { break }

@@ -1,4 +1,4 @@
-import CoreProxy
+@testable import CoreProxy
 import EventBus
 @testable import Messaging
 import NIOCore
@@ -25,8 +25,27 @@ struct EventBridgeTests {
         #expect(Self.payload(events[1])["icid"] == nil)
     }
 
-    @Test func registrationSourcesAreWrittenAsHostAndPort() throws {
-        #expect(EventBridge.hostPort(try SocketAddress(ipAddress: "192.0.2.1", port: 5060)) == "192.0.2.1:5060")
-        #expect(EventBridge.hostPort(try SocketAddress(ipAddress: "2001:db8::1", port: 5061)) == "[2001:db8::1]:5061")
+    /// The registration events (written as JSON on the SIP thread) carry the documented payload.
+    @Test func aRegistrationCarriesItsBindingAsDocumented() throws {
+        let outbox = EventOutbox(capacity: 10, policy: .dropNewest)
+        let bridge = EventBridge(outbox: outbox)
+        var binding = Binding(aor: "sip:alice@tern.test", contact: try SIPURI(parsing: "sip:alice@[2001:db8::1]:5061;transport=tcp"),
+                              contactParameters: SIPParameters(), expiresAt: 1_795_750_000_123, callID: "c1", cseq: 1,
+                              transport: .tcp, flow: nil, source: try SocketAddress(ipAddress: "2001:db8::1", port: 5061))
+        binding.instanceID = "<urn:uuid:1>"
+        binding.userAgent = #"Phone "1""#
+        bridge.locationChanged(BindingEvent(kind: .added, binding: binding))
+        binding.source = try SocketAddress(ipAddress: "192.0.2.1", port: 5060)
+        binding.userAgent = nil
+        bridge.locationChanged(BindingEvent(kind: .expired, binding: binding))
+        let events = outbox.take(max: 10, timeout: 0)
+        #expect(events.map(\.type) == ["registration.added", "registration.expired"])
+        let added = Self.payload(events[0])
+        #expect(added["aor"] == .string("sip:alice@tern.test") && added["contact"] == .string("sip:alice@[2001:db8::1]:5061;transport=tcp"))
+        #expect(added["expires_at"] == .string("2026-11-27T03:26:40.123Z") && added["transport"] == .string("tcp"))
+        #expect(added["instance"] == .string("<urn:uuid:1>") && added["user_agent"] == .string(#"Phone "1""#))
+        #expect(added["source"] == .string("[2001:db8::1]:5061"))
+        let expired = Self.payload(events[1])
+        #expect(expired["source"] == .string("192.0.2.1:5060") && expired["user_agent"] == .null)
     }
 }

@@ -1,5 +1,6 @@
 import EventBus
 import Foundation
+import NIOCore
 import Testing
 
 /// The event envelope's JSON, checked by a real JSON parser.
@@ -47,5 +48,32 @@ struct EventJSONTests {
                       (1_798_761_600_007, "2027-01-01T00:00:00.007Z")])
     func timestampsAreRFC3339(milliseconds: Int64, expected: String) {
         #expect(TernEvent.rfc3339String(milliseconds) == expected)
+    }
+
+    /// A payload written field by field (the registration events) is the same JSON a tree of
+    /// values gives: escaped strings, nulls, RFC 3339 times, and sources as host and port.
+    @Test func writtenPayloadsParseBack() throws {
+        let tricky = "quote \" backslash \\ newline \n é"
+        var writer = JSONObjectWriter()
+        writer.add("aor", "sip:alice@tern.test")
+        writer.add("tricky", tricky)
+        writer.add("nothing", nil as String?)
+        writer.add("count", 42)
+        writer.add("at", timestamp: 1_795_750_000_123)
+        writer.add("v4", hostPort: try SocketAddress(ipAddress: "192.0.2.1", port: 5060))
+        writer.add("v6", hostPort: try SocketAddress(ipAddress: "2001:db8::1", port: 5061))
+        writer.add("none", hostPort: nil)
+        let event = TernEvent(type: "test.written", payload: writer)
+        let parsed = try #require(try JSONSerialization.jsonObject(with: Data(event.json(node: "n1").utf8)) as? [String: Any])
+        #expect(parsed["type"] as? String == "test.written" && parsed["id"] as? String == event.id)
+        let payload = try #require(parsed["payload"] as? [String: Any])
+        #expect(payload["aor"] as? String == "sip:alice@tern.test" && payload["tricky"] as? String == tricky)
+        #expect(payload["nothing"] is NSNull && payload["none"] is NSNull && payload["count"] as? Int == 42)
+        #expect(payload["at"] as? String == "2026-11-27T03:26:40.123Z")
+        #expect(payload["v4"] as? String == "192.0.2.1:5060" && payload["v6"] as? String == "[2001:db8::1]:5061")
+        // The fields read back for the spill store and for modules that look at events.
+        let fields = Dictionary(event.payload, uniquingKeysWith: { first, _ in first })
+        #expect(fields["aor"] == .string("sip:alice@tern.test") && fields["nothing"] == .null && fields.count == 8)
+        #expect(event.payloadJSON.hasPrefix(#"{"aor":"sip:alice@tern.test","#))
     }
 }

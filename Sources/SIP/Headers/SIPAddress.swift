@@ -23,7 +23,12 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
     public var description: String {
         var out = ""
         if let displayName { out += "\"" + escapeQuoted(displayName) + "\" " }
-        out += "<" + uri.description + ">" + parameters.description
+        let uriText = uri.description
+        out.reserveCapacity(out.utf8.count + uriText.utf8.count + 2 + parameters.estimatedLength)
+        out.append("<")
+        out.append(uriText)
+        out.append(">")
+        parameters.append(to: &out)
         return out
     }
 

@@ -61,11 +61,27 @@ public struct SIPParameters: Sendable, Hashable, Sequence, CustomStringConvertib
     /// `;a=b;c` as it appears on the wire.
     public var description: String {
         var out = ""
-        for item in items {
-            out += ";" + item.name
-            if let value = item.value { out += "=" + value }
-        }
+        append(to: &out)
         return out
+    }
+
+    /// Appends `;a=b;c` piece by piece: no temporary strings.
+    package func append(to out: inout String) {
+        for item in items {
+            out.append(";")
+            out.append(item.name)
+            if let value = item.value {
+                out.append("=")
+                out.append(value)
+            }
+        }
+    }
+
+    /// About how many bytes ``description`` takes, to reserve them.
+    package var estimatedLength: Int {
+        var length = 0
+        for item in items { length += item.name.utf8.count + (item.value?.utf8.count ?? 0) + 2 }
+        return length
     }
 }
 

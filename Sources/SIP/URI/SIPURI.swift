@@ -62,15 +62,25 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
         case .tel:
             return "tel:" + (user ?? "") + parameters.description
         case .sip, .sips:
-            var out = scheme.description + ":"
+            // One buffer, reserved up front: bindings, events and every forwarded request spell URIs.
+            var out = ""
+            out.reserveCapacity(12 + (user?.utf8.count ?? 0) + (password?.utf8.count ?? 0) + host.utf8.count
+                                + parameters.estimatedLength)
+            out.append(scheme == .sips ? "sips:" : "sip:")
             if let user {
-                out += user
-                if let password { out += ":" + password }
-                out += "@"
+                out.append(user)
+                if let password {
+                    out.append(":")
+                    out.append(password)
+                }
+                out.append("@")
             }
-            out += host
-            if let port { out += ":" + String(port) }
-            out += parameters.description
+            out.append(host)
+            if let port {
+                out.append(":")
+                out.append(String(port))
+            }
+            parameters.append(to: &out)
             if !headers.isEmpty {
                 out += "?" + headers.map { $0.name + "=" + $0.value }.joined(separator: "&")
             }

@@ -1,0 +1,65 @@
+public import NIOCore
+
+/// A JSON object written field by field as UTF-8, in the order given: how an event source on a SIP
+/// thread writes a frequent event's payload without building a tree of ``JSONValue``s.
+public struct JSONObjectWriter: Sendable {
+    private var bytes: [UInt8]
+    private var empty = true
+
+    public init(capacity: Int = 256) {
+        bytes = []
+        bytes.reserveCapacity(capacity)
+        bytes.append(UInt8(ascii: "{"))
+    }
+
+    /// A string field; nil is written as `null`.
+    public mutating func add(_ key: StaticString, _ value: String?) {
+        appendKey(key)
+        if let value { JSONValue.writeString(value, into: &bytes) } else { bytes.append(contentsOf: "null".utf8) }
+    }
+
+    public mutating func add(_ key: StaticString, _ value: Int64) {
+        appendKey(key)
+        JSONValue.writeInteger(value, into: &bytes)
+    }
+
+    /// Unix milliseconds as an RFC 3339 string, like ``JSONValue/timestamp(_:)``.
+    public mutating func add(_ key: StaticString, timestamp milliseconds: Int64) {
+        appendKey(key)
+        bytes.append(UInt8(ascii: "\""))
+        TernEvent.appendRFC3339(milliseconds, into: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// `192.0.2.1:5060` or `[2001:db8::1]:5060`; nil is written as `null`. Written in place: no
+    /// joined string on the SIP thread (an IPv4 address alone fits in a small string).
+    public mutating func add(_ key: StaticString, hostPort address: SocketAddress?) {
+        guard let address else { return add(key, nil as String?) }
+        appendKey(key)
+        bytes.append(UInt8(ascii: "\""))
+        let host = address.ipAddress ?? "?"
+        let bracketed = host.utf8.contains(UInt8(ascii: ":"))
+        if bracketed { bytes.append(UInt8(ascii: "[")) }
+        bytes.append(contentsOf: host.utf8)
+        if bracketed { bytes.append(UInt8(ascii: "]")) }
+        bytes.append(UInt8(ascii: ":"))
+        JSONValue.writeInteger(Int64(address.port ?? 0), into: &bytes)
+        bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// The object, closed.
+    consuming func finish() -> [UInt8] {
+        bytes.append(UInt8(ascii: "}"))
+        return bytes
+    }
+
+    /// Keys are the source's own literals: plain ASCII, never escaped.
+    private mutating func appendKey(_ key: StaticString) {
+        if !empty { bytes.append(UInt8(ascii: ",")) }
+        empty = false
+        bytes.append(UInt8(ascii: "\""))
+        key.withUTF8Buffer { bytes.append(contentsOf: $0) }
+        bytes.append(UInt8(ascii: "\""))
+        bytes.append(UInt8(ascii: ":"))
+    }
+}
