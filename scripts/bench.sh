@@ -13,6 +13,8 @@
 # Loopback only; every SIPp run is bounded in count and time.
 # Tern keeps bindings in memory only by default, as scripts/bench/kamailio.cfg does (usrloc db_mode 0):
 # like for like. TERN_STORE=sqlite measures Tern with its embedded write-behind store instead.
+# Tern runs twice: as configured by default, and as tern-sl with `registrar.stateless: true` (REGISTER
+# answered without keeping its transaction, as scripts/bench/kamailio.cfg's registrar does with sl_send_reply).
 # SERVERS=tern leaves Kamailio out; TERN_UDP_SOCKETS sets Tern's limits.udp_sockets (default: one per thread).
 # ROUNDS=N runs the whole sequence N times, the servers alternating, and the ratios compare the
 # medians: single runs on a shared machine move by ±30%.
@@ -69,10 +71,11 @@ start_server() {  # start_server tern|kamailio [auth]
   port=$(free_port)
   domain="127.0.0.1:$port"
   mkdir -p "$rwork/$kind$auth"
-  if [ "$kind" = tern ]; then
+  if [ "$kind" = tern ] || [ "$kind" = tern-sl ]; then
     {
       printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
       [ -n "${TERN_UDP_SOCKETS:-}" ] && printf 'limits:\n  udp_sockets: %s\n' "$TERN_UDP_SOCKETS"
+      [ "$kind" = tern-sl ] && printf 'registrar:\n  stateless: true\n'
       if [ "$TERN_STORE" = sqlite ]; then
         printf 'storage:\n  sqlite_path: "%s"\n' "$rwork/$kind$auth/tern.sqlite"
       else
@@ -175,7 +178,7 @@ for i in range(1, n + 1):
     print(user, "127.0.0.1", hashlib.md5(("%s:127.0.0.1:pw-%s" % (user, user)).encode()).hexdigest())
 PY
 
-servers=(tern)
+servers=(tern tern-sl)
 if [ "${SERVERS:-}" = tern ]; then :
 elif command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
 memory_lines=()
@@ -213,28 +216,30 @@ echo
 python3 - "$results" "${#servers[@]}" "$ROUNDS" <<'PY'
 import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
-several, rounds = int(sys.argv[2]) > 1, int(sys.argv[3])
+rounds = int(sys.argv[3])
 cpu, p99 = {}, {}
 for kind, name, *_, p99_ms, cpu_us, _status in rows:
     cpu.setdefault((kind, name), []).append(float(cpu_us))
     p99.setdefault((kind, name), []).append(float(p99_ms))
+several = any(kind == "kamailio" for kind, *_ in rows)
 med = lambda table, key: statistics.median(table[key]) if table.get(key) else float("nan")
 what = "medians of %d rounds" % rounds if rounds > 1 else "one round"
 print()
 print("Cost of one re-registration within the nonce lifetime (one round trip, no challenge; %s):" % what)
-for kind in ("tern", "kamailio"):
+for kind in ("tern", "tern-sl", "kamailio"):
     d, r = med(cpu, (kind, "digest")), med(cpu, (kind, "rereg"))
     if r == r:
         print("  %-8s %.1f us per refresh (a fresh digest registration: %.1f us)" % (kind, (r - d) / 4, d))
 if several:
     print()
-    print("Tern/Kamailio CPU per operation (target <= 0.67; %s):" % what)
-    for name in ("reg", "digest", "message", "call"):
-        t, k = med(cpu, ("tern", name)), med(cpu, ("kamailio", name))
+    for tern, label in (("tern", "Tern"), ("tern-sl", "Tern with registrar.stateless")):
+      print("%s/Kamailio CPU per operation (target <= 0.67; %s):" % (label, what))
+      for name in ("reg", "digest", "message", "call"):
+        t, k = med(cpu, (tern, name)), med(cpu, ("kamailio", name))
         if k > 0:
             spread = ""
             if rounds > 1:
-                spread = ", rounds %s" % " ".join("%.2f" % (a / b) for a, b in zip(cpu[("tern", name)], cpu[("kamailio", name)]))
-            print("  %-8s %.2f  (%.1f vs %.1f us; p99 %.2f ms vs %.2f ms%s)" % (name, t / k, t, k, med(p99, ("tern", name)), med(p99, ("kamailio", name)), spread))
+                spread = ", rounds %s" % " ".join("%.2f" % (a / b) for a, b in zip(cpu[(tern, name)], cpu[("kamailio", name)]))
+            print("  %-8s %.2f  (%.1f vs %.1f us; p99 %.2f ms vs %.2f ms%s)" % (name, t / k, t, k, med(p99, (tern, name)), med(p99, ("kamailio", name)), spread))
 PY
 echo "raw SIPp output: $work"

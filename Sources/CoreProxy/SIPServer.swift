@@ -95,7 +95,8 @@ public final class SIPServer: Service {
         transportLayer = try TransportLayer(configuration: configuration.transport, group: group, logger: logger)
         transactionLayer = TransactionLayer(sender: transportLayer, timers: configuration.timers,
                                             tuner: MessageTuner(rules: configuration.tunings,
-                                                                dropUnregisteredMedia: configuration.dropUnregisteredMedia))
+                                                                dropUnregisteredMedia: configuration.dropUnregisteredMedia),
+                                            statelessMethods: configuration.registrar.statelessReplies ? [.register] : [])
         pipeline = RequestPipeline(configuration: configuration.pipeline, logger: logger)
         let parser = SIPMessageParser(limits: .init(maxMessageSize: configuration.transport.maxMessageSize))
         inbound = InboundStage(parser: parser, transactions: transactionLayer, sender: transportLayer, logger: logger)

@@ -106,6 +106,7 @@ extension TernConfiguration {
             registrar.maxExpires = UInt32(try section.int("max_expires", in: 1...604_800) ?? Int(registrar.maxExpires))
             registrar.singleContactPerAOR = try section.bool("single_contact") ?? registrar.singleContactPerAOR
             registrar.maxContactsPerAOR = try section.int("max_contacts", in: 1...1_000) ?? registrar.maxContactsPerAOR
+            registrar.statelessReplies = try section.bool("stateless") ?? registrar.statelessReplies
             removeBindingsOnFlowClose = try section.bool("remove_on_flow_close") ?? removeBindingsOnFlowClose
             if let mode = try section.string("path_mode") {
                 guard let parsed = Registrar.Configuration.PathMode(rawValue: mode) else {
@@ -417,6 +418,7 @@ extension TernConfiguration {
             "  max_expires: \(registrar.maxExpires)",
             "  single_contact: \(registrar.singleContactPerAOR)",
             "  max_contacts: \(registrar.maxContactsPerAOR)",
+            "  stateless: \(registrar.statelessReplies)",
             "  remove_on_flow_close: \(removeBindingsOnFlowClose)",
             "  path_mode: \(registrar.pathMode.rawValue)",
             "proxy:",

@@ -34,6 +34,9 @@ public struct Binding: Sendable, Hashable {
     public var registeredAt: Int64 = 0
     /// Whether the REGISTER's Accept-Encoding named gzip: bodies sent to the device may be compressed.
     public var acceptsGzip = false
+    /// A hash of the top Via branch of the REGISTER that last set it (0 when unknown): with
+    /// stateless replies, what tells that REGISTER's retransmissions from a new one with its CSeq.
+    public var registeringBranch = 0
 
     public init(aor: String, contact: SIPURI, contactParameters: SIPParameters, expiresAt: Int64, callID: String,
                 cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?) {

@@ -27,6 +27,12 @@ public final class Registrar: SIPRequestHandler {
         public var pushRegistrationMargin = 130
         /// What a REGISTER with Path from a UA that does not say `Supported: path` gets (RFC 3327 §5.3).
         public var pathMode: PathMode = .lazy
+        /// Answer REGISTER without keeping its transaction once answered, as Kamailio's and
+        /// OpenSIPS's registrars do (`sl_send_reply`): over UDP nothing of the request stays for
+        /// Timer J's 32 s, so a registration costs its binding alone in memory. A retransmission is
+        /// answered anew: a REGISTER with the Call-ID and CSeq that set a binding leaves it as it is
+        /// and gets the current bindings, where a transaction would have resent its 200 OK (default false).
+        public var statelessReplies = false
 
         /// Path without the UA's support, as Kamailio's registrar names the choices.
         public enum PathMode: String, Sendable, CaseIterable {
@@ -155,6 +161,8 @@ public final class Registrar: SIPRequestHandler {
             registrationKind = 2
         case .addresses(let addresses):
             pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
+            let registeringBranch = configuration.statelessReplies
+                ? ((try? request.topVia())??.branch).map { $0.hashValue | 1 } ?? 0 : 0
             var updates: [Binding] = []
             var removals: [String] = []
             for address in addresses {
@@ -170,8 +178,10 @@ public final class Registrar: SIPRequestHandler {
                     throw .status(SIPStatus(423), headers: [(.minExpires, String(configuration.minExpires))])
                 }
                 let granted = min(requested, configuration.maxExpires)
-                updates.append(makeBinding(address, aor: aor, expires: granted, now: now, callID: callID,
-                                           cseq: cseq.sequence, inbound: inbound, supportsGRUU: supported.contains("gruu")))
+                var binding = makeBinding(address, aor: aor, expires: granted, now: now, callID: callID,
+                                          cseq: cseq.sequence, inbound: inbound, supportsGRUU: supported.contains("gruu"))
+                binding.registeringBranch = registeringBranch
+                updates.append(binding)
             }
             try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) in
                 try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
@@ -265,6 +275,10 @@ public final class Registrar: SIPRequestHandler {
             if let index = bindings.firstIndex(where: { $0.key == binding.key }) {
                 let existing = bindings[index]
                 if existing.callID == callID {
+                    // Answered statelessly, the request that set this binding may come again (a
+                    // retransmission): it changes nothing, and gets the 200 OK it would have had.
+                    if cseq == existing.cseq, configuration.statelessReplies, binding.registeringBranch != 0,
+                       binding.registeringBranch == existing.registeringBranch { continue }
                     guard cseq > existing.cseq else { throw .status(SIPStatus(400, "Out-of-Order CSeq")) }
                     // RFC 5627 §4.2: temporary GRUUs stay valid while the Call-ID stays the same.
                     binding.temporaryGRUUs = existing.temporaryGRUUs + binding.temporaryGRUUs

@@ -41,7 +41,8 @@ public final class ServerTransaction: Sendable {
         self.responseFlow = ResponseRouting.flow(for: inbound)
         let machine = ServerTransactionStateMachine(
             isInvite: inbound.message.method == .invite,
-            reliable: inbound.transport.isReliable,
+            // A method answered statelessly ends like one over a reliable transport: at once.
+            reliable: inbound.transport.isReliable || layer.statelessMethods.contains(inbound.message.method ?? .ack),
             timers: layer.timers
         )
         self.state = NIOLockedValueBox(Inner(machine: machine, parsedHeaders: parsed))

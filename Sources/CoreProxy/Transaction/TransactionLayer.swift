@@ -37,14 +37,20 @@ public final class TransactionLayer: Sendable {
     let wheels = TimerWheels()
     /// Trims what leaves for peers on costly links (nil: everything leaves as built).
     public let tuner: MessageTuner?
+    /// Methods whose server transactions end with their final response, whatever the transport:
+    /// no Timer J keeps them (and their request and response) for 32 s over UDP to answer
+    /// retransmissions, which reach the transaction user again instead (Kamailio's stateless
+    /// replies to REGISTER; see ``Registrar/Configuration/statelessReplies``).
+    public let statelessMethods: Set<SIPMethod>
     private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)
     private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerTransaction]>]
     private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientTransaction]>]
 
     public init(sender: any SIPMessageSender, timers: TransactionTimers = TransactionTimers(), shardCount: Int = 16,
-                tuner: MessageTuner? = nil) {
+                tuner: MessageTuner? = nil, statelessMethods: Set<SIPMethod> = []) {
         self.sender = sender
         self.tuner = tuner
+        self.statelessMethods = statelessMethods
         self.timers = timers
         self.serverShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
         self.clientShards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
