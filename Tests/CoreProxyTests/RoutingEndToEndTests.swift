@@ -67,7 +67,7 @@ struct RoutingEndToEndTests {
         return try await alice.response(callID: callID, timeout: .seconds(10)).statusCode ?? 0
     }
 
-    @Test func weightedDispatcherSplitsTenThousandCallsByWeight() async throws {
+    @Test func weightedDispatcherSplitsFourThousandCallsByWeight() async throws {
         try await Self.withRouter { server, router in
             let heavy = try await Gateway(server), light = try await Gateway(server)
             // The gateways turn every call down (486): the caller ACKs and the call is over.
@@ -80,7 +80,10 @@ struct RoutingEndToEndTests {
                 dialplan: [DialplanRule(name: "all", match: .prefix(""), action: .dispatcher("gw"))], probeInterval: 0))
             // A window of requests in flight, as a busy caller would send them.
             let caller = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
-            let total = 10_000, window = 100
+            // 4,000 calls: the share's standard deviation is 0.7 %, so ± 3 % is over four of them. Ten
+            // thousand through a debug build kept both cores of a CI machine busy for 25 s, long
+            // enough to starve the timing of tests running beside it.
+            let total = 4_000, window = 100
             var sent = 0, answered = 0, ok = 0
             var branches: [String: String] = [:]
             func send() async throws {
@@ -108,7 +111,7 @@ struct RoutingEndToEndTests {
             let share = Double(heavy.count) / Double(total)
             print("weighted dispatcher: \(heavy.count) / \(light.count) of \(total) calls (weights 75/25)")
             #expect(heavy.count + light.count == total)
-            #expect(abs(share - 0.75) < 0.02, "75 % ± 2 %")
+            #expect(abs(share - 0.75) < 0.03, "75 % ± 3 %")
         }
     }
 

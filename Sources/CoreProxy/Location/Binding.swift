@@ -6,7 +6,7 @@ public struct Binding: Sendable, Hashable {
     /// The canonical address-of-record, `sip:user@domain` (see ``AddressOfRecord``).
     public var aor: String
     /// The Contact URI as the device registered it (the device's own view, echoed in 200 OK).
-    public var contact: SIPURI
+    public var contact: SIPURI { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
     /// Contact parameters other than `expires` (q, +sip.instance, reg-id, feature tags...).
     public var contactParameters: SIPParameters
     /// Unix time in milliseconds when the binding lapses.
@@ -14,9 +14,9 @@ public struct Binding: Sendable, Hashable {
     public var callID: String
     public var cseq: UInt32
     /// `+sip.instance` (RFC 5626 §4.1): one device, whatever its contact URI.
-    public var instanceID: String?
+    public var instanceID: String? { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
     /// `reg-id` (RFC 5626 §4.2): with the instance, one flow of that device.
-    public var regID: UInt32?
+    public var regID: UInt32? { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
     /// The transport the REGISTER arrived over.
     public var transport: SIPTransportProtocol
     /// The flow the REGISTER arrived on: requests for this device go back over it (RFC 5626 §5.3).
@@ -39,7 +39,8 @@ public struct Binding: Sendable, Hashable {
     public var registeringBranch = 0
 
     public init(aor: String, contact: SIPURI, contactParameters: SIPParameters, expiresAt: Int64, callID: String,
-                cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?) {
+                cseq: UInt32, transport: SIPTransportProtocol, flow: SIPFlow?, source: SocketAddress?,
+                instanceID: String? = nil, regID: UInt32? = nil) {
         self.aor = aor
         self.contact = contact
         self.contactParameters = contactParameters
@@ -51,16 +52,17 @@ public struct Binding: Sendable, Hashable {
         self.source = source
         self.path = []
         self.temporaryGRUUs = []
-        self.instanceID = nil
-        self.regID = nil
+        self.instanceID = instanceID
+        self.regID = regID
+        self.key = Binding.key(instanceID: instanceID, regID: regID, contact: contact)
     }
 
     /// What identifies this binding among its AOR's bindings: the device and flow when the contact
     /// names them (RFC 5626 §6: same instance and reg-id replace each other; RFC 5627: same instance),
     /// otherwise the contact URI (RFC 3261 §10.3 step 7, with URI comparison).
-    public var key: String {
-        Binding.key(instanceID: instanceID, regID: regID, contact: contact)
-    }
+    /// Kept with the binding (and redone when any part changes): registrations, lookups and the
+    /// location service's change events compare keys several times per REGISTER.
+    public private(set) var key: String
 
     static func key(instanceID: String?, regID: UInt32?, contact: SIPURI) -> String {
         if let instanceID {

@@ -142,8 +142,9 @@ public final class Registrar: SIPRequestHandler {
         }
         let now = location.clock.nowMilliseconds()
         var pushCapabilities: [String] = []
-        let keysBefore = Set(location.bindings(for: aor).map(\.key))
         var registrationKind: Int?
+        // The AOR's bindings once changed, as the change left them: the 200 OK lists them.
+        var current: [Binding]?
 
         switch contacts {
         case .none:
@@ -158,6 +159,7 @@ public final class Registrar: SIPRequestHandler {
                 }
                 bindings.removeAll()
             }
+            current = []
             registrationKind = 2
         case .addresses(let addresses):
             pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
@@ -178,21 +180,25 @@ public final class Registrar: SIPRequestHandler {
                     throw .status(SIPStatus(423), headers: [(.minExpires, String(configuration.minExpires))])
                 }
                 let granted = min(requested, configuration.maxExpires)
-                var binding = makeBinding(address, aor: aor, expires: granted, now: now, callID: callID,
-                                          cseq: cseq.sequence, inbound: inbound, supportsGRUU: supported.contains("gruu"))
+                var binding = makeBinding(address, aor: aor, expires: granted, now: now, callID: callID, cseq: cseq.sequence,
+                                          request: request, inbound: inbound, supportsGRUU: supported.contains("gruu"))
                 binding.registeringBranch = registeringBranch
                 updates.append(binding)
             }
-            try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) in
-                try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
+            let refreshed = try location.update(aor: aor) { (bindings: inout [Binding]) throws(Refusal) -> Bool in
+                let refreshed = try apply(updates: updates, removals: removals, callID: callID, cseq: cseq.sequence, to: &bindings)
+                current = bindings
+                return refreshed
             }
             if updates.isEmpty {
                 registrationKind = removals.isEmpty ? nil : 2
             } else {
-                registrationKind = updates.contains { keysBefore.contains($0.key) } ? 1 : 0
+                registrationKind = refreshed ? 1 : 0
             }
         }
-        var response = okResponse(transaction, aor: aor, supported: supported, now: now)
+        var response = okResponse(transaction, request: request, aor: aor,
+                                  bindings: current.map { $0.sorted { $0.q > $1.q } } ?? location.bindings(for: aor),
+                                  supported: supported, now: now)
         for value in pushCapabilities { response.appendHeader(.featureCaps, value) }
         for (name, value) in policyHeaders { response.appendHeader(name, value) }
         if let registrationKind, let policy { policy.registered(request, response: response, aor: aor, kind: registrationKind, source: inbound.source) }
@@ -241,20 +247,20 @@ public final class Registrar: SIPRequestHandler {
     }
 
     private func makeBinding(_ address: SIPAddress, aor: String, expires: UInt32, now: Int64, callID: String,
-                             cseq: UInt32, inbound: InboundMessage, supportsGRUU: Bool) -> Binding {
+                             cseq: UInt32, request: SIPMessage, inbound: InboundMessage, supportsGRUU: Bool) -> Binding {
         var parameters = address.parameters
         parameters.remove("expires")
         var binding = Binding(aor: aor, contact: address.uri, contactParameters: parameters,
                               expiresAt: now + Int64(expires) * 1000, callID: callID, cseq: cseq,
-                              transport: inbound.transport, flow: inbound.flow, source: inbound.source)
-        binding.instanceID = address.instanceID
+                              transport: inbound.transport, flow: inbound.flow, source: inbound.source,
+                              // reg-id without an instance means nothing (RFC 5626 §6, step 3 of the registrar's rules).
+                              instanceID: address.instanceID, regID: address.instanceID == nil ? nil : address.regID)
         binding.registeredAt = now
-        // reg-id without an instance means nothing (RFC 5626 §6, step 3 of the registrar's rules).
-        binding.regID = address.instanceID == nil ? nil : address.regID
-        binding.isBehindNAT = NATDetection.isBehindNAT(request: inbound.message, contact: address.uri, source: inbound.source)
-        binding.path = inbound.message.values(.path)
-        binding.userAgent = inbound.message.firstValue(.userAgent)
-        binding.acceptsGzip = inbound.message.acceptEncodings.contains("gzip")
+        // The request with what validation parsed (the top Via): not parsed again.
+        binding.isBehindNAT = NATDetection.isBehindNAT(request: request, contact: address.uri, source: inbound.source)
+        binding.path = request.values(.path)
+        binding.userAgent = request.firstValue(.userAgent)
+        binding.acceptsGzip = request.acceptEncodings.contains("gzip")
         if supportsGRUU, binding.instanceID != nil {
             binding.temporaryGRUUs = [GRUU.newTemporaryUser()]
         }
@@ -263,8 +269,10 @@ public final class Registrar: SIPRequestHandler {
 
     /// §10.3 steps 6–7 for each contact: a binding with the same key is replaced when the Call-ID
     /// differs or the CSeq is higher; otherwise the whole request fails.
+    /// - Returns: whether a binding that was there is replaced (a refresh), rather than only added.
     private func apply(updates: [Binding], removals: [String], callID: String, cseq: UInt32,
-                       to bindings: inout [Binding]) throws(Refusal) {
+                       to bindings: inout [Binding]) throws(Refusal) -> Bool {
+        var refreshed = false
         for key in removals {
             if let existing = bindings.first(where: { $0.key == key }), existing.callID == callID, cseq <= existing.cseq {
                 throw .status(SIPStatus(400, "Out-of-Order CSeq"))
@@ -278,12 +286,16 @@ public final class Registrar: SIPRequestHandler {
                     // Answered statelessly, the request that set this binding may come again (a
                     // retransmission): it changes nothing, and gets the 200 OK it would have had.
                     if cseq == existing.cseq, configuration.statelessReplies, binding.registeringBranch != 0,
-                       binding.registeringBranch == existing.registeringBranch { continue }
+                       binding.registeringBranch == existing.registeringBranch {
+                        refreshed = true
+                        continue
+                    }
                     guard cseq > existing.cseq else { throw .status(SIPStatus(400, "Out-of-Order CSeq")) }
                     // RFC 5627 §4.2: temporary GRUUs stay valid while the Call-ID stays the same.
                     binding.temporaryGRUUs = existing.temporaryGRUUs + binding.temporaryGRUUs
                 }
                 bindings[index] = binding
+                refreshed = true
             } else {
                 if configuration.singleContactPerAOR { bindings.removeAll() }
                 bindings.append(binding)
@@ -292,14 +304,14 @@ public final class Registrar: SIPRequestHandler {
         if bindings.count > configuration.maxContactsPerAOR {
             throw .status(SIPStatus(403, "Too Many Contacts"))
         }
+        return refreshed
     }
 
     // MARK: - The 200 OK (§10.3 step 8)
 
-    private func okResponse(_ transaction: ServerTransaction, aor: String, supported: Set<String>, now: Int64) -> SIPMessage {
-        let request = transaction.request
+    private func okResponse(_ transaction: ServerTransaction, request: SIPMessage, aor: String, bindings: [Binding],
+                            supported: Set<String>, now: Int64) -> SIPMessage {
         var response = SIPMessage.response(to: request, status: SIPStatus(200), toTag: transaction.localTag)
-        let bindings = location.bindings(for: aor)
         for binding in bindings {
             var parameters = binding.contactParameters
             parameters.set("expires", String(binding.remainingSeconds(at: now)))

@@ -256,9 +256,11 @@ public final class TransportLayer: Sendable {
         // to each other). Only the listener's own sockets share its port, with SO_REUSEPORT.
         try await DatagramBootstrap(group: loops)
             .channelOption(.socketOption(Self.reusePort), value: sharingPort ? 1 : 0)
-            // Up to 4 recvmmsg(2) calls of 16 datagrams each per wake-up; then the burst's answers
-            // go out together (SIPDatagramHandler).
-            .channelOption(.maxMessagesPerRead, value: 4)
+            // One recvmmsg(2) of up to 16 datagrams per wake-up, then the burst's answers go out
+            // together (SIPDatagramHandler). NIO reads again until the socket is empty: at a few
+            // datagrams per wake-up that second call found nothing half the time (one system call
+            // per two requests), where a socket with more left is simply readable again.
+            .channelOption(.maxMessagesPerRead, value: 1)
             .channelOption(.datagramVectorReadMessageCount, value: Self.datagramsPerRead)
             .channelOption(.socketOption(.so_rcvbuf), value: SocketOptionValue(configuration.udpBufferBytes))
             .channelOption(.socketOption(.so_sndbuf), value: SocketOptionValue(configuration.udpBufferBytes))
