@@ -28,7 +28,7 @@ run: build
 ## at its end, pass or fail (scripts/services.sh). The CPU-bound tests (the fuzzer, thousands of
 ## calls through the proxy) run first and alone: beside the timing tests on a 2-core machine they
 ## held both cores for half a minute and made those time out.
-CPU_BOUND_TESTS = SIPFuzzTests|weightedDispatcher
+CPU_BOUND_TESTS = SIPFuzzTests|weightedDispatcher|numberPortabilityWithAMillionEntries
 test: deps-test
 	$(SWIFT) build --build-tests
 	scripts/services.sh start
