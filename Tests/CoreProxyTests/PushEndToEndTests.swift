@@ -178,7 +178,8 @@ struct PushEndToEndTests {
             try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "push-fails")
             let response = try await alice.response(callID: "push-fails")
             #expect(response.statusCode == 480)
-            #expect(ContinuousClock.now - started < .seconds(3), "not the whole 10 s wait")
+            // Well under the wait (a loaded 2-core run has taken 4.5 s for the two gateway calls).
+            #expect(ContinuousClock.now - started < .seconds(6), "not the whole 10 s wait")
             #expect(gateway.received.count == 2, "the first attempt and one retry")
         }
         await gateway.stop()
@@ -356,7 +357,9 @@ struct KeepAliveEndToEndTests {
                     + "Call-ID: ka-\(agent.port)\r\nCSeq: 1 REGISTER\r\nContact: <sip:\(agent.user)@10.0.0.7:5060>\r\nExpires: 600\r\n"
                     + "Content-Length: 0\r\n\r\n"
                 try await agent.client.send(text)
-                #expect(try await agent.next().statusCode == 200)
+                // A probe round right after the REGISTER may reach the device before its 200 OK
+                // (another event loop sends it, and at once): only the answer counts here.
+                #expect(try await agent.response(callID: "ka-\(agent.port)").statusCode == 200)
             }
             #expect(server.server.location.bindings(for: "sip:anna@tern.test").first?.isBehindNAT == true)
             // anna answers every probe; bert never does.
