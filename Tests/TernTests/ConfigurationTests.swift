@@ -121,6 +121,14 @@ import NIOCore
         }
     }
 
+    /// Stateless REGISTER replies: off unless asked, and then the transaction layer keeps no REGISTER.
+    @Test func statelessRegistrarIsRead() throws {
+        #expect(try TernConfiguration(yaml: "").serverConfiguration.registrar.statelessReplies == false)
+        let configuration = try TernConfiguration(yaml: "registrar:\n  stateless: true\n")
+        #expect(configuration.serverConfiguration.registrar.statelessReplies)
+        #expect(configuration.yamlDescription.contains("  stateless: true"))
+    }
+
     @Test func authenticationSectionIsRead() throws {
         let configuration = try TernConfiguration(yaml: """
         auth:

@@ -29,6 +29,16 @@ struct UnconfirmedEventsTests {
         #expect(unconfirmed.count == 1)
     }
 
+    /// The broker's usual answer to a trickle: one ack per event, oldest first.
+    @Test func singleAcksOfTheOldestRemoveOneEachInOrder() {
+        var unconfirmed = UnconfirmedEvents()
+        unconfirmed.append(Self.events(3), firstTag: 1)
+        #expect(unconfirmed.confirm(tag: 1, multiple: false, keeping: false).count == 1)
+        let nacked = unconfirmed.confirm(tag: 2, multiple: false, keeping: true)
+        #expect(nacked.count == 1 && nacked.events.map(\.id) == ["e1"])
+        #expect(unconfirmed.all.map(\.id) == ["e2"])
+    }
+
     @Test func aConfirmForNothingInFlightRemovesNothing() {
         var unconfirmed = UnconfirmedEvents()
         unconfirmed.append(Self.events(2), firstTag: 5)

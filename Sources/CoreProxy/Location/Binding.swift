@@ -6,7 +6,7 @@ public struct Binding: Sendable, Hashable {
     /// The canonical address-of-record, `sip:user@domain` (see ``AddressOfRecord``).
     public var aor: String
     /// The Contact URI as the device registered it (the device's own view, echoed in 200 OK).
-    public var contact: SIPURI { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
+    public var contact: SIPURI { didSet { rekey() } }
     /// Contact parameters other than `expires` (q, +sip.instance, reg-id, feature tags...).
     public var contactParameters: SIPParameters
     /// Unix time in milliseconds when the binding lapses.
@@ -14,9 +14,9 @@ public struct Binding: Sendable, Hashable {
     public var callID: String
     public var cseq: UInt32
     /// `+sip.instance` (RFC 5626 §4.1): one device, whatever its contact URI.
-    public var instanceID: String? { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
+    public var instanceID: String? { didSet { rekey() } }
     /// `reg-id` (RFC 5626 §4.2): with the instance, one flow of that device.
-    public var regID: UInt32? { didSet { key = Binding.key(instanceID: instanceID, regID: regID, contact: contact) } }
+    public var regID: UInt32? { didSet { rekey() } }
     /// The transport the REGISTER arrived over.
     public var transport: SIPTransportProtocol
     /// The flow the REGISTER arrived on: requests for this device go back over it (RFC 5626 §5.3).
@@ -55,6 +55,10 @@ public struct Binding: Sendable, Hashable {
         self.instanceID = instanceID
         self.regID = regID
         self.key = Binding.key(instanceID: instanceID, regID: regID, contact: contact)
+    }
+
+    private mutating func rekey() {
+        key = Binding.key(instanceID: instanceID, regID: regID, contact: contact)
     }
 
     /// What identifies this binding among its AOR's bindings: the device and flow when the contact

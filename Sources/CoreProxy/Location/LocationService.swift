@@ -243,24 +243,23 @@ public final class LocationService: Sendable {
         guard !events.isEmpty else { return }
         let counters = changes.withLockedValue { $0 }
         var delta = 0
-        for index in events.indices {
-            let kind = events[index].kind
-            counters[kind]?.increment()
+        for event in events {
+            counters[event.kind]?.increment()
             let flow: SIPFlow?
-            switch kind {
+            switch event.kind {
             case .added, .refreshed:
-                if kind == .added { delta += 1 }
-                store?.save(events[index].binding)
-                flow = events[index].binding.routesOverFlow ? events[index].binding.flow : nil
+                if event.kind == .added { delta += 1 }
+                store?.save(event.binding)
+                flow = event.binding.routesOverFlow ? event.binding.flow : nil
             case .removed, .expired:
                 delta -= 1
-                store?.delete(aor: events[index].binding.aor, key: events[index].binding.key)
+                store?.delete(aor: event.binding.aor, key: event.binding.key)
                 flow = nil
             }
             flowsByContact.withLockedValue { table in
                 // Most devices need no flow (plain UDP, no NAT): nothing to record, nothing to forget.
                 guard flow != nil || !table.isEmpty else { return }
-                table[ContactKey.normalized(events[index].binding.contact)] = flow
+                table[ContactKey.normalized(event.binding.contact)] = flow
             }
         }
         let count = liveCount.withLockedValue { count -> Int in
@@ -269,12 +268,8 @@ public final class LocationService: Sendable {
         }
         bindingGauge.record(count)
         let observers = observers.withLockedValue { $0 }
-        // Lent, not copied: a for-in over the array copies each event (a binding is a dozen
-        // references to retain and release) once per observer.
-        events.withUnsafeBufferPointer { events in
-            for observer in observers {
-                for index in events.indices { observer.locationChanged(events[index]) }
-            }
+        for observer in observers {
+            for event in events { observer.locationChanged(event) }
         }
     }
 }
