@@ -1,6 +1,10 @@
 import CLibCrypto
 
 /// Hashes and HMAC from the system libcrypto (one BoringSSL copy in the build is enough).
+///
+/// The digests are fetched from OpenSSL's provider once. `EVP_md5()` and the one-shot `HMAC()`
+/// look the algorithm up again on every call (property parsing, locks, string compares): that
+/// was 9% of a digest REGISTER's CPU.
 public enum Hashing {
     public enum Algorithm: String, Sendable, Hashable, CaseIterable {
         case md5 = "MD5"
@@ -14,31 +18,27 @@ public enum Hashing {
             default: return nil
             }
         }
+
+        fileprivate var fetched: FetchedDigest {
+            switch self {
+            case .md5: Hashing.md5
+            case .sha256: Hashing.sha256
+            }
+        }
     }
 
     /// The lower-case hex digest of `text`.
     public static func hex(_ algorithm: Algorithm, _ text: String) -> String {
-        let md = algorithm == .md5 ? EVP_md5() : EVP_sha256()
-        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        let bytes = Array(text.utf8)
-        _ = bytes.withUnsafeBytes { input in
-            EVP_Digest(input.baseAddress, input.count, &output, &length, md, nil)
-        }
-        return hexString(output.prefix(Int(length)))
+        withDigest(algorithm.fetched, of: text) { hexString($0) }
     }
 
-    /// HMAC-SHA-256 of `message` under `key`.
+    /// HMAC-SHA-256 of `message` under `key` (RFC 2104), from two SHA-256 passes.
     public static func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
-        var output = [UInt8](repeating: 0, count: Int(EVP_MAX_MD_SIZE))
-        var length: UInt32 = 0
-        _ = key.withUnsafeBytes { keyBytes in
-            message.withUnsafeBytes { messageBytes in
-                HMAC(EVP_sha256(), keyBytes.baseAddress, Int32(keyBytes.count),
-                     messageBytes.baseAddress?.assumingMemoryBound(to: UInt8.self), messageBytes.count, &output, &length)
-            }
-        }
-        return Array(output.prefix(Int(length)))
+        let blockSize = 64
+        var block = key.count > blockSize ? withDigest(sha256, of: key) { Array($0) } : key
+        block.append(contentsOf: repeatElement(0, count: blockSize - block.count))
+        let inner = withDigest(sha256, of: block.map { $0 ^ 0x36 } + message) { Array($0) }
+        return withDigest(sha256, of: block.map { $0 ^ 0x5C } + inner) { Array($0) }
     }
 
     /// Cryptographically random bytes.
@@ -65,4 +65,40 @@ public enum Hashing {
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)
+    private static let md5 = FetchedDigest(name: "MD5", legacy: EVP_md5())
+    private static let sha256 = FetchedDigest(name: "SHA256", legacy: EVP_sha256())
+
+    /// Hashes `input` and hands the digest to `body`, without an intermediate array.
+    private static func withDigest<Input: Sequence<UInt8>, Result>(
+        _ digest: FetchedDigest, of input: Input, _ body: (UnsafeBufferPointer<UInt8>) -> Result
+    ) -> Result {
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: Int(EVP_MAX_MD_SIZE)) { output in
+            var length: UInt32 = 0
+            let hashed: Int32? = input.withContiguousStorageIfAvailable { bytes in
+                EVP_Digest(bytes.baseAddress, bytes.count, output.baseAddress, &length, digest.pointer, nil)
+            }
+            if hashed == nil {
+                let bytes = Array(input)
+                _ = bytes.withUnsafeBytes { EVP_Digest($0.baseAddress, $0.count, output.baseAddress, &length, digest.pointer, nil) }
+            }
+            return body(UnsafeBufferPointer(rebasing: output.prefix(Int(length))))
+        }
+    }
+
+    private static func withDigest<Result>(_ digest: FetchedDigest, of text: String,
+                                           _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        var text = text
+        return text.withUTF8 { bytes in withDigest(digest, of: bytes, body) }
+    }
+}
+
+/// A digest implementation fetched from the default provider once and kept for the process.
+/// OpenSSL documents fetched algorithm objects as shareable between threads.
+private final class FetchedDigest: @unchecked Sendable {
+    let pointer: OpaquePointer?
+
+    init(name: String, legacy: OpaquePointer?) {
+        // Not fetchable (a provider configuration without it): the legacy object still works, slowly.
+        pointer = EVP_MD_fetch(nil, name, nil) ?? legacy
+    }
 }

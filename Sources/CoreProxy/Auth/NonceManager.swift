@@ -33,7 +33,10 @@ public final class NonceManager: Sendable {
     /// A new nonce for `realm` issued at `now` (Unix seconds): the time, a random salt so that no two
     /// challenges share a nonce (nonce-counts are per client), and the signature of both.
     public func make(realm: String, now: Int64) -> String {
-        let stamp = String(now, radix: 16) + "-" + Hashing.hexString(Hashing.randomBytes(6))
+        // The salt comes from the kernel-randomness pool the tags use; OpenSSL's generator took a
+        // lock and an AES block per challenge.
+        let salt = withUnsafeBytes(of: RandomPool.next()) { Hashing.hexString($0.prefix(6)) }
+        let stamp = String(now, radix: 16) + "-" + salt
         return stamp + "." + signature(stamp: stamp, realm: realm)
     }
 

@@ -43,7 +43,7 @@ public final class InboundStage: TransportReceiver {
         } else {
             SIPTrafficMetrics.shared.responseReceived(message.statusCode)
             do {
-                try message.validateResponse()
+                try message.validateResponseKeepingParsed()
             } catch {
                 drop("bad response", error: error, meta: meta)
                 return

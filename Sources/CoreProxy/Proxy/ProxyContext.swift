@@ -369,13 +369,11 @@ final class ProxyContext: Sendable {
 
     private func forwardUpstream(_ response: SIPMessage) {
         var upstream = response
+        // Read before any edit, while the top Via validation parsed is still kept.
+        let topViaIsOurs = (try? upstream.topVia())?.branch?.hasPrefix(StatefulProxy.branchPrefix) == true
         proxy.answering(&upstream, to: request)
-        if upstream.buffer.readableBytes > 0 || upstream.contains(.via) {
-            // Our own Via goes; what remains is the path back (RFC 3261 §16.7 step 3).
-            if (try? upstream.topVia())?.branch?.hasPrefix(StatefulProxy.branchPrefix) == true {
-                upstream.removeFirstValue(.via)
-            }
-        }
+        // Our own Via goes; what remains is the path back (RFC 3261 §16.7 step 3).
+        if topViaIsOurs { upstream.removeFirstValue(.via) }
         server.respond(upstream)
     }
 

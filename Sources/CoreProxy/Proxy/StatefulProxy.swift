@@ -774,35 +774,71 @@ public final class StatefulProxy: LocationObserver, Sendable {
 
     /// A request that already carries our Via with the branch hash this request would get has looped.
     private func isLoop(_ request: SIPMessage) -> Bool {
-        let hash = loopHash(request)
+        // Only a request that passed here before can loop: the hash is computed for those alone.
         guard let vias = try? request.vias() else { return false }
-        return vias.contains { via in
-            guard let branch = via.branch, branch.hasPrefix(Self.branchPrefix + hash) else { return false }
-            return identity.isOwnAddress(host: via.host, port: via.port)
+        let ours = vias.filter { via in
+            via.branch?.hasPrefix(Self.branchPrefix) == true && identity.isOwnAddress(host: via.host, port: via.port)
         }
+        guard !ours.isEmpty else { return false }
+        let hash = loopHash(request)
+        return ours.contains { $0.branch?.hasPrefix(Self.branchPrefix + hash) == true }
     }
 
     /// Hash of what identifies the request at this hop (Request-URI, tags, Call-ID, CSeq number,
     /// Route, Proxy-Require), without the Via that changes at every hop.
     private func loopHash(_ request: SIPMessage) -> String {
-        var text = request.requestURIString ?? ""
-        text += "|" + (((try? request.from()) ?? nil)?.tag ?? "")
-        text += "|" + (((try? request.to()) ?? nil)?.tag ?? "")
-        text += "|" + (request.callID ?? "")
-        text += "|" + String(((try? request.cseq()) ?? nil)?.sequence ?? 0)
-        text += "|" + request.values(.route).joined(separator: ",")
-        text += "|" + request.values(.proxyRequire).joined(separator: ",")
-        let hex = String(fnv1a(text), radix: 16)
-        return String(repeating: "0", count: 16 - hex.count) + hex
+        var hash = FNV1a()
+        hash.add(request.requestURIString ?? "")
+        hash.add("|")
+        hash.add(((try? request.from()) ?? nil)?.tag ?? "")
+        hash.add("|")
+        hash.add(((try? request.to()) ?? nil)?.tag ?? "")
+        hash.add("|")
+        hash.add(request.callID ?? "")
+        hash.add("|")
+        hash.add(String(((try? request.cseq()) ?? nil)?.sequence ?? 0))
+        hash.add("|")
+        hash.add(request.values(.route), separator: ",")
+        hash.add("|")
+        hash.add(request.values(.proxyRequire), separator: ",")
+        return hash.hex
+    }
+}
+
+/// FNV-1a fed piece by piece, so a hash of several fields needs no concatenated string.
+struct FNV1a {
+    private(set) var value: UInt64 = 0xcbf2_9ce4_8422_2325
+
+    mutating func add(_ text: String) {
+        for byte in text.utf8 {
+            value ^= UInt64(byte)
+            value = value &* 0x100_0000_01b3
+        }
+    }
+
+    mutating func add(_ texts: [String], separator: String) {
+        for (index, text) in texts.enumerated() {
+            if index > 0 { add(separator) }
+            add(text)
+        }
+    }
+
+    /// The value as 16 lower-case hex digits.
+    var hex: String {
+        String(unsafeUninitializedCapacity: 16) { buffer in
+            let digits: StaticString = "0123456789abcdef"
+            for index in 0..<16 {
+                let nibble = Int((value >> UInt64(60 - 4 * index)) & 0xF)
+                buffer[index] = digits.utf8Start[nibble]
+            }
+            return 16
+        }
     }
 }
 
 /// FNV-1a, for hashes that must be the same on every run and every node (branches, dispatcher keys).
 public func fnv1a(_ text: String) -> UInt64 {
-    var hash: UInt64 = 0xcbf2_9ce4_8422_2325
-    for byte in text.utf8 {
-        hash ^= UInt64(byte)
-        hash = hash &* 0x100_0000_01b3
-    }
-    return hash
+    var hash = FNV1a()
+    hash.add(text)
+    return hash.value
 }

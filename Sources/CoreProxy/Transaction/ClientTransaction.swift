@@ -99,10 +99,14 @@ public final class ClientTransaction: Sendable {
         let target = state.withLockedValue { $0.target }
         switch target {
         case .flow(let flow):
-            layer.sender.send(bytes, over: flow).whenFailure { [self] error in
-                failed(error as? TransportError ?? .flowClosed(flow))
-            }
+            send(bytes, over: flow)
         case .destination(let destination):
+            // UDP to an address (most sends): the flow is known now; no future chain to wait on.
+            if let flow = layer.sender.flowAtHand(for: destination) {
+                state.withLockedValue { $0.target = .flow(flow) }
+                send(bytes, over: flow)
+                return
+            }
             layer.sender.send(bytes, to: destination).whenComplete { [self] result in
                 switch result {
                 case .success(let flow):
@@ -111,6 +115,12 @@ public final class ClientTransaction: Sendable {
                     failed(error as? TransportError ?? .unresolvable(destination.host))
                 }
             }
+        }
+    }
+
+    private func send(_ bytes: ByteBuffer, over flow: SIPFlow) {
+        layer.sender.send(bytes, over: flow).whenFailure { [self] error in
+            failed(error as? TransportError ?? .flowClosed(flow))
         }
     }
 

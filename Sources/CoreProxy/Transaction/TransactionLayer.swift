@@ -7,6 +7,13 @@ import Metrics
 public protocol SIPMessageSender: Sendable {
     func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void>
     func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow>
+    /// The flow a send to `destination` would use when it is known at once, so a transaction can
+    /// send over it directly instead of waiting on a future for it.
+    func flowAtHand(for destination: SIPDestination) -> SIPFlow?
+}
+
+extension SIPMessageSender {
+    public func flowAtHand(for destination: SIPDestination) -> SIPFlow? { nil }
 }
 
 extension TransportLayer: SIPMessageSender {}

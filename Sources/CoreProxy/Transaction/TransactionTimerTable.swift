@@ -4,7 +4,7 @@ import NIOCore
 /// The running timers of one transaction by name: starting one replaces the earlier one of that
 /// name, and a terminated transaction cancels them all. Every timer is an entry on its loop's
 /// ``TimerWheel``s: retransmissions (under a second) on the fine one, the rest on the coarse one.
-final class TransactionTimerTable<Timer: Hashable & Sendable>: Sendable {
+final class TransactionTimerTable<Timer: Equatable & Sendable>: Sendable {
     private struct Armed: Sendable {
         /// Which start this is: a wheel entry that fires after its timer was restarted or
         /// cancelled (already taken off the wheel when the cancel came) finds another id, and does nothing.
@@ -17,9 +17,20 @@ final class TransactionTimerTable<Timer: Hashable & Sendable>: Sendable {
         }
     }
 
+    /// A transaction runs two or three timers at most: a list searched in place costs less than a
+    /// dictionary's storage and hashing, which showed in profiles of every transaction's start.
     private struct State {
-        var armed: [Timer: Armed] = [:]
+        var armed: [(timer: Timer, entry: Armed)] = []
         var nextID: UInt64 = 0
+
+        func index(of timer: Timer) -> Int? {
+            armed.firstIndex { $0.timer == timer }
+        }
+
+        mutating func remove(_ timer: Timer) -> Armed? {
+            guard let index = index(of: timer) else { return nil }
+            return armed.remove(at: index).entry
+        }
     }
 
     private let wheels: TimerWheels
@@ -34,30 +45,36 @@ final class TransactionTimerTable<Timer: Hashable & Sendable>: Sendable {
         // Recorded before the wheel has it, so that it can never fire unrecorded.
         let (id, replaced) = state.withLockedValue { state -> (UInt64, Armed?) in
             state.nextID += 1
-            return (state.nextID, state.armed.updateValue(Armed(id: state.nextID, wheel: wheel, token: nil), forKey: timer))
+            let armed = Armed(id: state.nextID, wheel: wheel, token: nil)
+            guard let index = state.index(of: timer) else {
+                state.armed.append((timer, armed))
+                return (state.nextID, nil)
+            }
+            defer { state.armed[index].entry = armed }
+            return (state.nextID, state.armed[index].entry)
         }
         replaced?.cancel()
         let token = wheel.schedule(after: delay) { [self] in
             let current = state.withLockedValue { state -> Bool in
-                guard state.armed[timer]?.id == id else { return false }
-                state.armed[timer] = nil
+                guard let index = state.index(of: timer), state.armed[index].entry.id == id else { return false }
+                state.armed.remove(at: index)
                 return true
             }
             if current { fire() }
         }
         state.withLockedValue { state in
-            if state.armed[timer]?.id == id { state.armed[timer]?.token = token }
+            if let index = state.index(of: timer), state.armed[index].entry.id == id { state.armed[index].entry.token = token }
         }
     }
 
     func cancel(_ timer: Timer) {
-        state.withLockedValue { $0.armed.removeValue(forKey: timer) }?.cancel()
+        state.withLockedValue { $0.remove(timer) }?.cancel()
     }
 
     func cancelAll() {
         let all = state.withLockedValue { state -> [Armed] in
             defer { state.armed.removeAll() }
-            return Array(state.armed.values)
+            return state.armed.map(\.entry)
         }
         for entry in all { entry.cancel() }
     }

@@ -97,12 +97,35 @@ extension TransportLayer {
         }
     }
 
-    private func resolve(_ destination: SIPDestination, on loop: any EventLoop) -> EventLoopFuture<SocketAddress> {
+    /// The flow a send to `destination` would use, when it is known without waiting: UDP to an
+    /// address, or an open connection to one. Nil when a name must be looked up or a connection opened.
+    public func flowAtHand(for destination: SIPDestination) -> SIPFlow? {
+        guard let address = literalAddress(destination) else { return nil }
+        switch destination.transport {
+        case .udp:
+            return udpListener(for: address).map { SIPFlow.datagram(listener: $0, remote: address) }
+        case .tcp, .tls:
+            guard let existing = state.withLockedValue({ $0.connectionsByRemote[RemoteKey(transport: destination.transport, remote: address)] }),
+                  let connection = connection(existing), connection.channel.isActive else { return nil }
+            return .connection(existing)
+        case .ws, .wss, .sctp:
+            return nil
+        }
+    }
+
+    /// The destination's address when its host is an IP literal or a static host entry.
+    private func literalAddress(_ destination: SIPDestination) -> SocketAddress? {
         let name = destination.bareHost
-        let host = configuration.staticHosts[name.lowercased()] ?? name
-        if let address = try? SocketAddress(ipAddress: host, port: destination.port) {
+        let host = configuration.staticHosts.isEmpty ? name : configuration.staticHosts[name.lowercased()] ?? name
+        return try? SocketAddress(ipAddress: host, port: destination.port)
+    }
+
+    private func resolve(_ destination: SIPDestination, on loop: any EventLoop) -> EventLoopFuture<SocketAddress> {
+        if let address = literalAddress(destination) {
             return loop.makeSucceededFuture(address)
         }
+        let name = destination.bareHost
+        let host = configuration.staticHosts[name.lowercased()] ?? name
         // getaddrinfo blocks: run it on NIO's blocking pool, never on the event loop.
         return NIOThreadPool.singleton.runIfActive(eventLoop: loop) {
             try SocketAddress.makeAddressResolvingHost(host, port: destination.port)
@@ -113,8 +136,7 @@ extension TransportLayer {
 
     private func udpListener(for address: SocketAddress) -> ListenerID? {
         state.withLockedValue { state in
-            let udp = state.listeners.values.filter { $0.bound.spec.transport == .udp }
-                .sorted { $0.bound.id.rawValue < $1.bound.id.rawValue }
+            let udp = state.udpListeners
             return udp.first { $0.bound.address.protocol == address.protocol }?.bound.id
                 ?? udp.first { $0.bound.spec.host == "::" }?.bound.id
         }

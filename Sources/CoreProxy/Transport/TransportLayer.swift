@@ -133,7 +133,11 @@ public final class TransportLayer: Sendable {
 
     struct State {
         /// A UDP listener may have several sockets on one port, one per event loop; others have one.
-        var listeners: [ListenerID: (bound: BoundListener, channels: [any Channel])] = [:]
+        var listeners: [ListenerID: (bound: BoundListener, channels: [any Channel])] = [:] {
+            didSet { udpListeners = listeners.values.filter { $0.bound.spec.transport == .udp }.sorted { $0.bound.id.rawValue < $1.bound.id.rawValue } }
+        }
+        /// The UDP ones in listener order, kept apart because every UDP send looks them up.
+        private(set) var udpListeners: [(bound: BoundListener, channels: [any Channel])] = []
         var connections: [ConnectionID: Connection] = [:]
         var connectionsByRemote: [RemoteKey: ConnectionID] = [:]
         var nextConnectionID: UInt64 = 1
@@ -457,9 +461,15 @@ public final class TransportLayer: Sendable {
     /// The event loop a UDP send should start on: the caller's, when one of the UDP sockets is
     /// on it, so no send wakes another thread.
     func udpSendLoop() -> any EventLoop {
-        state.withLockedValue { state in
-            let udp = state.listeners.values.filter { $0.bound.spec.transport == .udp }.flatMap(\.channels)
-            return (udp.first { $0.eventLoop.inEventLoop } ?? udp.first)?.eventLoop
+        state.withLockedValue { state -> (any EventLoop)? in
+            var first: (any EventLoop)?
+            for listener in state.udpListeners {
+                for channel in listener.channels {
+                    if channel.eventLoop.inEventLoop { return channel.eventLoop }
+                    if first == nil { first = channel.eventLoop }
+                }
+            }
+            return first
         } ?? group.next()
     }
 

@@ -1,12 +1,19 @@
-/// The headers of a request as validation parsed them: immutable, shared by copies of the message
+/// The headers of a message as validation parsed them: immutable, shared by copies of the message
 /// until one of them is edited.
+///
+/// A request's validation parses every header the server works with. A response's parses only what
+/// matching and relaying it need, its top Via and CSeq, which the transaction layer and the proxy
+/// then read without parsing again: ``isComplete`` tells the two apart.
 package final class ParsedHeaders: Sendable {
+    /// Every Via when complete, else the top one alone.
     let vias: [SIPVia]
     let from: SIPAddress?
     let to: SIPAddress?
     let cseq: SIPCSeq
     let contacts: SIPContactValue?
-    let requestURI: SIPURI
+    let requestURI: SIPURI?
+    /// Whether every field above was parsed (a request), not only the top Via and CSeq (a response).
+    let isComplete: Bool
 
     init(vias: [SIPVia], from: SIPAddress?, to: SIPAddress?, cseq: SIPCSeq, contacts: SIPContactValue?, requestURI: SIPURI) {
         self.vias = vias
@@ -15,10 +22,23 @@ package final class ParsedHeaders: Sendable {
         self.cseq = cseq
         self.contacts = contacts
         self.requestURI = requestURI
+        self.isComplete = true
     }
 
-    func replacingTopVia(_ via: SIPVia) -> ParsedHeaders {
-        ParsedHeaders(vias: [via] + vias.dropFirst(), from: from, to: to, cseq: cseq, contacts: contacts, requestURI: requestURI)
+    /// What a response's validation parsed.
+    init(topVia: SIPVia, cseq: SIPCSeq) {
+        self.vias = [topVia]
+        self.from = nil
+        self.to = nil
+        self.cseq = cseq
+        self.contacts = nil
+        self.requestURI = nil
+        self.isComplete = false
+    }
+
+    func replacingTopVia(_ via: SIPVia) -> ParsedHeaders? {
+        guard isComplete, let requestURI else { return nil }
+        return ParsedHeaders(vias: [via] + vias.dropFirst(), from: from, to: to, cseq: cseq, contacts: contacts, requestURI: requestURI)
     }
 }
 

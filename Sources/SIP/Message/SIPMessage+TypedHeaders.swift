@@ -24,7 +24,7 @@ extension SIPMessage {
 
     /// Every Via, top first.
     public func vias() throws(SIPParseError) -> [SIPVia] {
-        if let parsed { return parsed.vias }
+        if let parsed, parsed.isComplete { return parsed.vias }
         return try parseAll(.via) { text throws(ValueError) in try SIPVia.parseList(text) }
     }
 
@@ -40,12 +40,12 @@ extension SIPMessage {
     }
 
     public func from() throws(SIPParseError) -> SIPAddress? {
-        if let parsed { return parsed.from }
+        if let parsed, parsed.isComplete { return parsed.from }
         return try parse(.from) { text throws(ValueError) in try SIPAddress(parsing: text) }
     }
 
     public func to() throws(SIPParseError) -> SIPAddress? {
-        if let parsed { return parsed.to }
+        if let parsed, parsed.isComplete { return parsed.to }
         return try parse(.to) { text throws(ValueError) in try SIPAddress(parsing: text) }
     }
 
@@ -81,7 +81,7 @@ extension SIPMessage {
 
     /// Contact: `*` or every address of every Contact line.
     public func contacts() throws(SIPParseError) -> SIPContactValue? {
-        if let parsed { return parsed.contacts }
+        if let parsed, parsed.isComplete { return parsed.contacts }
         guard contains(.contact) else { return nil }
         let lines = fields.indices.filter { matches($0, .contact) }.map { fieldValue($0) }
         if lines.contains(where: { $0.trimmingWhitespace == "*" }) {

@@ -53,6 +53,16 @@ extension SIPMessage {
 
     /// Checks what a proxy needs to pass a response upstream: one Via at least, CSeq and Call-ID readable.
     public func validateResponse() throws(SIPParseError) {
+        _ = try validatedResponseHeaders()
+    }
+
+    /// ``validateResponse()``, keeping the top Via and CSeq it parsed: matching the response to its
+    /// transaction and relaying it read both again.
+    public mutating func validateResponseKeepingParsed() throws(SIPParseError) {
+        parsed = try validatedResponseHeaders()
+    }
+
+    private func validatedResponseHeaders() throws(SIPParseError) -> ParsedHeaders {
         guard statusCode != nil else { throw .invalidStatusCode }
         for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
             throw .missingHeader(name)
@@ -60,8 +70,9 @@ extension SIPMessage {
         for name in [SIPHeaderName.from, .to, .callID, .cseq] where lineCount(name) > 1 {
             throw .duplicateHeader(name)
         }
-        _ = try topVia()
-        _ = try cseq()
+        guard let via = try topVia() else { throw .missingHeader(.via) }
+        guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
+        return ParsedHeaders(topVia: via, cseq: cseq)
     }
 
     /// Whether an error response can be built and matched: a request (not ACK) with a Via and a

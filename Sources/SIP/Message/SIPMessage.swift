@@ -75,7 +75,7 @@ public struct SIPMessage: Sendable {
 
     /// The Request-URI, parsed.
     public func requestURI() throws(SIPParseError) -> SIPURI {
-        if let parsed { return parsed.requestURI }
+        if let uri = parsed?.requestURI { return uri }
         guard let raw = requestURIString else { throw .malformedStartLine("not a request") }
         do {
             return try SIPURI(parsing: raw)
