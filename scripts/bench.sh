@@ -13,8 +13,9 @@
 # Loopback only; every SIPp run is bounded in count and time.
 # Tern keeps bindings in memory only by default, as scripts/bench/kamailio.cfg does (usrloc db_mode 0):
 # like for like. TERN_STORE=sqlite measures Tern with its embedded write-behind store instead.
-# Tern runs twice: as configured by default, and as tern-sl with `registrar.stateless: true` (REGISTER
-# answered without keeping its transaction, as scripts/bench/kamailio.cfg's registrar does with sl_send_reply).
+# Tern runs twice: as configured by default (REGISTER answered without keeping its transaction, as
+# scripts/bench/kamailio.cfg's registrar does with sl_send_reply), and as tern-sf with
+# `registrar.stateless: false` (a transaction answers REGISTER retransmissions for Timer J).
 # SERVERS=tern leaves Kamailio out; TERN_UDP_SOCKETS sets Tern's limits.udp_sockets (default: one per thread).
 # ROUNDS=N runs the whole sequence N times, the servers alternating, and the ratios compare the
 # medians: single runs on a shared machine move by ±30%.
@@ -71,11 +72,11 @@ start_server() {  # start_server tern|kamailio [auth]
   port=$(free_port)
   domain="127.0.0.1:$port"
   mkdir -p "$rwork/$kind$auth"
-  if [ "$kind" = tern ] || [ "$kind" = tern-sl ]; then
+  if [ "$kind" = tern ] || [ "$kind" = tern-sf ]; then
     {
       printf 'listen:\n  - udp:127.0.0.1:%s\nthreads: 2\nlog:\n  level: warning\n' "$port"
       [ -n "${TERN_UDP_SOCKETS:-}" ] && printf 'limits:\n  udp_sockets: %s\n' "$TERN_UDP_SOCKETS"
-      [ "$kind" = tern-sl ] && printf 'registrar:\n  stateless: true\n'
+      [ "$kind" = tern-sf ] && printf 'registrar:\n  stateless: false\n'
       if [ "$TERN_STORE" = sqlite ]; then
         printf 'storage:\n  sqlite_path: "%s"\n' "$rwork/$kind$auth/tern.sqlite"
       else
@@ -178,7 +179,7 @@ for i in range(1, n + 1):
     print(user, "127.0.0.1", hashlib.md5(("%s:127.0.0.1:pw-%s" % (user, user)).encode()).hexdigest())
 PY
 
-servers=(tern tern-sl)
+servers=(tern tern-sf)
 if [ "${SERVERS:-}" = tern ]; then :
 elif command -v kamailio >/dev/null; then servers+=(kamailio); else echo "kamailio not installed: Tern alone"; fi
 memory_lines=()
@@ -226,13 +227,13 @@ med = lambda table, key: statistics.median(table[key]) if table.get(key) else fl
 what = "medians of %d rounds" % rounds if rounds > 1 else "one round"
 print()
 print("Cost of one re-registration within the nonce lifetime (one round trip, no challenge; %s):" % what)
-for kind in ("tern", "tern-sl", "kamailio"):
+for kind in ("tern", "tern-sf", "kamailio"):
     d, r = med(cpu, (kind, "digest")), med(cpu, (kind, "rereg"))
     if r == r:
         print("  %-8s %.1f us per refresh (a fresh digest registration: %.1f us)" % (kind, (r - d) / 4, d))
 if several:
     print()
-    for tern, label in (("tern", "Tern"), ("tern-sl", "Tern with registrar.stateless")):
+    for tern, label in (("tern", "Tern"), ("tern-sf", "Tern with registrar.stateless: false")):
       print("%s/Kamailio CPU per operation (target <= 0.67; %s):" % (label, what))
       for name in ("reg", "digest", "message", "call"):
         t, k = med(cpu, (tern, name)), med(cpu, ("kamailio", name))

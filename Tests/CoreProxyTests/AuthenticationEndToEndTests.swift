@@ -126,6 +126,36 @@ struct AuthenticationEndToEndTests {
         }
     }
 
+    /// REGISTER is answered without a transaction by default: a retransmission (its 200 OK was
+    /// lost) reaches the authenticator again with the same nonce-count. It is the same request
+    /// (Call-ID, CSeq, branch), so it is accepted, not met with a stale challenge that would cost
+    /// the phone a round trip; the same count on another request is still a replay.
+    @Test func retransmittedAuthenticatedRegisterIsNotAReplay() async throws {
+        try await withTestServer(authentication: Self.authentication(), credentials: Self.store) { server in
+            let phone = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            var digest = DigestClient(user: "alice", password: "wonderland")
+            digest.take(try #require(try await register(phone, user: "alice", cseq: 1).challenges(.wwwAuthenticate).last))
+            let authorization = digest.header(method: "REGISTER", uri: "sip:tern.test")
+            let text = sipRequest("REGISTER", uri: "sip:tern.test", callID: "auth-alice", cseq: 2,
+                                  extraHeaders: ["Contact: <sip:alice@127.0.0.1:\(phone.channel.localAddress?.port ?? 0)>",
+                                                 "Expires: 600", "Authorization: \(authorization)"])
+                .replacingOccurrences(of: "<sip:bob@tern.test>", with: "<sip:alice@tern.test>")
+            try await phone.send(text)
+            let first = try await phone.receive()
+            #expect(first.statusCode == 200)
+            try await phone.send(text)
+            let again = try await phone.receive()
+            #expect(again.statusCode == 200, "a retransmission, not a replay")
+            #expect((try again.to()?.tag) == (try first.to()?.tag))
+            #expect(server.server.location.bindings(for: "sip:alice@tern.test").count == 1)
+            // The same nonce-count on a new request (another branch) is a replay: stale.
+            let replay = try await register(phone, user: "alice", cseq: 3, authorization: authorization)
+            #expect(replay.statusCode == 401)
+            #expect(try replay.challenges(.wwwAuthenticate).first?["stale"] == "true")
+            await phone.close()
+        }
+    }
+
     @Test func expiredNonceGetsStaleChallenge() async throws {
         try await withTestServer(authentication: Self.authentication(lifetime: 1), credentials: Self.store) { server in
             let phone = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))

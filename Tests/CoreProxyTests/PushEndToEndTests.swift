@@ -339,8 +339,9 @@ struct KeepAliveEndToEndTests {
     typealias Agent = ProxyEndToEndTests.Agent
 
     @Test func aNATedDeviceThatStopsAnsweringProbesLosesItsBinding() async throws {
-        // Timer F (64·T1) is how long a probe waits: 2.5 s, time enough for an answer under load.
-        let timers = TransactionTimers(t1: .milliseconds(40), t2: .milliseconds(160), t4: .milliseconds(50))
+        // Timer F (64·T1) is how long a probe waits: 6.4 s. With 2.5 s, anna lost her binding in a
+        // loaded full run (the suite's other tests on both cores delayed her answers three times).
+        let timers = TransactionTimers(t1: .milliseconds(100), t2: .milliseconds(400), t4: .milliseconds(100))
         try await withTestServer(timers: timers, configure: { server in
             let keepAlive = KeepAliveProber(configuration: .init(interval: .milliseconds(500), failures: 3), proxy: server.proxy,
                                             location: server.location, loop: MultiThreadedEventLoopGroup.singleton.next(),

@@ -118,22 +118,23 @@ struct RegistrarEndToEndTests {
         }
     }
 
-    /// With stateless replies (Kamailio's way), an answered REGISTER keeps no transaction: its
-    /// retransmission reaches the registrar again and gets a 200 OK with the binding unchanged,
-    /// while a new request with the same CSeq is still out of order (RFC 3261 §10.3 step 7).
+    /// With stateless replies (the default, and Kamailio's way), an answered REGISTER keeps no
+    /// transaction: its retransmission reaches the registrar again and gets a 200 OK with the
+    /// binding unchanged and the same To tag (RFC 3261 §8.2.7), while a new request with the same
+    /// CSeq is still out of order (RFC 3261 §10.3 step 7).
     @Test func statelessRepliesAnswerRetransmissionsAnewAndKeepNoTransaction() async throws {
-        var registrar = Registrar.Configuration()
-        registrar.statelessReplies = true
-        try await withTestServer(registrar: registrar) { server in
+        try await withTestServer { server in
             let phone = Phone(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp)))
             let register = sipRequest("REGISTER", callID: phone.callID, cseq: 10, extraHeaders: ["Contact: \(phone.contact())", "Expires: 120"])
                 .replacingOccurrences(of: "To: <sip:bob@tern.test>", with: "To: <sip:alice@tern.test>")
             try await phone.client.send(register)
-            #expect(try await phone.client.receive().statusCode == 200)
+            let first = try await phone.client.receive()
+            #expect(first.statusCode == 200)
             #expect(server.server.transactionLayer.serverTransactionCount == 0)
             try await phone.client.send(register)
             let again = try await phone.client.receive()
             #expect(again.statusCode == 200)
+            #expect(try again.to()?.tag != nil && (try again.to()?.tag) == (try first.to()?.tag))
             #expect(try Self.contacts(again).count == 1)
             let bindings = server.server.location.bindings(for: "sip:alice@tern.test")
             #expect(bindings.count == 1 && bindings.first?.cseq == 10)
@@ -145,9 +146,12 @@ struct RegistrarEndToEndTests {
         }
     }
 
-    /// By default a REGISTER's transaction answers its retransmissions for Timer J (32 s over UDP).
-    @Test func answeredRegisterTransactionsStayForTimerJByDefault() async throws {
-        try await withTestServer { server in
+    /// With `stateless: false`, a REGISTER's transaction answers its retransmissions for Timer J
+    /// (32 s over UDP).
+    @Test func answeredRegisterTransactionsStayForTimerJWhenStateful() async throws {
+        var registrar = Registrar.Configuration()
+        registrar.statelessReplies = false
+        try await withTestServer(registrar: registrar) { server in
             let phone = Phone(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp)))
             #expect(try await phone.register(contact: phone.contact(), expires: 120).statusCode == 200)
             #expect(server.server.transactionLayer.serverTransactionCount == 1)

@@ -123,10 +123,10 @@ import NIOCore
 
     /// Stateless REGISTER replies: off unless asked, and then the transaction layer keeps no REGISTER.
     @Test func statelessRegistrarIsRead() throws {
-        #expect(try TernConfiguration(yaml: "").serverConfiguration.registrar.statelessReplies == false)
-        let configuration = try TernConfiguration(yaml: "registrar:\n  stateless: true\n")
-        #expect(configuration.serverConfiguration.registrar.statelessReplies)
-        #expect(configuration.yamlDescription.contains("  stateless: true"))
+        #expect(try TernConfiguration(yaml: "").serverConfiguration.registrar.statelessReplies)
+        let configuration = try TernConfiguration(yaml: "registrar:\n  stateless: false\n")
+        #expect(configuration.serverConfiguration.registrar.statelessReplies == false)
+        #expect(configuration.yamlDescription.contains("  stateless: false"))
     }
 
     @Test func authenticationSectionIsRead() throws {

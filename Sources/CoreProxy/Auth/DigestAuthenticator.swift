@@ -174,7 +174,10 @@ public final class DigestAuthenticator: Sendable {
             challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
             return .answered
         }
-        switch nonces.verify(attempt.nonce, realm: realm, nonceCount: attempt.qop == nil ? nil : attempt.nonceCount, now: now) {
+        // Only a request answered without a transaction can reach us twice as a retransmission.
+        let retransmission = transaction.isStateless ? RequestMark.of(request) : nil
+        switch nonces.verify(attempt.nonce, realm: realm, nonceCount: attempt.qop == nil ? nil : attempt.nonceCount, now: now,
+                             retransmission: retransmission) {
         case .fresh:
             break
         case .stale, .invalid:

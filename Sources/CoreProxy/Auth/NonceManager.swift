@@ -20,9 +20,21 @@ public final class NonceManager: Sendable {
 
     /// The last nonce-count of each nonce in use, and when the shard last dropped lapsed ones.
     private struct Counts {
-        var table: [String: (count: UInt32, issued: Int64)] = [:]
+        var table: [String: LastUse] = [:]
         var prunedAt: Int64 = 0
     }
+
+    private struct LastUse {
+        var count: UInt32
+        var issued: Int64
+        /// Which request carried the count (``RequestMark``), and when.
+        var request: Int
+        var at: Int64
+    }
+
+    /// How long a request answered without a transaction may come again with the same count and be
+    /// taken for a retransmission: Timer J's 64·T1, the time a stateful server would absorb it.
+    public static let retransmissionWindowSeconds: Int64 = 32
 
     public init(secret: [UInt8], lifetimeSeconds: Int64) {
         self.secret = secret
@@ -41,7 +53,12 @@ public final class NonceManager: Sendable {
     }
 
     /// Checks a nonce presented with credentials, and the nonce-count when qop is used.
-    public func verify(_ nonce: String, realm: String, nonceCount: UInt32?, now: Int64) -> Verdict {
+    ///
+    /// - Parameter retransmission: for a request answered without a server transaction, what tells
+    ///   it from another (its Call-ID, CSeq and top Via branch, hashed; never 0). The same request
+    ///   within ``retransmissionWindowSeconds`` repeats its count legitimately: a lost 200 OK made the
+    ///   client send it again, where a stateful server would have answered from the transaction.
+    public func verify(_ nonce: String, realm: String, nonceCount: UInt32?, now: Int64, retransmission: Int? = nil) -> Verdict {
         let parts = nonce.split(separator: ".", omittingEmptySubsequences: false)
         guard parts.count == 2, let issued = parts[0].split(separator: "-").first.flatMap({ Int64($0, radix: 16) }),
               constantTimeEqual(signature(stamp: String(parts[0]), realm: realm), String(parts[1]))
@@ -56,8 +73,14 @@ public final class NonceManager: Sendable {
                 counts.table = counts.table.filter { now - $0.value.issued < lifetimeSeconds }
                 counts.prunedAt = now
             }
-            if let last = counts.table[nonce], nonceCount <= last.count { return .stale }
-            counts.table[nonce] = (nonceCount, issued)
+            if let last = counts.table[nonce], nonceCount <= last.count {
+                if nonceCount == last.count, let retransmission, retransmission == last.request,
+                   now - last.at <= Self.retransmissionWindowSeconds {
+                    return .fresh
+                }
+                return .stale
+            }
+            counts.table[nonce] = LastUse(count: nonceCount, issued: issued, request: retransmission ?? 0, at: now)
             return .fresh
         }
     }

@@ -824,16 +824,7 @@ struct FNV1a {
     }
 
     /// The value as 16 lower-case hex digits.
-    var hex: String {
-        String(unsafeUninitializedCapacity: 16) { buffer in
-            let digits: StaticString = "0123456789abcdef"
-            for index in 0..<16 {
-                let nibble = Int((value >> UInt64(60 - 4 * index)) & 0xF)
-                buffer[index] = digits.utf8Start[nibble]
-            }
-            return 16
-        }
-    }
+    var hex: String { SIPIdentifiers.hex(value) }
 }
 
 /// FNV-1a, for hashes that must be the same on every run and every node (branches, dispatcher keys).

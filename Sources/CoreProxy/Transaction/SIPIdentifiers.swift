@@ -11,7 +11,7 @@ public enum SIPIdentifiers {
     }
 
     /// Sixteen lower-case hex digits, written straight into the string's storage.
-    private static func hex(_ value: UInt64) -> String {
+    static func hex(_ value: UInt64) -> String {
         String(unsafeUninitializedCapacity: 16) { buffer in
             let digits: StaticString = "0123456789abcdef"
             var remaining = value

@@ -13,6 +13,9 @@ public final class ServerTransaction: Sendable {
     public let eventLoop: any EventLoop
     /// The To tag for responses this server generates itself (RFC 3261 §8.2.6.2).
     public let localTag: String
+    /// Whether the request is answered without keeping the transaction (its method is one the
+    /// layer answers statelessly): a retransmission reaches the transaction user again.
+    public let isStateless: Bool
     private let layer: TransactionLayer
     private let responseFlow: SIPFlow
     private let state: NIOLockedValueBox<Inner>
@@ -37,12 +40,16 @@ public final class ServerTransaction: Sendable {
         self.layer = layer
         self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
-        self.localTag = SIPIdentifiers.tag()
+        let stateless = layer.statelessMethods.contains(inbound.message.method ?? .ack)
+        self.isStateless = stateless
+        // RFC 3261 §8.2.7: a stateless UAS gives the same request the same To tag every time, so a
+        // retransmission's response matches the original's.
+        self.localTag = stateless ? RequestMark.tag(for: inbound.message) : SIPIdentifiers.tag()
         self.responseFlow = ResponseRouting.flow(for: inbound)
         let machine = ServerTransactionStateMachine(
             isInvite: inbound.message.method == .invite,
             // A method answered statelessly ends like one over a reliable transport: at once.
-            reliable: inbound.transport.isReliable || layer.statelessMethods.contains(inbound.message.method ?? .ack),
+            reliable: inbound.transport.isReliable || stateless,
             timers: layer.timers
         )
         self.state = NIOLockedValueBox(Inner(machine: machine, parsedHeaders: parsed))
