@@ -17,16 +17,16 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
     }
 
     public func locationChanged(_ event: BindingEvent) {
-        let binding = event.binding
-        // Written as JSON here: the most frequent event, so no tree of values for the publisher to walk and free.
+        // Written as JSON here: the most frequent event, so no tree of values for the publisher to
+        // walk and free. The binding is read in place (a copy of it retains a dozen fields).
         var payload = JSONObjectWriter()
-        payload.add("aor", binding.aor)
-        payload.add("contact", binding.contact.description)
-        payload.add("expires_at", timestamp: binding.expiresAt)
-        payload.add("transport", binding.transport.rawValue)
-        payload.add("instance", binding.instanceID)
-        payload.add("source", hostPort: binding.source)
-        payload.add("user_agent", binding.userAgent)
+        payload.add("aor", event.binding.aor)
+        payload.add("contact", event.binding.contact.description)
+        payload.add("expires_at", timestamp: event.binding.expiresAt)
+        payload.add("transport", event.binding.transport.rawValue)
+        payload.add("instance", event.binding.instanceID)
+        payload.add("source", hostPort: event.binding.source)
+        payload.add("user_agent", event.binding.userAgent)
         outbox.enqueue(TernEvent(type: Self.registrationTypes[event.kind] ?? "registration." + event.kind.rawValue, payload: payload))
     }
 

@@ -119,13 +119,14 @@ public struct SIPAuthValue: Sendable, Hashable, CustomStringConvertible {
     public var scheme: String
     /// Parameters in order; values without quotes.
     public var parameters: [(name: String, value: String)]
-    /// Names whose values were quoted on the wire (rendered quoted again).
-    private var quotedNames: Set<String>
+    /// Names (lower-cased) whose values were quoted on the wire (rendered quoted again); a list,
+    /// since credentials have a handful of parameters and a set cost hashing on every parse.
+    private var quotedNames: [String]
 
     public init(scheme: String, parameters: [(name: String, value: String)], quoted: Set<String>) {
         self.scheme = scheme
         self.parameters = parameters
-        self.quotedNames = quoted
+        self.quotedNames = quoted.map { $0.lowercased() }
     }
 
     public subscript(name: String) -> String? {
@@ -137,7 +138,7 @@ public struct SIPAuthValue: Sendable, Hashable, CustomStringConvertible {
         guard let scheme = scanner.readToken() else { throw ValueError("missing auth scheme") }
         self.scheme = scheme
         var parameters: [(name: String, value: String)] = []
-        var quoted: Set<String> = []
+        var quoted: [String] = []
         scanner.skipWhitespace()
         if !scanner.isAtEnd {
             repeat {
@@ -147,7 +148,7 @@ public struct SIPAuthValue: Sendable, Hashable, CustomStringConvertible {
                 if scanner.peek == UInt8(ascii: "\"") {
                     guard let value = scanner.readQuotedString() else { throw ValueError("unterminated quoted string") }
                     parameters.append((name, value))
-                    quoted.insert(name.lowercased())
+                    quoted.append(name.lowercased())
                 } else {
                     guard let value = scanner.readToken() else { throw ValueError("bad value for \(name)") }
                     parameters.append((name, value))
