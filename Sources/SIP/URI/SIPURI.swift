@@ -113,29 +113,30 @@ extension SIPURI {
             throw ValueError("character not allowed in a URI")
         }
         let schemeName = String(decoding: schemeBytes, as: UTF8.self).lowercased()
-        let rest = Array(bytes[(colon + 1)...])
+        // What follows the colon is read in place, at offsets into `bytes` (no second copy).
+        let start = colon + 1
         switch schemeName {
         case "sip", "sips":
-            self = try SIPURI.parseSIP(scheme: schemeName == "sip" ? .sip : .sips, rest)
+            self = try SIPURI.parseSIP(scheme: schemeName == "sip" ? .sip : .sips, bytes, from: start)
         case "tel":
-            self = try SIPURI.parseTel(rest)
+            self = try SIPURI.parseTel(bytes, from: start)
         default:
-            guard !rest.isEmpty else { throw ValueError("empty URI") }
+            guard start < bytes.count else { throw ValueError("empty URI") }
             self.init(scheme: .other(schemeName), host: "")
-            self.opaque = String(decoding: rest, as: UTF8.self)
+            self.opaque = String(decoding: bytes[start...], as: UTF8.self)
         }
     }
 
-    private static func parseSIP(scheme: Scheme, _ bytes: [UInt8]) throws(ValueError) -> SIPURI {
-        var cursor = 0
+    private static func parseSIP(scheme: Scheme, _ bytes: [UInt8], from start: Int) throws(ValueError) -> SIPURI {
+        var cursor = start
         var user: String?
         var password: String?
         // The user part may hold ';' and '?' (RFC 4475 §3.1.1.3, §3.1.1.9) but never an unescaped
         // '@', and no later part of a sip URI may hold one either: the first '@' ends the userinfo.
-        let at = bytes.firstIndex(of: UInt8(ascii: "@"))
-        let headersStart = bytes[((at ?? -1) + 1)...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
+        let at = bytes[start...].firstIndex(of: UInt8(ascii: "@"))
+        let headersStart = bytes[(at.map { $0 + 1 } ?? start)...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
         if let at {
-            let userInfo = bytes[..<at]
+            let userInfo = bytes[start..<at]
             guard !userInfo.isEmpty else { throw ValueError("empty user part") }
             guard isValidEscaping(userInfo) else { throw ValueError("bad %-escape in user part") }
             if let passwordColon = userInfo.firstIndex(of: UInt8(ascii: ":")) {
@@ -204,9 +205,9 @@ extension SIPURI {
     }
 
     /// tel URIs (RFC 3966): the number, then `;param` pairs.
-    private static func parseTel(_ bytes: [UInt8]) throws(ValueError) -> SIPURI {
-        let numberEnd = bytes.firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
-        let number = bytes[..<numberEnd]
+    private static func parseTel(_ bytes: [UInt8], from start: Int) throws(ValueError) -> SIPURI {
+        let numberEnd = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+        let number = bytes[start..<numberEnd]
         guard !number.isEmpty else { throw ValueError("empty telephone number") }
         let allowed: Set<UInt8> = Set("0123456789abcdefABCDEF*#+-.()pPwW".utf8)
         guard number.allSatisfy(allowed.contains) else { throw ValueError("bad telephone number") }
