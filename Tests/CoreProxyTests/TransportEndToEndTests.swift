@@ -140,6 +140,35 @@ struct TransportEndToEndTests {
             }
         }
     }
+
+    /// A send to an address with an open connection reuses it at once; a closed one is not offered.
+    @Test func anOpenConnectionIsTheFlowAtHandUntilItCloses() async throws {
+        let accepted = NIOLockedValueBox<[any Channel]>([])
+        let peer = try await ServerBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .childChannelInitializer { channel in
+                accepted.withLockedValue { $0.append(channel) }
+                return channel.eventLoop.makeSucceededVoidFuture()
+            }
+            .bind(host: "127.0.0.1", port: 0).get()
+        defer { peer.close(promise: nil) }
+        let port = try #require(peer.localAddress?.port)
+        try await withTestServer { server in
+            let transport = server.server.transportLayer
+            let destination = SIPDestination(transport: .tcp, host: "127.0.0.1", port: port)
+            #expect(transport.flowAtHand(for: destination) == nil)
+            let opened = try await transport.send(ByteBuffer(string: "\r\n\r\n"), to: destination).get()
+            #expect(transport.flowAtHand(for: destination) == opened)
+            let again = try await transport.send(ByteBuffer(string: "\r\n\r\n"), to: destination).get()
+            #expect(again == opened)
+            #expect(accepted.withLockedValue { $0.count } == 1)
+            for channel in accepted.withLockedValue({ $0 }) { try await channel.close() }
+            let deadline = ContinuousClock.now + .seconds(5)
+            while transport.flowAtHand(for: destination) != nil, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(transport.flowAtHand(for: destination) == nil)
+        }
+    }
 }
 
 extension String {

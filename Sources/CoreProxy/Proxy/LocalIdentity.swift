@@ -85,8 +85,6 @@ public final class LocalIdentity: Sendable {
 
     /// `host:port` of a listener as it goes into Via and Record-Route.
     public static func hostPort(_ listener: BoundListener) -> String {
-        let ip = listener.address.ipAddress ?? listener.spec.host
-        let host = ip.contains(":") ? "[" + ip + "]" : ip
-        return host + ":" + String(listener.port)
+        listener.viaHost + ":" + String(listener.port)
     }
 }

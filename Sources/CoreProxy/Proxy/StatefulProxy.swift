@@ -230,10 +230,18 @@ public final class StatefulProxy: LocationObserver, Sendable {
         out.setRequestURI(target.uri)
         if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
         for route in target.routes.reversed() { out.prependHeader(.route, route) }
-        let via = identity.listener(for: target.transport, ipv6: isIPv6(target)).map(LocalIdentity.hostPort) ?? "127.0.0.1"
-        out.prependHeader(.via, "SIP/2.0/" + target.transport.viaToken + " " + via + ";branch=" + StatefulProxy.branchPrefix
-            + SIPIdentifiers.tag() + ";rport")
+        let branch = StatefulProxy.branchPrefix + SIPIdentifiers.tag()
+        out.prependVia(ownVia(transport: target.transport, ipv6: isIPv6(target), branch: branch), cseq: (try? request.cseq()) ?? nil)
         return out
+    }
+
+    /// Tern's Via for a request it sends over `transport`, asking for rport (RFC 3581).
+    private func ownVia(transport: SIPTransportProtocol, ipv6: Bool, branch: String) -> SIPVia {
+        let listener = identity.listener(for: transport, ipv6: ipv6)
+        var via = SIPVia(transport: transport.viaToken, host: listener.map(\.viaHost) ?? "127.0.0.1",
+                         port: listener.map { $0.port }, branch: branch)
+        via.parameters.append("rport", nil)
+        return via
     }
 
     // MARK: - Routing a new request (RFC 3261 §16.3–§16.5)
@@ -620,9 +628,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
             }
             out.prependHeader(.recordRoute, recordRoute(outgoing))
         }
-        let via = identity.listener(for: outgoingTransport, ipv6: outgoingIPv6).map(LocalIdentity.hostPort) ?? "127.0.0.1"
         let branch = Self.branchPrefix + loopHash(request) + "." + SIPIdentifiers.tag()
-        out.prependHeader(.via, "SIP/2.0/" + outgoingTransport.viaToken + " " + via + ";branch=" + branch + ";rport")
+        out.prependVia(ownVia(transport: outgoingTransport, ipv6: outgoingIPv6, branch: branch), cseq: (try? request.cseq()) ?? nil)
         return out
     }
 

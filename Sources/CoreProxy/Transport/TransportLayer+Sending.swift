@@ -105,9 +105,7 @@ extension TransportLayer {
         case .udp:
             return udpListener(for: address).map { SIPFlow.datagram(listener: $0, remote: address) }
         case .tcp, .tls:
-            guard let existing = state.withLockedValue({ $0.connectionsByRemote[RemoteKey(transport: destination.transport, remote: address)] }),
-                  let connection = connection(existing), connection.channel.isActive else { return nil }
-            return .connection(existing)
+            return openConnection(to: address, transport: destination.transport).map { .connection($0) }
         case .ws, .wss, .sctp:
             return nil
         }
@@ -142,10 +140,16 @@ extension TransportLayer {
         }
     }
 
+    /// A connection to `address` that is already open, to be reused instead of dialling again.
+    private func openConnection(to address: SocketAddress, transport: SIPTransportProtocol) -> ConnectionID? {
+        guard let existing = state.withLockedValue({ $0.connectionsByRemote[RemoteKey(transport: transport, remote: address)] }),
+              let connection = connection(existing), connection.channel.isActive else { return nil }
+        return existing
+    }
+
     private func streamConnection(to address: SocketAddress, transport: SIPTransportProtocol,
                                   on loop: any EventLoop) -> EventLoopFuture<ConnectionID> {
-        if let existing = state.withLockedValue({ $0.connectionsByRemote[RemoteKey(transport: transport, remote: address)] }),
-           let connection = connection(existing), connection.channel.isActive {
+        if let existing = openConnection(to: address, transport: transport) {
             return loop.makeSucceededFuture(existing)
         }
         if transport == .tls, clientSSLContext == nil {

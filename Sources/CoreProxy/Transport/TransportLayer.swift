@@ -32,9 +32,26 @@ public struct InboundMeta: Sendable {
 public struct BoundListener: Sendable, CustomStringConvertible {
     public var id: ListenerID
     public var spec: ListenerSpec
-    public var address: SocketAddress
+    public var address: SocketAddress {
+        didSet { viaHost = Self.viaHost(address, spec: spec) }
+    }
+    /// The host as it goes into Via and Record-Route (IPv6 in brackets), formatted once: every
+    /// forwarded request writes it.
+    public private(set) var viaHost: String
 
     public var port: Int { address.port ?? 0 }
+
+    public init(id: ListenerID, spec: ListenerSpec, address: SocketAddress) {
+        self.id = id
+        self.spec = spec
+        self.address = address
+        self.viaHost = Self.viaHost(address, spec: spec)
+    }
+
+    private static func viaHost(_ address: SocketAddress, spec: ListenerSpec) -> String {
+        let ip = address.ipAddress ?? spec.host
+        return ip.contains(":") ? "[" + ip + "]" : ip
+    }
 
     public var description: String {
         ListenerSpec(transport: spec.transport, host: address.ipAddress ?? spec.host, port: port).description

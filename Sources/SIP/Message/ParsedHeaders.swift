@@ -50,4 +50,11 @@ extension SIPMessage {
         prependHeader(.via, via.description)
         if let kept, !kept.vias.isEmpty { parsed = kept.replacingTopVia(via) }
     }
+
+    /// Puts `via` on top, as an element does before it sends a request on. With the request's
+    /// `cseq`, the transaction layer then reads both back without parsing them.
+    public mutating func prependVia(_ via: SIPVia, cseq: SIPCSeq?) {
+        prependHeader(.via, via.description)
+        if let cseq { parsed = ParsedHeaders(topVia: via, cseq: cseq) }
+    }
 }
