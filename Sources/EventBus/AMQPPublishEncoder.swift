@@ -8,8 +8,10 @@ struct AMQPPublishEncoder {
     let frameMax: Int
 
     /// The three (or more) frames of one persistent JSON message, with the message id written by
-    /// `messageID` (an event spells its id straight into the frame).
-    func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: (inout [UInt8]) -> Void, body: [UInt8]) {
+    /// `messageID` (an event spells its id straight into the frame) and the body by `body`, both
+    /// in place: the body's size goes into the content header once it is written.
+    func appendPublish(into out: inout [UInt8], exchange: String, routingKey: String, messageID: (inout [UInt8]) -> Void,
+                       body: (inout [UInt8]) -> Void) {
         // Method frame: basic.publish (class 60, method 40), reserved short, exchange, routing key, flags.
         appendFrame(into: &out, type: 1) { payload in
             Self.append16(60, &payload)
@@ -20,20 +22,35 @@ struct AMQPPublishEncoder {
             payload.append(0)  // neither mandatory nor immediate
         }
         // Content header: class, weight, body size, property flags, then the properties in flag order.
+        var bodySizeAt = 0
         appendFrame(into: &out, type: 2) { payload in
             Self.append16(60, &payload)
             Self.append16(0, &payload)
-            Self.append64(UInt64(body.count), &payload)
+            bodySizeAt = payload.count
+            Self.append64(0, &payload)
             Self.append16(0x8000 | 0x1000 | 0x0080, &payload)  // content-type, delivery-mode, message-id
             Self.appendShortString("application/json", &payload)
             payload.append(2)  // persistent
             Self.appendShortString(&payload, messageID)
         }
-        var offset = 0
+        // The body as one frame; the rare body larger than a frame is cut into more afterwards.
+        var bodyAt = 0
+        appendFrame(into: &out, type: 3) { payload in
+            bodyAt = payload.count
+            body(&payload)
+        }
+        let bodyCount = out.count - 1 - bodyAt
+        Self.put64(UInt64(bodyCount), at: bodySizeAt, in: &out)
         let chunk = max(1, frameMax - 8)
-        while offset < body.count {
-            let end = min(body.count, offset + chunk)
-            appendFrame(into: &out, type: 3) { payload in payload.append(contentsOf: body[offset..<end]) }
+        guard bodyCount > chunk else { return }
+        let rest = Array(out[(bodyAt + chunk)..<(bodyAt + bodyCount)])
+        out.removeLast(bodyCount - chunk + 1)
+        Self.put32(UInt32(chunk), at: bodyAt - 4, in: &out)
+        out.append(0xCE)
+        var offset = 0
+        while offset < rest.count {
+            let end = min(rest.count, offset + chunk)
+            appendFrame(into: &out, type: 3) { payload in payload.append(contentsOf: rest[offset..<end]) }
             offset = end
         }
     }
@@ -48,12 +65,16 @@ struct AMQPPublishEncoder {
         out.append(0)
         out.append(0)
         payload(&out)
-        let size = UInt32(out.count - sizeAt - 4)
-        out[sizeAt] = UInt8(size >> 24)
-        out[sizeAt + 1] = UInt8((size >> 16) & 0xFF)
-        out[sizeAt + 2] = UInt8((size >> 8) & 0xFF)
-        out[sizeAt + 3] = UInt8(size & 0xFF)
+        Self.put32(UInt32(out.count - sizeAt - 4), at: sizeAt, in: &out)
         out.append(0xCE)
+    }
+
+    private static func put32(_ value: UInt32, at index: Int, in out: inout [UInt8]) {
+        for byte in 0..<4 { out[index + byte] = UInt8((value >> UInt32(24 - 8 * byte)) & 0xFF) }
+    }
+
+    private static func put64(_ value: UInt64, at index: Int, in out: inout [UInt8]) {
+        for byte in 0..<8 { out[index + byte] = UInt8((value >> UInt64(56 - 8 * byte)) & 0xFF) }
     }
 
     private static func append16(_ value: UInt16, _ out: inout [UInt8]) {

@@ -115,7 +115,6 @@ public final class AMQPPublisher: @unchecked Sendable {
         var reason: String?
         let encoder = AMQPPublishEncoder(channel: 1, frameMax: Int(amqp_get_frame_max(state)))
         var frames: [UInt8] = []
-        var body: [UInt8] = []
         defer {
             if !unconfirmed.isEmpty { outbox.putBack(unconfirmed.all) }
         }
@@ -139,10 +138,9 @@ public final class AMQPPublisher: @unchecked Sendable {
             // The whole batch as frames in one buffer, written at once.
             frames.removeAll(keepingCapacity: true)
             for event in batch {
-                body.removeAll(keepingCapacity: true)
-                event.appendJSON(node: configuration.node, into: &body)
                 encoder.appendPublish(into: &frames, exchange: configuration.exchange, routingKey: event.type,
-                                      messageID: { event.appendID(into: &$0) }, body: body)
+                                      messageID: { event.appendID(into: &$0) },
+                                      body: { event.appendJSON(node: configuration.node, into: &$0) })
             }
             let written = frames.withUnsafeBytes { bytes in tern_amqp_send_frames(state, bytes.baseAddress, bytes.count, 5000) }
             guard written == 0 else {

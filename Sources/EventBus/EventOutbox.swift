@@ -37,7 +37,9 @@ public final class EventOutbox: @unchecked Sendable {
         self.policy = spill == nil && policy == .spill ? .dropNewest : policy
         self.spillStore = spill
         self.spilled = spill?.initialCount ?? 0
-        events.reserveCapacity(min(self.capacity, 65_536))
+        // Small: the ring's ends walk round all of it, so a large one touches cold memory on
+        // every enqueue; it doubles when the broker is away and events pile up.
+        events.reserveCapacity(min(self.capacity, 1024))
     }
 
     /// Adds an event; returns false when it (or, by policy, an older one) was dropped.

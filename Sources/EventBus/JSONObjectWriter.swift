@@ -37,6 +37,21 @@ public struct JSONObjectWriter: Sendable {
         guard let address else { return add(key, nil as String?) }
         appendKey(key)
         bytes.append(UInt8(ascii: "\""))
+        if case .v4 = address {
+            // The octets straight from the socket address (sockaddr_in: family, port, address, in
+            // network order): `ipAddress` formats a string first.
+            address.withSockAddr { pointer, _ in
+                let raw = UnsafeRawPointer(pointer)
+                for index in 4..<8 {
+                    JSONValue.writeInteger(Int64(raw.load(fromByteOffset: index, as: UInt8.self)), into: &bytes)
+                    bytes.append(index == 7 ? UInt8(ascii: ":") : UInt8(ascii: "."))
+                }
+                let port = Int64(raw.load(fromByteOffset: 2, as: UInt8.self)) << 8 | Int64(raw.load(fromByteOffset: 3, as: UInt8.self))
+                JSONValue.writeInteger(port, into: &bytes)
+            }
+            bytes.append(UInt8(ascii: "\""))
+            return
+        }
         let host = address.ipAddress ?? "?"
         let bracketed = host.utf8.contains(UInt8(ascii: ":"))
         if bracketed { bytes.append(UInt8(ascii: "[")) }

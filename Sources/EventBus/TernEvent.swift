@@ -265,39 +265,50 @@ public struct TernEvent: Sendable {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// `2026-11-27T08:30:00.123Z`, written digit by digit.
+    /// `2026-11-27T08:30:00.123Z`, written digit by digit. The date comes from the day count by
+    /// integer arithmetic (the proleptic Gregorian calendar in 400-year eras), not `gmtime_r`:
+    /// every registration event writes two of these on the SIP thread.
     static func appendRFC3339(_ milliseconds: Int64, into out: inout [UInt8]) {
-        var seconds = time_t(milliseconds / 1000)
-        var parts = tm()
-        gmtime_r(&seconds, &parts)
-        func two(_ value: Int) {
+        let (seconds, millisecond) = floorDivision(milliseconds, 1000)
+        let (days, secondOfDay) = floorDivision(seconds, 86_400)
+        let (year, month, day) = civilDate(daysSince1970: days)
+        func two(_ value: Int64) {
             out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 10 % 10))
             out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10))
         }
-        func digits(_ value: Int, _ count: Int) {
-            switch count {
-            case 2: two(value)
-            case 3:
-                out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 100 % 10))
-                two(value % 100)
-            default:
-                two(value / 100)
-                two(value % 100)
-            }
-        }
-        digits(Int(parts.tm_year) + 1900, 4)
+        two(year / 100)
+        two(year % 100)
         out.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mon) + 1, 2)
+        two(month)
         out.append(UInt8(ascii: "-"))
-        digits(Int(parts.tm_mday), 2)
+        two(day)
         out.append(UInt8(ascii: "T"))
-        digits(Int(parts.tm_hour), 2)
+        two(secondOfDay / 3600)
         out.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_min), 2)
+        two(secondOfDay / 60 % 60)
         out.append(UInt8(ascii: ":"))
-        digits(Int(parts.tm_sec), 2)
+        two(secondOfDay % 60)
         out.append(UInt8(ascii: "."))
-        digits(Int(milliseconds % 1000), 3)
+        out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: millisecond / 100))
+        two(millisecond % 100)
         out.append(UInt8(ascii: "Z"))
+    }
+
+    private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (quotient: Int64, remainder: Int64) {
+        let remainder = value % divisor
+        return remainder < 0 ? (value / divisor - 1, remainder + divisor) : (value / divisor, remainder)
+    }
+
+    /// Year, month (1–12) and day (1–31) of a day counted from 1970-01-01: the era of 146,097
+    /// days, the year of era from the day of era with its leap days taken out, then the day of a
+    /// year that starts in March (so that February's leap day comes last).
+    static func civilDate(daysSince1970 days: Int64) -> (year: Int64, month: Int64, day: Int64) {
+        let (era, dayOfEra) = floorDivision(days + 719_468, 146_097)
+        let yearOfEra = (dayOfEra - dayOfEra / 1460 + dayOfEra / 36_524 - dayOfEra / 146_096) / 365
+        let dayOfYear = dayOfEra - (365 * yearOfEra + yearOfEra / 4 - yearOfEra / 100)
+        let monthFromMarch = (5 * dayOfYear + 2) / 153
+        let day = dayOfYear - (153 * monthFromMarch + 2) / 5 + 1
+        let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
+        return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
 }

@@ -192,8 +192,10 @@ public final class MessagingService: UndeliverableRequestHandler, LocationObserv
         switch event.kind {
         case .added, .refreshed:
             guard shouldLookUp(aor, newDevice: event.kind == .added) else { return }
-            // After this returns, the registrar sends its 200 OK; the drain starts on the next tick.
-            group.next().execute { [self] in deliver(to: aor) }
+            // After this returns, the registrar writes its 200 OK, which goes out when the loop
+            // has read its burst: the drain starts on this loop's next tick, so after it (another
+            // loop could send a stored message first).
+            (group.makeIterator().first { $0.inEventLoop } ?? group.next()).execute { [self] in deliver(to: aor) }
         case .removed, .expired:
             if store.isShared, location.bindings(for: aor).isEmpty {
                 lastChecked.withLockedValue { $0[aor] = nil }

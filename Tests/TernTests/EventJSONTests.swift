@@ -1,4 +1,4 @@
-import EventBus
+@testable import EventBus
 import Foundation
 import NIOCore
 import Testing
@@ -48,6 +48,22 @@ struct EventJSONTests {
                       (1_798_761_600_007, "2027-01-01T00:00:00.007Z")])
     func timestampsAreRFC3339(milliseconds: Int64, expected: String) {
         #expect(TernEvent.rfc3339String(milliseconds) == expected)
+    }
+
+    /// The day arithmetic agrees with the C library's calendar over four centuries (leap years of
+    /// every kind, and before 1970).
+    @Test func civilDatesMatchTheCLibrary() {
+        for days in stride(from: Int64(-25_000), through: 130_000, by: 7) {
+            var seconds = time_t(days * 86_400)
+            var parts = tm()
+            gmtime_r(&seconds, &parts)
+            let date = TernEvent.civilDate(daysSince1970: days)
+            #expect(date.year == Int64(parts.tm_year) + 1900 && date.month == Int64(parts.tm_mon) + 1
+                    && date.day == Int64(parts.tm_mday), "day \(days)")
+            if date.day != Int64(parts.tm_mday) { break }
+        }
+        #expect(TernEvent.rfc3339String(951_782_400_000) == "2000-02-29T00:00:00.000Z")
+        #expect(TernEvent.rfc3339String(-1) == "1969-12-31T23:59:59.999Z")
     }
 
     /// A payload written field by field (the registration events) is the same JSON a tree of
