@@ -51,6 +51,43 @@ struct ClientTransactionEndToEndTests {
         }
     }
 
+    /// Whatever the handler holds (a proxy's context, which holds the transaction) is let go once
+    /// the final response is in, not kept through Timer K: kept, the pair never freed each other.
+    @Test func aCompletedTransactionLetsGoOfItsHandler() async throws {
+        final class Witness: Sendable {}
+        let longTimerK = TransactionTimers(t1: .milliseconds(40), t2: .milliseconds(320), t4: .seconds(5))
+        try await withTestServer(timers: longTimerK) { server in
+            let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            let peerPort = try #require(peer.channel.localAddress?.port)
+            let answered = NIOLockedValueBox(false)
+            var witness: Witness? = Witness()
+            weak let watched = witness
+            let transaction = try { [witness] in
+                try server.server.transactionLayer.sendRequest(
+                    try options(via: "UDP", host: "127.0.0.1", port: server.port(.udp)),
+                    to: SIPDestination(transport: .udp, host: "127.0.0.1", port: peerPort),
+                    on: MultiThreadedEventLoopGroup.singleton.next()
+                ) { event in
+                    withExtendedLifetime(witness) {
+                        if case .response = event { answered.withLockedValue { $0 = true } }
+                    }
+                }
+            }()
+            witness = nil
+            let request = try await peer.receive()
+            #expect(watched != nil, "held while the transaction waits for its answer")
+            try await peer.send(SIPMessage.response(to: request, status: SIPStatus(200), toTag: "peer").serializedString)
+            let deadline = ContinuousClock.now + .seconds(3)
+            while !answered.withLockedValue({ $0 }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(10))
+            }
+            #expect(answered.withLockedValue { $0 })
+            #expect(transaction.machineState == .completed, "still waiting out Timer K")
+            #expect(watched == nil)
+            await peer.close()
+        }
+    }
+
     @Test func unansweredRequestTimesOut() async throws {
         try await withTestServer(timers: Self.fastTimers) { server in
             let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))

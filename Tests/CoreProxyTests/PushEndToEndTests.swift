@@ -265,7 +265,11 @@ struct PushEndToEndTests {
         try await Self.withPushServer(gateway, waitForUnregistered: true) { server, _ in
             let alice = try await Agent.connect(server, user: "alice")
             try await alice.send("INVITE", to: "sip:bob@tern.test", callID: "late-device")
-            try await Task.sleep(for: .milliseconds(200))
+            // Polled, not slept on: a loaded run took longer than a fixed 200 ms to get there.
+            let deadline = ContinuousClock.now + .seconds(5)
+            while server.server.proxy.waitingRequestCount == 0, ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
             #expect(server.server.proxy.waitingRequestCount == 1)
             let phone = try await Agent.connect(server, user: "bob")
             _ = try await phone.register()

@@ -18,7 +18,6 @@ public final class ClientTransaction: Sendable {
     public let request: SIPMessage
     public let eventLoop: any EventLoop
     private let layer: TransactionLayer
-    private let handler: @Sendable (ClientTransactionEvent) -> Void
     private let state: NIOLockedValueBox<Inner>
     private let timers: TransactionTimerTable<ClientTransactionStateMachine.Timer>
 
@@ -28,6 +27,26 @@ public final class ClientTransaction: Sendable {
         /// The request as sent, for retransmissions; let go once a final response came (a UDP
         /// transaction then waits 5 s for stray retransmissions with nothing else to do).
         var requestBytes: ByteBuffer?
+        /// The user, until nothing more will be told: let go once the transaction is completed or
+        /// terminated. The proxy's handler holds its context, which holds this transaction: kept
+        /// for good, the pair would never be freed (about 10 KB per proxied request).
+        var handler: (@Sendable (ClientTransactionEvent) -> Void)?
+
+        /// The handler for what the last event brought, let go when it is the last.
+        mutating func handlerForLastEvent() -> (@Sendable (ClientTransactionEvent) -> Void)? {
+            let current = handler
+            switch machine.state {
+            case .completed, .terminated:
+                requestBytes = nil
+                handler = nil
+            case .accepted:
+                // 2xx retransmissions still go to the user (RFC 6026 §7.2).
+                requestBytes = nil
+            default:
+                break
+            }
+            return current
+        }
     }
 
     enum Target {
@@ -43,10 +62,9 @@ public final class ClientTransaction: Sendable {
         self.layer = layer
         self.timers = TransactionTimerTable(wheels: layer.wheels)
         self.eventLoop = eventLoop
-        self.handler = handler
         let machine = ClientTransactionStateMachine(isInvite: request.method == .invite, reliable: reliable,
                                                     timers: layer.timers)
-        self.state = NIOLockedValueBox(Inner(machine: machine, target: target, requestBytes: request.serialized(options: options)))
+        self.state = NIOLockedValueBox(Inner(machine: machine, target: target, requestBytes: request.serialized(options: options), handler: handler))
     }
 
     public var machineState: ClientTransactionStateMachine.State {
@@ -60,18 +78,14 @@ public final class ClientTransaction: Sendable {
     }
 
     func handle(_ event: ClientTransactionStateMachine.Event, response: SIPMessage? = nil) {
-        let actions = state.withLockedValue { inner -> [ClientTransactionStateMachine.Action] in
-            let actions = inner.machine.handle(event)
-            switch inner.machine.state {
-            case .completed, .accepted, .terminated: inner.requestBytes = nil
-            default: break
-            }
-            return actions
+        let (actions, handler) = state.withLockedValue { inner in
+            (inner.machine.handle(event), inner.handlerForLastEvent())
         }
-        perform(actions, response: response)
+        perform(actions, response: response, handler: handler)
     }
 
-    private func perform(_ actions: [ClientTransactionStateMachine.Action], response: SIPMessage?) {
+    private func perform(_ actions: [ClientTransactionStateMachine.Action], response: SIPMessage?,
+                         handler: (@Sendable (ClientTransactionEvent) -> Void)?) {
         for action in actions {
             switch action {
             case .sendRequest:
@@ -79,13 +93,13 @@ public final class ClientTransaction: Sendable {
             case .sendACK:
                 if let response { send(SIPMessage.ackForNon2xx(request: request, response: response).serialized()) }
             case .passResponseToUser:
-                if let response { handler(.response(response)) }
+                if let response { handler?(.response(response)) }
             case .startTimer(let timer, let delay):
                 timers.start(timer, after: delay, on: eventLoop) { [self] in handle(.timerFired(timer)) }
             case .cancelTimer(let timer):
                 timers.cancel(timer)
             case .reportTimeout:
-                handler(.timeout)
+                handler?(.timeout)
             case .reportTransportError:
                 break // reported with the error itself in send(_:)
             case .terminate:
@@ -128,13 +142,13 @@ public final class ClientTransaction: Sendable {
     /// under one lock, so two failed sends (retransmissions under load) or a failure racing Timer F
     /// cannot both reach the user.
     private func failed(_ error: TransportError) {
-        let actions = state.withLockedValue { inner -> [ClientTransactionStateMachine.Action]? in
+        let outcome = state.withLockedValue { inner -> ([ClientTransactionStateMachine.Action], (@Sendable (ClientTransactionEvent) -> Void)?)? in
             guard inner.machine.state != .terminated else { return nil }
-            return inner.machine.handle(.transportError)
+            return (inner.machine.handle(.transportError), inner.handlerForLastEvent())
         }
-        guard let actions else { return }
-        perform(actions, response: nil)
-        handler(.transportError(error))
+        guard let (actions, handler) = outcome else { return }
+        perform(actions, response: nil, handler: handler)
+        handler?(.transportError(error))
     }
 }
 
