@@ -566,7 +566,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
 
     /// Targets grouped by q, highest first (parallel within a level, sequential across levels).
     private func levels(_ targets: [ProxyTarget]) -> [[ProxyTarget]] {
-        Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)
+        // Most users have one device: one level, without a table to group by.
+        if targets.count <= 1 { return targets.isEmpty ? [] : [targets] }
+        return Dictionary(grouping: targets, by: \.q).sorted { $0.key > $1.key }.map(\.value)
     }
 
     /// A binding that another node holds. Its connection lives on that node, so a connection

@@ -78,10 +78,8 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
     private mutating func handleInvite(_ event: Event) -> [Action] {
         switch (state, event) {
         case (.calling, .start):
-            var actions: [Action] = [.sendRequest]
-            if !reliable { actions.append(.startTimer(.a, retransmitInterval)) }
-            actions.append(.startTimer(.b, timers.transactionTimeout))
-            return actions
+            if reliable { return [.sendRequest, .startTimer(.b, timers.transactionTimeout)] }
+            return [.sendRequest, .startTimer(.a, retransmitInterval), .startTimer(.b, timers.transactionTimeout)]
         case (.calling, .timerFired(.a)):
             retransmitInterval = retransmitInterval * 2
             return [.sendRequest, .startTimer(.a, retransmitInterval)]
@@ -98,15 +96,12 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
             return [.cancelTimer(.a), .cancelTimer(.b), .passResponseToUser, .startTimer(.m, timers.transactionTimeout)]
         case (.calling, .response), (.proceeding, .response):
             let timerD = timers.timerD(reliable: reliable)
-            var actions: [Action] = [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser]
             if timerD == .zero {
                 state = .terminated
-                actions.append(.terminate)
-            } else {
-                state = .completed
-                actions.append(.startTimer(.d, timerD))
+                return [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .terminate]
             }
-            return actions
+            state = .completed
+            return [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .startTimer(.d, timerD)]
         case (.calling, .transportError), (.proceeding, .transportError):
             state = .terminated
             return [.cancelTimer(.a), .cancelTimer(.b), .reportTransportError, .terminate]
@@ -137,10 +132,9 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
     private mutating func handleNonInvite(_ event: Event) -> [Action] {
         switch (state, event) {
         case (.trying, .start):
-            var actions: [Action] = [.sendRequest]
-            if !reliable { actions.append(.startTimer(.e, retransmitInterval)) }
-            actions.append(.startTimer(.f, timers.transactionTimeout))
-            return actions
+            // Each list is written whole: one allocation, where appending to a short one grows it.
+            if reliable { return [.sendRequest, .startTimer(.f, timers.transactionTimeout)] }
+            return [.sendRequest, .startTimer(.e, retransmitInterval), .startTimer(.f, timers.transactionTimeout)]
         case (.trying, .timerFired(.e)):
             retransmitInterval = min(retransmitInterval * 2, timers.t2)
             return [.sendRequest, .startTimer(.e, retransmitInterval)]
@@ -154,15 +148,12 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
             return [.passResponseToUser]
         case (.trying, .response), (.proceeding, .response):
             let timerK = timers.timerIK(reliable: reliable)
-            var actions: [Action] = [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser]
             if timerK == .zero {
                 state = .terminated
-                actions.append(.terminate)
-            } else {
-                state = .completed
-                actions.append(.startTimer(.k, timerK))
+                return [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .terminate]
             }
-            return actions
+            state = .completed
+            return [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .startTimer(.k, timerK)]
         case (.trying, .transportError), (.proceeding, .transportError):
             state = .terminated
             return [.cancelTimer(.e), .cancelTimer(.f), .reportTransportError, .terminate]

@@ -86,10 +86,9 @@ public struct ServerTransactionStateMachine: Sendable, Hashable {
             return [.sendResponse, .startTimer(.l, timers.transactionTimeout)]
         case (.proceeding, .send):
             state = .completed
-            var actions: [Action] = [.sendResponse]
-            if !reliable { actions.append(.startTimer(.g, timerGInterval)) }
-            actions.append(.startTimer(.h, timers.transactionTimeout))
-            return actions
+            // Written whole: one allocation, where appending to a short list grows it.
+            if reliable { return [.sendResponse, .startTimer(.h, timers.transactionTimeout)] }
+            return [.sendResponse, .startTimer(.g, timerGInterval), .startTimer(.h, timers.transactionTimeout)]
         case (.proceeding, .transportError), (.completed, .transportError):
             state = .terminated
             return [.reportTransportError, .terminate]

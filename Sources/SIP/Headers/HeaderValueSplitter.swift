@@ -32,46 +32,55 @@ package enum HeaderValueSplitter {
     }
 
     /// Splits a list header value at commas that are outside quoted strings and `<...>`
-    /// (RFC 3261 §7.3.1), trimming whitespace around each element and dropping empty ones.
+    /// (RFC 3261 §7.3.1), trimming whitespace around each element and dropping empty ones. Elements
+    /// are cut from the value by offsets; a value that is one element already trimmed (most Via,
+    /// Route and Record-Route lines) is returned as it is, with no copy.
     package static func splitList(_ value: String) -> [String] {
-        var elements: [String] = []
-        var current: [UInt8] = []
-        var inQuotes = false
-        var inAngle = false
-        var escaped = false
-        for byte in value.utf8 {
-            if inQuotes {
-                current.append(byte)
-                if escaped {
-                    escaped = false
-                } else if byte == UInt8(ascii: "\\") {
-                    escaped = true
-                } else if byte == UInt8(ascii: "\"") {
-                    inQuotes = false
+        var contiguous = value
+        return contiguous.withUTF8 { bytes in
+            var elements: [String] = []
+            var start = 0
+            var inQuotes = false
+            var inAngle = false
+            var escaped = false
+            for index in 0..<bytes.count {
+                let byte = bytes[index]
+                if inQuotes {
+                    if escaped {
+                        escaped = false
+                    } else if byte == UInt8(ascii: "\\") {
+                        escaped = true
+                    } else if byte == UInt8(ascii: "\"") {
+                        inQuotes = false
+                    }
+                    continue
                 }
-                continue
+                switch byte {
+                case UInt8(ascii: "\""): inQuotes = true
+                case UInt8(ascii: "<"): inAngle = true
+                case UInt8(ascii: ">"): inAngle = false
+                case UInt8(ascii: ",") where !inAngle:
+                    appendTrimmed(bytes, start..<index, whole: value, to: &elements)
+                    start = index + 1
+                default: break
+                }
             }
-            switch byte {
-            case UInt8(ascii: "\""): inQuotes = true
-            case UInt8(ascii: "<"): inAngle = true
-            case UInt8(ascii: ">"): inAngle = false
-            case UInt8(ascii: ",") where !inAngle:
-                appendTrimmed(current, to: &elements)
-                current.removeAll(keepingCapacity: true)
-                continue
-            default: break
-            }
-            current.append(byte)
+            appendTrimmed(bytes, start..<bytes.count, whole: value, to: &elements)
+            return elements
         }
-        appendTrimmed(current, to: &elements)
-        return elements
     }
 
-    private static func appendTrimmed(_ bytes: [UInt8], to elements: inout [String]) {
-        var start = 0
-        var end = bytes.count
+    private static func appendTrimmed(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, whole: String,
+                                      to elements: inout [String]) {
+        var start = range.lowerBound
+        var end = range.upperBound
         while start < end, bytes[start] == 0x20 || bytes[start] == 0x09 { start += 1 }
         while end > start, bytes[end - 1] == 0x20 || bytes[end - 1] == 0x09 { end -= 1 }
-        if start < end { elements.append(String(decoding: bytes[start..<end], as: UTF8.self)) }
+        guard start < end else { return }
+        if start == 0, end == bytes.count {
+            elements.append(whole)
+        } else {
+            elements.append(String(decoding: UnsafeBufferPointer(rebasing: bytes[start..<end]), as: UTF8.self))
+        }
     }
 }
