@@ -613,6 +613,8 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// The copy of `request` that goes to one target.
     func forwardedRequest(_ request: SIPMessage, to target: ProxyTarget, inbound: InboundMessage) -> SIPMessage {
         var out = request
+        // Via, up to two Record-Routes and the target's routes.
+        out.reserveHeaderLines(3 + target.routes.count)
         if (try? request.routes())?.first?.uri != target.uri {
             out.setRequestURI(target.uri)
         }

@@ -8,6 +8,12 @@ extension SIPMessage {
         fields.append(SIPHeaderField(name: name, value: value))
     }
 
+    /// Makes room for `extra` more header lines: a copy about to be edited (a forwarded request)
+    /// then takes one allocation instead of a copy and a second one to grow.
+    public mutating func reserveHeaderLines(_ extra: Int) {
+        fields.reserveCapacity(fields.count + extra)
+    }
+
     /// Inserts a header line before every other line of that name (or at the top if none), as a
     /// proxy prepends Via and Record-Route.
     public mutating func prependHeader(_ name: SIPHeaderName, _ value: String) {
@@ -49,14 +55,14 @@ extension SIPMessage {
             appendHeader(name, value)
             return
         }
-        let replacement = SIPHeaderField(name: name, value: value)
+        // In place: a proxy sets Max-Forwards on every request it forwards, and a rebuilt list grew
+        // one allocation at a time. Later lines of the name (rare) are dropped after.
+        fields[first] = SIPHeaderField(name: name, value: value)
+        guard fields.indices.dropFirst(first + 1).contains(where: { matches($0, name) }) else { return }
         var kept: [SIPHeaderField] = []
-        for index in fields.indices {
-            if index == first {
-                kept.append(replacement)
-            } else if !matches(index, name) {
-                kept.append(fields[index])
-            }
+        kept.reserveCapacity(fields.count - 1)
+        for index in fields.indices where index <= first || !matches(index, name) {
+            kept.append(fields[index])
         }
         fields = kept
     }
@@ -66,9 +72,9 @@ extension SIPMessage {
     @discardableResult
     public mutating func removeFirstValue(_ name: SIPHeaderName) -> String? {
         guard let index = firstFieldIndex(name) else { return nil }
-        let elements = HeaderValueSplitter.splitList(fieldValue(index))
+        let value = fieldValue(index)
+        let elements = HeaderValueSplitter.splitList(value)
         guard elements.count > 1, let first = elements.first else {
-            let value = fieldValue(index)
             fields.remove(at: index)
             return value
         }
