@@ -16,10 +16,12 @@ public struct SIPParameters: Sendable, Hashable, Sequence, CustomStringConvertib
     public func makeIterator() -> IndexingIterator<[Parameter]> { items.makeIterator() }
 
     public mutating func append(_ name: String, _ value: String?) {
-        // Room for four at the first: a Via's branch, rport and received then take one allocation,
-        // where growing one at a time took three.
-        if items.isEmpty { items.reserveCapacity(4) }
         items.append(Parameter(name: name, value: value))
+    }
+
+    /// Room for `count` parameters, taken at once.
+    public mutating func reserveCapacity(_ count: Int) {
+        items.reserveCapacity(count)
     }
 
     /// Whether a parameter with this name is present (with or without a value).

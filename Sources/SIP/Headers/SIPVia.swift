@@ -103,7 +103,7 @@ public struct SIPVia: Sendable, Hashable, CustomStringConvertible {
         } else {
             port = nil
         }
-        parameters = try scanner.readParameters()
+        parameters = try scanner.readParameters(expected: 4)
         if let branch = parameters["branch"], branch == nil { throw ValueError("branch without value") }
         if let received = parameters.unquoted("received"),
            IPv6Address.parseIPv4(received.utf8) == nil, IPv6Address(received.utf8) == nil,

@@ -75,8 +75,12 @@ package struct ValueScanner {
 
     /// Reads `;name[=value]` pairs until something else comes (RFC 3261 generic-param). Values are
     /// tokens, IPv6 references or quoted strings; quoted values keep their quotes so they round-trip.
-    package mutating func readParameters() throws(ValueError) -> SIPParameters {
+    /// - Parameter expected: how many to make room for at the first (a Via's branch, rport and
+    ///   received then take one allocation, where growing one at a time took three). Values kept
+    ///   long, like a binding's contact, leave it at one, so that no unused room stays with them.
+    package mutating func readParameters(expected: Int = 1) throws(ValueError) -> SIPParameters {
         var parameters = SIPParameters()
+        if peek == UInt8(ascii: ";"), expected > 1 { parameters.reserveCapacity(expected) }
         while consume(UInt8(ascii: ";")) {
             guard let name = readToken() else { throw ValueError("parameter without a name") }
             if consume(UInt8(ascii: "=")) {
