@@ -232,4 +232,83 @@ import Testing
         #expect(user.transportFailures.withLockedValue { $0 } == 1)
         #expect(layer.serverTransactionCount == 0)
     }
+
+    /// Remembers, without keeping it alive, the last transaction it answered.
+    final class ForgetfulUser: TransactionUser {
+        struct Weak { weak var transaction: ServerTransaction? }
+        let last = NIOLockedValueBox(Weak())
+        let strays = NIOLockedValueBox(0)
+
+        func handleRequest(_ transaction: ServerTransaction) {
+            last.withLockedValue { $0.transaction = transaction }
+            transaction.respond(SIPStatus(200))
+        }
+        func handleCancel(_ transaction: ServerTransaction, invite: ServerTransaction?) {}
+        func handleACK(_ ack: InboundMessage, transaction: ServerTransaction?) {}
+        func handleStrayResponse(_ response: InboundMessage) { strays.withLockedValue { $0 += 1 } }
+        func serverTransactionTimedOut(_ transaction: ServerTransaction) {}
+        func serverTransactionTransportFailed(_ transaction: ServerTransaction) {}
+    }
+
+    @Test func anAnsweredRequestLeavesOnlyItsAnswerForTimerJ() throws {
+        let loop = EmbeddedEventLoop()
+        let sender = RecordingSender(loop: loop)
+        let layer = TransactionLayer(sender: sender)
+        let user = ForgetfulUser()
+        layer.setUser(user)
+        let branch = SIPIdentifiers.branch()
+        let message = sipRequest("MESSAGE", branch: branch, callID: "answered-1")
+        layer.receive(try inbound(message), on: loop)
+        #expect(sender.startLines == ["SIP/2.0 200 OK"])
+        // The transaction itself is gone: nothing of its request, timers or lock is kept for 32 s.
+        #expect(user.last.withLockedValue { $0.transaction } == nil)
+        #expect(layer.serverTransaction(try TransactionKey.server(for: try SIPMessageParser().parse(message))) == nil)
+        #expect(layer.serverTransactionCount == 1)
+        // A retransmission still gets the same response, byte for byte, and never reaches the user.
+        loop.advanceTime(by: .seconds(20))
+        layer.receive(try inbound(message), on: loop)
+        let sent = sender.sent.withLockedValue { $0.map(\.bytes) }
+        #expect(sent.count == 2)
+        #expect(sent.first == sent.last)
+        #expect(user.last.withLockedValue { $0.transaction } == nil)
+        // Timer J (64·T1) ends it; the same request afterwards is new again.
+        loop.advanceTime(by: .seconds(12))
+        #expect(layer.serverTransactionCount == 0)
+        layer.receive(try inbound(message), on: loop)
+        #expect(user.last.withLockedValue { $0.transaction } == nil)
+        #expect(sender.startLines.count == 3)
+        #expect(layer.serverTransactionCount == 1)
+    }
+
+    @Test func aCompletedClientTransactionLeavesOnlyItsKeyForTimerK() throws {
+        let loop = EmbeddedEventLoop()
+        let sender = RecordingSender(loop: loop)
+        let layer = TransactionLayer(sender: sender)
+        let user = ForgetfulUser()
+        layer.setUser(user)
+        let responses = NIOLockedValueBox(0)
+        let branch = SIPIdentifiers.branch()
+        weak var started: ClientTransaction?
+        do {
+            let request = try SIPMessageParser().parse(sipRequest("MESSAGE", branch: branch))
+            started = try layer.sendRequest(request, to: SIPDestination(transport: .udp, host: "192.0.2.10", port: 5070), on: loop) { event in
+                if case .response = event { responses.withLockedValue { $0 += 1 } }
+            }
+        }
+        let ok = "SIP/2.0 200 OK\r\nVia: SIP/2.0/UDP client.test:5060;branch=\(branch)\r\n"
+            + "From: <sip:alice@tern.test>;tag=1\r\nTo: <sip:bob@tern.test>;tag=2\r\nCall-ID: x\r\nCSeq: 1 MESSAGE\r\n"
+            + "Content-Length: 0\r\n\r\n"
+        layer.receive(try inbound(ok), on: loop)
+        #expect(responses.withLockedValue { $0 } == 1)
+        #expect(started == nil, "nothing keeps the completed transaction")
+        #expect(layer.clientTransactionCount == 1)
+        // A retransmitted 200 is absorbed: neither passed up nor forwarded as a stray response.
+        layer.receive(try inbound(ok), on: loop)
+        #expect(responses.withLockedValue { $0 } == 1)
+        #expect(user.strays.withLockedValue { $0 } == 0)
+        loop.advanceTime(by: .seconds(5))
+        #expect(layer.clientTransactionCount == 0, "Timer K ended it")
+        layer.receive(try inbound(ok), on: loop)
+        #expect(user.strays.withLockedValue { $0 } == 1, "after Timer K the response matches nothing")
+    }
 }

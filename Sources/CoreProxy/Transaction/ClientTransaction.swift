@@ -94,6 +94,9 @@ public final class ClientTransaction: Sendable {
                 if let response { send(SIPMessage.ackForNon2xx(request: request, response: response).serialized()) }
             case .passResponseToUser:
                 if let response { handler?(.response(response)) }
+            case .startTimer(.k, let delay):
+                // Completed: the table keeps the key alone for Timer K (``TransactionLayer/ClientEntry``).
+                layer.keepCompleted(self, for: delay)
             case .startTimer(let timer, let delay):
                 timers.start(timer, after: delay, on: eventLoop) { [self] in handle(.timerFired(timer)) }
             case .cancelTimer(let timer):

@@ -123,6 +123,11 @@ public final class ServerTransaction: Sendable {
             case .resendLastResponse:
                 layer.metrics.retransmissionsAbsorbed.increment()
                 if let last = state.withLockedValue({ $0.lastResponse }) { send(last) }
+            case .startTimer(.j, let delay):
+                // Answered: the table keeps the answer alone for Timer J (``TransactionLayer/ServerEntry``).
+                if let last = response ?? state.withLockedValue({ $0.lastResponse }) {
+                    layer.keepAnswer(of: self, response: last, flow: responseFlow, for: delay)
+                }
             case .startTimer(let timer, let delay):
                 timers.start(timer, after: delay, on: eventLoop) { [self] in handle(.timerFired(timer)) }
             case .cancelTimer(let timer):

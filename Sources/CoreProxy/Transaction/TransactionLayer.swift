@@ -50,8 +50,47 @@ public final class TransactionLayer: Sendable {
     /// replies to REGISTER; see ``Registrar/Configuration/statelessReplies``).
     public let statelessMethods: Set<SIPMethod>
     private let userBox = NIOLockedValueBox<(any TransactionUser)?>(nil)
-    private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerTransaction]>]
-    private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientTransaction]>]
+    private let serverShards: [NIOLockedValueBox<[TransactionKey: ServerEntry]>]
+    private let clientShards: [NIOLockedValueBox<[TransactionKey: ClientEntry]>]
+
+    /// A server table entry: a transaction, or what an answered non-INVITE one leaves for Timer J.
+    ///
+    /// A completed non-INVITE transaction only answers retransmissions with its last response for
+    /// 32 s over UDP. Kept whole, it held its request, timers and lock all that time (3.7 KB per
+    /// MESSAGE, over 200 MB at 2,000 requests/s); the answer alone is a few hundred bytes. Whoever
+    /// still holds the transaction (a callback finishing its work) keeps it alive, not the table.
+    enum ServerEntry {
+        case live(ServerTransaction)
+        case answered(AnsweredRequest)
+
+        var transaction: ServerTransaction? {
+            if case .live(let transaction) = self { return transaction }
+            return nil
+        }
+    }
+
+    /// The final response of an answered non-INVITE request and the flow it went over.
+    final class AnsweredRequest: Sendable {
+        let response: ByteBuffer
+        let flow: SIPFlow
+
+        init(response: ByteBuffer, flow: SIPFlow) {
+            self.response = response
+            self.flow = flow
+        }
+    }
+
+    /// A client table entry: a transaction, or a completed non-INVITE one absorbing retransmitted
+    /// final responses until Timer K (5 s over UDP) with nothing else kept.
+    enum ClientEntry {
+        case live(ClientTransaction)
+        case completed
+
+        var transaction: ClientTransaction? {
+            if case .live(let transaction) = self { return transaction }
+            return nil
+        }
+    }
 
     public init(sender: any SIPMessageSender, timers: TransactionTimers = TransactionTimers(), shardCount: Int = 16,
                 tuner: MessageTuner? = nil, statelessMethods: Set<SIPMethod> = []) {
@@ -75,21 +114,23 @@ public final class TransactionLayer: Sendable {
     /// Transactions still waiting for a final response: what graceful shutdown lets finish.
     public var pendingTransactionCount: Int {
         let server = serverShards.reduce(0) { total, shard in
-            total + shard.withLockedValue { $0.values.filter { !$0.isAnsweredFinally }.count }
+            total + shard.withLockedValue { $0.values.filter { !($0.transaction?.isAnsweredFinally ?? true) }.count }
         }
         let client = clientShards.reduce(0) { total, shard in
             total + shard.withLockedValue { table in
-                table.values.filter { [.calling, .trying, .proceeding].contains($0.machineState) }.count
+                table.values.filter { entry in
+                    entry.transaction.map { [.calling, .trying, .proceeding].contains($0.machineState) } ?? false
+                }.count
             }
         }
         return server + client
     }
 
-    private func serverShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ServerTransaction]> {
+    private func serverShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ServerEntry]> {
         serverShards[Int(UInt(bitPattern: key.hashValue) % UInt(serverShards.count))]
     }
 
-    private func clientShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ClientTransaction]> {
+    private func clientShard(_ key: TransactionKey) -> NIOLockedValueBox<[TransactionKey: ClientEntry]> {
         clientShards[Int(UInt(bitPattern: key.hashValue) % UInt(clientShards.count))]
     }
 
@@ -111,7 +152,7 @@ public final class TransactionLayer: Sendable {
             return
         }
         if message.method == .ack {
-            let invite = serverShard(key).withLockedValue { $0[key] }
+            let invite = serverShard(key).withLockedValue { $0[key]?.transaction }
             if let invite {
                 if invite.machineState == .completed || invite.machineState == .confirmed {
                     // The ACK for our non-2xx final response: absorbed here (RFC 3261 §17.2.1).
@@ -125,20 +166,32 @@ public final class TransactionLayer: Sendable {
             return
         }
         // Insert-if-absent: a retransmission finds the live transaction and never reaches the user.
-        let (transaction, isNew) = serverShard(key).withLockedValue { table -> (ServerTransaction, Bool) in
+        let (entry, isNew) = serverShard(key).withLockedValue { table -> (ServerEntry, Bool) in
             if let existing = table[key] { return (existing, false) }
-            let created = ServerTransaction(key: key, inbound: inbound, layer: self, eventLoop: eventLoop)
+            let created = ServerEntry.live(ServerTransaction(key: key, inbound: inbound, layer: self, eventLoop: eventLoop))
             table[key] = created
             return (created, true)
         }
-        guard isNew else {
+        switch entry {
+        case .live(let transaction) where !isNew:
             transaction.handle(.requestRetransmission)
             return
+        case .answered(let answer):
+            metrics.retransmissionsAbsorbed.increment()
+            sender.send(answer.response, over: answer.flow).whenFailure { [self] _ in
+                serverShard(key).withLockedValue { table in
+                    if case .answered(let kept) = table[key], kept === answer { table[key] = nil }
+                }
+            }
+            return
+        case .live:
+            break
         }
+        guard let transaction = entry.transaction else { return }
         metrics.serverTransactionsCreated.increment()
         if message.method == .cancel {
             let inviteKey = try? TransactionKey.inviteCancelled(by: message)
-            let invite = inviteKey.flatMap { key in serverShard(key).withLockedValue { $0[key] } }
+            let invite = inviteKey.flatMap { key in serverShard(key).withLockedValue { $0[key]?.transaction } }
             user?.handleCancel(transaction, invite: invite)
             return
         }
@@ -151,18 +204,24 @@ public final class TransactionLayer: Sendable {
 
     private func receiveResponse(_ inbound: InboundMessage) {
         guard let key = try? TransactionKey.client(for: inbound.message),
-              let transaction = clientShard(key).withLockedValue({ $0[key] }),
+              let entry = clientShard(key).withLockedValue({ $0[key] }),
               let code = inbound.message.statusCode
         else {
             user?.handleStrayResponse(inbound)
             return
         }
-        transaction.handle(.response(statusCode: code), response: inbound.message)
+        switch entry {
+        case .live(let transaction):
+            transaction.handle(.response(statusCode: code), response: inbound.message)
+        case .completed:
+            // A retransmitted final response, absorbed (RFC 3261 §17.1.2.2, Completed).
+            metrics.retransmissionsAbsorbed.increment()
+        }
     }
 
-    /// The live INVITE server transaction with this key, if any.
+    /// The live server transaction with this key, if any (an answered non-INVITE one is no longer).
     public func serverTransaction(_ key: TransactionKey) -> ServerTransaction? {
-        serverShard(key).withLockedValue { $0[key] }
+        serverShard(key).withLockedValue { $0[key]?.transaction }
     }
 
     // MARK: - Outbound
@@ -195,7 +254,7 @@ public final class TransactionLayer: Sendable {
         let key = TransactionKey.client(branch: branch, method: method)
         let transaction = ClientTransaction(key: key, request: request, target: target, reliable: reliable,
                                             layer: self, eventLoop: eventLoop, options: options, handler: handler)
-        clientShard(key).withLockedValue { $0[key] = transaction }
+        clientShard(key).withLockedValue { $0[key] = .live(transaction) }
         metrics.clientTransactionsCreated.increment()
         transaction.handle(.start)
         return transaction
@@ -203,15 +262,53 @@ public final class TransactionLayer: Sendable {
 
     // MARK: - Removal
 
+    /// Takes the transaction, or the answer it left (a send of its final response failed), off the table.
     func remove(_ transaction: ServerTransaction) {
         serverShard(transaction.key).withLockedValue { table in
-            if table[transaction.key] === transaction { table[transaction.key] = nil }
+            switch table[transaction.key] {
+            case .live(let live) where live === transaction: table[transaction.key] = nil
+            case .answered: table[transaction.key] = nil
+            default: break
+            }
         }
     }
 
     func remove(_ transaction: ClientTransaction) {
         clientShard(transaction.key).withLockedValue { table in
-            if table[transaction.key] === transaction { table[transaction.key] = nil }
+            if case .live(let live) = table[transaction.key], live === transaction { table[transaction.key] = nil }
+        }
+    }
+
+    /// An answered non-INVITE server transaction leaves only its answer on the table, for `delay` (Timer J).
+    func keepAnswer(of transaction: ServerTransaction, response: ByteBuffer, flow: SIPFlow, for delay: TimeAmount) {
+        let key = transaction.key
+        let kept = serverShard(key).withLockedValue { table -> AnsweredRequest? in
+            guard case .live(let live) = table[key], live === transaction else { return nil }
+            let answer = AnsweredRequest(response: response, flow: flow)
+            table[key] = .answered(answer)
+            return answer
+        }
+        guard let kept else { return }
+        wheels.wheel(for: transaction.eventLoop).schedule(after: delay) { [self] in
+            serverShard(key).withLockedValue { table in
+                if case .answered(let answer) = table[key], answer === kept { table[key] = nil }
+            }
+        }
+    }
+
+    /// A completed non-INVITE client transaction leaves only its key on the table, for `delay` (Timer K).
+    func keepCompleted(_ transaction: ClientTransaction, for delay: TimeAmount) {
+        let key = transaction.key
+        let kept = clientShard(key).withLockedValue { table -> Bool in
+            guard case .live(let live) = table[key], live === transaction else { return false }
+            table[key] = .completed
+            return true
+        }
+        guard kept else { return }
+        wheels.wheel(for: transaction.eventLoop).schedule(after: delay) { [self] in
+            clientShard(key).withLockedValue { table in
+                if case .completed = table[key] { table[key] = nil }
+            }
         }
     }
 }
