@@ -284,6 +284,20 @@ import Testing
         #expect(try parsed.cseq() == SIPCSeq(314159, .invite))
     }
 
+    @Test func responseCopiesPlainLinesAsTheyCame() throws {
+        let request = try SIPMessageParser().parse(
+            "MESSAGE sip:bob@tern.test SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKplain;rport=5060;received=192.0.2.1\r\n"
+            + "Max-Forwards: 70\r\nFrom: <sip:alice@tern.test>;tag=a1\r\nTo: <sip:bob@tern.test>\r\ncall-id: plain-1\r\n"
+            + "CSeq: 7 MESSAGE\r\nContent-Type: text/plain\r\nContent-Length: 2\r\n\r\nhi")
+        let response = SIPMessage.response(to: request, status: SIPStatus(202), toTag: "t9")
+        #expect(response.serializedString == "SIP/2.0 202 Accepted\r\n"
+            + "Via: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKplain;rport=5060;received=192.0.2.1\r\n"
+            + "From: <sip:alice@tern.test>;tag=a1\r\nTo: <sip:bob@tern.test>;tag=t9\r\ncall-id: plain-1\r\n"
+            + "CSeq: 7 MESSAGE\r\nContent-Length: 0\r\n\r\n")
+        #expect(response.callID == "plain-1")
+        #expect(response.body.readableBytes == 0)
+    }
+
     @Test(arguments: [
         ("<sip:a@b>;tag=1", true), ("<sip:a@b> ; TAG = 1", true), ("sip:a@b;tag=1", true),
         ("<sip:a@b;tag=inside>", false), ("<sip:a@b>;tagged=1", false), ("<sip:a@b>;xtag=1", false), ("<sip:a@b>", false),

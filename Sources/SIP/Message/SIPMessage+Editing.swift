@@ -142,23 +142,45 @@ extension SIPMessage {
                                 copyRecordRoute: Bool = false) -> SIPMessage {
         var fields: [SIPHeaderField] = []
         fields.reserveCapacity(8)
-        let copied: [SIPHeaderName] = copyRecordRoute
-            ? [.via, .recordRoute, .from, .to, .callID, .cseq]
-            : [.via, .from, .to, .callID, .cseq]
+        let copied = copyRecordRoute ? Self.responseHeadersWithRecordRoute : Self.responseHeaders
         for name in copied {
             for index in request.fields.indices where request.matches(index, name) {
-                var value = request.fieldValue(index)
-                if name == .to, let toTag, !Self.hasTagParameter(value) {
-                    value += ";tag=" + toTag
+                if name == .to, let toTag {
+                    let value = request.fieldValue(index)
+                    if !Self.hasTagParameter(value) {
+                        fields.append(SIPHeaderField(name: name, value: value + ";tag=" + toTag))
+                        continue
+                    }
                 }
-                fields.append(SIPHeaderField(name: name, value: value))
+                // The request's line itself when it is written plainly: the response shares the
+                // request's bytes and copies the line when written, with no string or edit made
+                // for it. A compact name or a folded value is rendered anew, in full and unfolded.
+                if request.isPlainLine(index, name) {
+                    fields.append(request.fields[index])
+                } else {
+                    fields.append(SIPHeaderField(name: name, value: request.fieldValue(index)))
+                }
             }
         }
         return SIPMessage(
-            buffer: ByteBuffer(),
+            buffer: request.buffer,
             startLine: .response(code: status.code, reason: .text(status.reason), version: .text("SIP/2.0")),
             fields: fields,
             body: ByteBuffer()
         )
     }
+
+    /// Whether a header line came with the full name and on one line, so it can be copied as it is.
+    func isPlainLine(_ index: Int, _ name: SIPHeaderName) -> Bool {
+        let field = fields[index]
+        guard field.lineRange != nil, field.nameRange.count == name.canonical.utf8.count else { return field.lineRange == nil }
+        let range = field.valueRange
+        return buffer.withUnsafeReadableBytes { raw in
+            guard range.lowerBound >= 0, range.upperBound <= raw.count else { return false }
+            return !raw[range].contains { $0 == 0x0D || $0 == 0x0A }
+        }
+    }
+
+    private static let responseHeaders: [SIPHeaderName] = [.via, .from, .to, .callID, .cseq]
+    private static let responseHeadersWithRecordRoute: [SIPHeaderName] = [.via, .recordRoute, .from, .to, .callID, .cseq]
 }

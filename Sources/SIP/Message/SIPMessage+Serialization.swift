@@ -19,7 +19,7 @@ extension SIPMessage {
     /// Writes the message: unchanged header lines are copied byte for byte, edited ones are rendered,
     /// and Content-Length always equals the body (added when missing).
     public func write(into out: inout ByteBuffer, options: SerializationOptions = SerializationOptions()) {
-        out.reserveCapacity(minimumWritableBytes: buffer.readableBytes + body.readableBytes + 64)
+        out.reserveCapacity(minimumWritableBytes: estimatedSize)
         writeStartLine(into: &out)
         let bodyLength = body.readableBytes
         var wroteContentLength = false
@@ -69,6 +69,31 @@ extension SIPMessage {
         out.writeStaticString("\r\n")
         var bodyCopy = body
         out.writeBuffer(&bodyCopy)
+    }
+
+    /// About the bytes ``write(into:options:)`` writes, to take them in one allocation: a response
+    /// shares its request's bytes, of which it writes a few lines.
+    private var estimatedSize: Int {
+        var size = 64 + body.readableBytes
+        switch startLine {
+        case .request(let method, let uri, _): size += method.rawValue.utf8.count + length(uri)
+        case .response(_, let reason, _): size += length(reason)
+        }
+        for field in fields {
+            if let line = field.lineRange {
+                size += line.count + 2
+            } else {
+                size += (field.addedName?.canonical.utf8.count ?? field.nameRange.count) + (field.addedValue?.utf8.count ?? field.valueRange.count) + 4
+            }
+        }
+        return size
+    }
+
+    private func length(_ source: TextSource) -> Int {
+        switch source {
+        case .original(let range): range.count
+        case .text(let text): text.utf8.count
+        }
     }
 
     /// The serialized message as a new buffer.

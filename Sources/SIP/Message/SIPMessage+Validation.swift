@@ -7,24 +7,31 @@ extension SIPMessage {
         .contentDisposition, .event, .subscriptionState,
     ]
 
+    /// Headers every request and response carries (RFC 3261 §8.1.1, §20); Via first, the one that may repeat.
+    private static let required: [SIPHeaderName] = [.via, .from, .to, .callID, .cseq]
+
+    /// The Request-URI schemes a SIP server routes unless told otherwise. A constant: a default
+    /// argument written as a literal built and hashed a new set for every request.
+    public static let defaultSchemes: Set<String> = ["sip", "sips", "tel"]
+
     /// Checks what a server needs before it may process a request: required headers present and
     /// single, readable and consistent; scalar values in range.
     ///
     /// - Throws: the first fault found, in a fixed order so the same message always gets the same answer.
     /// - Parameter supportedSchemes: Request-URI schemes the server routes; others get 416.
-    public func validateRequest(supportedSchemes: Set<String> = ["sip", "sips", "tel"]) throws(SIPParseError) {
+    public func validateRequest(supportedSchemes: Set<String> = defaultSchemes) throws(SIPParseError) {
         _ = try validatedHeaders(supportedSchemes: supportedSchemes)
     }
 
     /// ``validateRequest(supportedSchemes:)``, keeping what it parsed for the typed accessors.
-    public mutating func validateRequestKeepingParsed(supportedSchemes: Set<String> = ["sip", "sips", "tel"]) throws(SIPParseError) {
+    public mutating func validateRequestKeepingParsed(supportedSchemes: Set<String> = defaultSchemes) throws(SIPParseError) {
         let headers = try validatedHeaders(supportedSchemes: supportedSchemes)
         parsed = headers
     }
 
     private func validatedHeaders(supportedSchemes: Set<String>) throws(SIPParseError) -> ParsedHeaders {
         guard let method else { throw .malformedStartLine("not a request") }
-        for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
+        for name in Self.required where !contains(name) {
             throw .missingHeader(name)
         }
         for name in Self.singleInstance where lineCount(name) > 1 {
@@ -64,10 +71,10 @@ extension SIPMessage {
 
     private func validatedResponseHeaders() throws(SIPParseError) -> ParsedHeaders {
         guard statusCode != nil else { throw .invalidStatusCode }
-        for name in [SIPHeaderName.via, .from, .to, .callID, .cseq] where !contains(name) {
+        for name in Self.required where !contains(name) {
             throw .missingHeader(name)
         }
-        for name in [SIPHeaderName.from, .to, .callID, .cseq] where lineCount(name) > 1 {
+        for name in Self.required.dropFirst() where lineCount(name) > 1 {
             throw .duplicateHeader(name)
         }
         guard let via = try topVia() else { throw .missingHeader(.via) }
