@@ -172,20 +172,12 @@ public final class TransactionLayer: Sendable {
             table[key] = created
             return (created, true)
         }
-        switch entry {
-        case .live(let transaction) where !isNew:
-            transaction.handle(.requestRetransmission)
-            return
-        case .answered(let answer):
-            metrics.retransmissionsAbsorbed.increment()
-            sender.send(answer.response, over: answer.flow).whenFailure { [self] _ in
-                serverShard(key).withLockedValue { table in
-                    if case .answered(let kept) = table[key], kept === answer { table[key] = nil }
-                }
+        if !isNew {
+            switch entry {
+            case .live(let transaction): transaction.handle(.requestRetransmission)
+            case .answered(let answer): resend(answer, key: key)
             }
             return
-        case .live:
-            break
         }
         guard let transaction = entry.transaction else { return }
         metrics.serverTransactionsCreated.increment()
@@ -200,6 +192,17 @@ public final class TransactionLayer: Sendable {
             transaction.respond(SIPStatus(100))
         }
         user?.handleRequest(transaction)
+    }
+
+    /// A retransmitted request whose transaction was answered gets the same answer again; a flow
+    /// that fails takes the answer off the table, as it ended the transaction before.
+    private func resend(_ answer: AnsweredRequest, key: TransactionKey) {
+        metrics.retransmissionsAbsorbed.increment()
+        sender.send(answer.response, over: answer.flow).whenFailure { [self] _ in
+            serverShard(key).withLockedValue { table in
+                if case .answered(let kept) = table[key], kept === answer { table[key] = nil }
+            }
+        }
     }
 
     private func receiveResponse(_ inbound: InboundMessage) {

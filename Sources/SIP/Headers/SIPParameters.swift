@@ -103,23 +103,22 @@ extension StringProtocol {
         // proxied MESSAGE (parameter lookups).
         let contiguous = a.withContiguousStorageIfAvailable { x in
             b.withContiguousStorageIfAvailable { y in
-                guard x.count == y.count else { return false }
-                for index in 0..<x.count where x[index] != y[index] {
-                    let lx = (x[index] >= 0x41 && x[index] <= 0x5A) ? x[index] | 0x20 : x[index]
-                    let ly = (y[index] >= 0x41 && y[index] <= 0x5A) ? y[index] | 0x20 : y[index]
-                    if lx != ly { return false }
-                }
-                return true
+                x.count == y.count && !zip(x, y).contains { !asciiFoldedEqual($0, $1) }
             }
         }
         if let contiguous, let result = contiguous { return result }
-        for (x, y) in zip(a, b) where x != y {
-            let lx = (x >= 0x41 && x <= 0x5A) ? x | 0x20 : x
-            let ly = (y >= 0x41 && y <= 0x5A) ? y | 0x20 : y
-            if lx != ly { return false }
-        }
+        for (x, y) in zip(a, b) where !asciiFoldedEqual(x, y) { return false }
         return true
     }
+}
+
+/// Two bytes equal up to ASCII case.
+@inlinable
+package func asciiFoldedEqual(_ x: UInt8, _ y: UInt8) -> Bool {
+    if x == y { return true }
+    let lx = (x >= 0x41 && x <= 0x5A) ? x | 0x20 : x
+    let ly = (y >= 0x41 && y <= 0x5A) ? y | 0x20 : y
+    return lx == ly
 }
 
 extension String {

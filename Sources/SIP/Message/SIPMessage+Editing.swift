@@ -173,7 +173,9 @@ extension SIPMessage {
     /// Whether a header line came with the full name and on one line, so it can be copied as it is.
     func isPlainLine(_ index: Int, _ name: SIPHeaderName) -> Bool {
         let field = fields[index]
-        guard field.lineRange != nil, field.nameRange.count == name.canonical.utf8.count else { return field.lineRange == nil }
+        // An edited line is already a value of its own, shared as it is.
+        guard field.lineRange != nil else { return true }
+        guard field.nameRange.count == name.canonical.utf8.count else { return false }
         let range = field.valueRange
         return buffer.withUnsafeReadableBytes { raw in
             guard range.lowerBound >= 0, range.upperBound <= raw.count else { return false }
