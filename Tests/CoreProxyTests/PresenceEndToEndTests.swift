@@ -307,7 +307,8 @@ struct PresenceEndToEndTests {
             let allowed = Int(publishing / .milliseconds(400)) + 2
             #expect(received.count <= allowed, "\(received.count) NOTIFYs for 100 changes in \(publishing)")
             #expect(received.count < 100)
-            #expect(await bob.client.receiveIfAny(timeout: .milliseconds(600)) == nil, "nothing after the latest state")
+            let late = await bob.somethingNew(within: .milliseconds(600))
+            #expect(late == nil, "nothing after the latest state, got: \(late?.serializedString ?? "")")
             for agent in [alice, bob] { await agent.client.close() }
         }
     }

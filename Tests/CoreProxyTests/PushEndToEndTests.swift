@@ -149,7 +149,7 @@ struct PushEndToEndTests {
             #expect(server.server.proxy.waitingRequestCount == 0)
             // A phone that wakes now gets nothing: the call is over.
             let phone = try await Self.wake(server)
-            #expect(await phone.client.receiveIfAny(timeout: .milliseconds(300)) == nil)
+            #expect(await phone.somethingNew(within: .milliseconds(300)) == nil)
         }
         await gateway.stop()
     }
