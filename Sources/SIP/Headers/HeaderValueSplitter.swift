@@ -3,12 +3,13 @@ package enum HeaderValueSplitter {
     /// Replaces each folded line break (optional whitespace, CRLF, whitespace) by one space and trims
     /// the ends, as RFC 3261 §7.3.1 says a folded value means the same as an unfolded one.
     package static func unfold(_ bytes: UnsafeRawBufferPointer) -> String {
-        var hasBreak = false
-        for byte in bytes where byte == 0x0D || byte == 0x0A {
-            hasBreak = true
-            break
-        }
-        if !hasBreak { return String(decoding: bytes, as: UTF8.self) }
+        if !hasLineBreak(bytes) { return String(decoding: bytes, as: UTF8.self) }
+        return String(decoding: unfoldedBytes(bytes), as: UTF8.self)
+    }
+
+    /// ``unfold(_:)`` as bytes, for parsers that scan bytes: no String between the message and them.
+    package static func unfoldedBytes(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
+        if !hasLineBreak(bytes) { return Array(bytes) }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var index = 0
@@ -23,7 +24,11 @@ package enum HeaderValueSplitter {
             out.append(byte)
             index += 1
         }
-        return String(decoding: out, as: UTF8.self)
+        return out
+    }
+
+    private static func hasLineBreak(_ bytes: UnsafeRawBufferPointer) -> Bool {
+        bytes.contains { $0 == 0x0D || $0 == 0x0A }
     }
 
     @inline(__always)

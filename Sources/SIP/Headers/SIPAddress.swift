@@ -35,6 +35,11 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
     /// Parses one name-addr or addr-spec, followed by parameters.
     public init(parsing text: some StringProtocol) throws(ValueError) {
         var scanner = ValueScanner(text)
+        try self.init(wholeValue: &scanner)
+    }
+
+    /// One address that must fill what is left of the scanner.
+    package init(wholeValue scanner: inout ValueScanner) throws(ValueError) {
         try self.init(scanner: &scanner)
         scanner.skipWhitespace()
         guard scanner.isAtEnd else { throw ValueError("unexpected text after address: \(scanner.remainder)") }
@@ -68,8 +73,7 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
             guard let close = scanner.bytes[scanner.index...].firstIndex(of: UInt8(ascii: ">")) else {
                 throw ValueError("missing >")
             }
-            let uriText = String(decoding: scanner.bytes[scanner.index..<close], as: UTF8.self)
-            self.uri = try SIPURI(parsing: uriText)
+            self.uri = try SIPURI(bytes: scanner.bytes[scanner.index..<close])
             scanner.index = close + 1
         } else {
             // addr-spec: the URI ends at the first ';' or ',' or whitespace; what follows are header
@@ -79,8 +83,7 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
                 scanner.index += 1
             }
             guard scanner.index > start else { throw ValueError("empty address") }
-            let uriText = String(decoding: scanner.bytes[start..<scanner.index], as: UTF8.self)
-            let uri = try SIPURI(parsing: uriText)
+            let uri = try SIPURI(bytes: scanner.bytes[start..<scanner.index])
             if uri.headers.count > 0 { throw ValueError("URI with headers must be in <>") }
             self.uri = uri
         }
@@ -91,6 +94,11 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
     /// Parses a comma-separated list of addresses (Contact, Route, Path...).
     public static func parseList(_ text: some StringProtocol) throws(ValueError) -> [SIPAddress] {
         var scanner = ValueScanner(text)
+        return try parseList(scanner: &scanner)
+    }
+
+    /// The addresses of a comma-separated list that fills what is left of the scanner.
+    package static func parseList(scanner: inout ValueScanner) throws(ValueError) -> [SIPAddress] {
         var result: [SIPAddress] = []
         repeat {
             result.append(try SIPAddress(scanner: &scanner))

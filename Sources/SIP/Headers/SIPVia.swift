@@ -52,6 +52,11 @@ public struct SIPVia: Sendable, Hashable, CustomStringConvertible {
     /// Parses every Via value in one header line (they may be comma-separated).
     public static func parseList(_ text: some StringProtocol) throws(ValueError) -> [SIPVia] {
         var scanner = ValueScanner(text)
+        return try parseList(scanner: &scanner)
+    }
+
+    /// The Via values of a line, filling what is left of the scanner.
+    package static func parseList(scanner: inout ValueScanner) throws(ValueError) -> [SIPVia] {
         var result: [SIPVia] = []
         repeat {
             result.append(try SIPVia(scanner: &scanner))

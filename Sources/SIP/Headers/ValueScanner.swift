@@ -9,6 +9,12 @@ package struct ValueScanner {
         self.index = 0
     }
 
+    /// Over bytes taken straight from a message (``SIPMessage/fieldBytes(_:)``): no String between.
+    package init(bytes: [UInt8]) {
+        self.bytes = bytes
+        self.index = 0
+    }
+
     package var isAtEnd: Bool { index >= bytes.count }
 
     package var peek: UInt8? { index < bytes.count ? bytes[index] : nil }

@@ -22,31 +22,55 @@ extension SIPMessage {
         return result
     }
 
+    /// Like ``parse(_:_:)`` for values read by ``ValueScanner``: it scans the value's bytes as
+    /// they sit in the message, with no String made first.
+    private func scan<T>(_ name: SIPHeaderName, _ body: (inout ValueScanner) throws(ValueError) -> T) throws(SIPParseError) -> T? {
+        guard let index = firstFieldIndex(name) else { return nil }
+        return try scan(index, name, body)
+    }
+
+    private func scan<T>(_ index: Int, _ name: SIPHeaderName, _ body: (inout ValueScanner) throws(ValueError) -> T) throws(SIPParseError) -> T {
+        var scanner = ValueScanner(bytes: fieldBytes(index))
+        do {
+            return try body(&scanner)
+        } catch {
+            throw .malformedHeader(name, error.reason)
+        }
+    }
+
+    private func scanAll<T>(_ name: SIPHeaderName, _ body: (inout ValueScanner) throws(ValueError) -> [T]) throws(SIPParseError) -> [T] {
+        var result: [T] = []
+        for index in fields.indices where matches(index, name) {
+            let values = try scan(index, name, body)
+            if result.isEmpty { result = values } else { result.append(contentsOf: values) }
+        }
+        return result
+    }
+
+    private func addresses(_ name: SIPHeaderName) throws(SIPParseError) -> [SIPAddress] {
+        try scanAll(name) { scanner throws(ValueError) in try SIPAddress.parseList(scanner: &scanner) }
+    }
+
     /// Every Via, top first.
     public func vias() throws(SIPParseError) -> [SIPVia] {
         if let parsed, parsed.isComplete { return parsed.vias }
-        return try parseAll(.via) { text throws(ValueError) in try SIPVia.parseList(text) }
+        return try scanAll(.via) { scanner throws(ValueError) in try SIPVia.parseList(scanner: &scanner) }
     }
 
     /// The topmost Via.
     public func topVia() throws(SIPParseError) -> SIPVia? {
         if let parsed { return parsed.vias.first }
-        guard let index = firstFieldIndex(.via) else { return nil }
-        do {
-            return try SIPVia.parseList(fieldValue(index)).first
-        } catch {
-            throw .malformedHeader(.via, error.reason)
-        }
+        return try scan(.via) { scanner throws(ValueError) in try SIPVia.parseList(scanner: &scanner).first } ?? nil
     }
 
     public func from() throws(SIPParseError) -> SIPAddress? {
         if let parsed, parsed.isComplete { return parsed.from }
-        return try parse(.from) { text throws(ValueError) in try SIPAddress(parsing: text) }
+        return try scan(.from) { scanner throws(ValueError) in try SIPAddress(wholeValue: &scanner) }
     }
 
     public func to() throws(SIPParseError) -> SIPAddress? {
         if let parsed, parsed.isComplete { return parsed.to }
-        return try parse(.to) { text throws(ValueError) in try SIPAddress(parsing: text) }
+        return try scan(.to) { scanner throws(ValueError) in try SIPAddress(wholeValue: &scanner) }
     }
 
     public var callID: String? { firstValue(.callID) }
@@ -83,32 +107,31 @@ extension SIPMessage {
     public func contacts() throws(SIPParseError) -> SIPContactValue? {
         if let parsed, parsed.isComplete { return parsed.contacts }
         guard contains(.contact) else { return nil }
-        let lines = fields.indices.filter { matches($0, .contact) }.map { fieldValue($0) }
-        if lines.contains(where: { $0.trimmingWhitespace == "*" }) {
-            guard lines.count == 1 else { throw .malformedHeader(.contact, "* mixed with other contacts") }
-            return .wildcard
+        if lineCount(.contact) == 1, let only = firstFieldIndex(.contact), isWildcard(fieldBytes(only)) { return .wildcard }
+        if fields.indices.contains(where: { matches($0, .contact) && isWildcard(fieldBytes($0)) }) {
+            throw .malformedHeader(.contact, "* mixed with other contacts")
         }
-        return .addresses(try parseAll(.contact) { text throws(ValueError) in try SIPAddress.parseList(text) })
+        return .addresses(try addresses(.contact))
     }
 
     public func routes() throws(SIPParseError) -> [SIPAddress] {
-        try parseAll(.route) { text throws(ValueError) in try SIPAddress.parseList(text) }
+        try addresses(.route)
     }
 
     public func recordRoutes() throws(SIPParseError) -> [SIPAddress] {
-        try parseAll(.recordRoute) { text throws(ValueError) in try SIPAddress.parseList(text) }
+        try addresses(.recordRoute)
     }
 
     public func paths() throws(SIPParseError) -> [SIPAddress] {
-        try parseAll(.path) { text throws(ValueError) in try SIPAddress.parseList(text) }
+        try addresses(.path)
     }
 
     public func serviceRoutes() throws(SIPParseError) -> [SIPAddress] {
-        try parseAll(.serviceRoute) { text throws(ValueError) in try SIPAddress.parseList(text) }
+        try addresses(.serviceRoute)
     }
 
     public func pAssertedIdentities() throws(SIPParseError) -> [SIPAddress] {
-        try parseAll(.pAssertedIdentity) { text throws(ValueError) in try SIPAddress.parseList(text) }
+        try addresses(.pAssertedIdentity)
     }
 
     public func contentType() throws(SIPParseError) -> SIPMediaType? {
@@ -173,6 +196,15 @@ extension SIPMessage {
     public var privacy: [String] {
         values(.privacy).flatMap { $0.split(separator: ";").map { String($0).trimmingWhitespace.lowercased() } }
     }
+}
+
+/// A Contact value that is `*` alone (RFC 3261 §10.2.2), whitespace around it allowed.
+private func isWildcard(_ bytes: [UInt8]) -> Bool {
+    var star = false
+    for byte in bytes {
+        if byte == UInt8(ascii: "*"), !star { star = true } else if !isWhitespace(byte) { return false }
+    }
+    return star
 }
 
 private func parseDeltaSeconds(_ text: String) throws(ValueError) -> UInt32 {

@@ -150,6 +150,17 @@ public struct SIPMessage: Sendable {
     }
 
     /// A header value with line folding replaced by single spaces (RFC 3261 §7.3.1).
+    /// ``fieldValue(_:)`` as bytes, for the parsers of typed values.
+    package func fieldBytes(_ index: Int) -> [UInt8] {
+        let field = fields[index]
+        if let added = field.addedValue { return Array(added.utf8) }
+        let range = field.valueRange
+        return buffer.withUnsafeReadableBytes { raw -> [UInt8] in
+            guard range.lowerBound >= 0, range.upperBound <= raw.count else { return [] }
+            return HeaderValueSplitter.unfoldedBytes(UnsafeRawBufferPointer(rebasing: raw[range]))
+        }
+    }
+
     package func fieldValue(_ index: Int) -> String {
         let field = fields[index]
         if let added = field.addedValue { return added }

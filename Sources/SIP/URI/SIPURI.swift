@@ -100,8 +100,13 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
 extension SIPURI {
     /// Parses an absolute URI. sip/sips/tel are parsed fully; any other scheme is kept opaque.
     public init(parsing text: some StringProtocol) throws(ValueError) {
-        let bytes = Array(text.utf8)
-        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > 0 else {
+        try self.init(bytes: Array(text.utf8)[...])
+    }
+
+    /// Parses the URI these bytes hold, at their own offsets: an address's `<...>` is read where
+    /// its scanner has it, with no String or array of its own.
+    package init(bytes: ArraySlice<UInt8>) throws(ValueError) {
+        guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > bytes.startIndex else {
             throw ValueError("no scheme")
         }
         let schemeBytes = bytes[..<colon]
@@ -112,29 +117,28 @@ extension SIPURI {
             || byte == UInt8(ascii: "\"") || byte >= 0x7F {
             throw ValueError("character not allowed in a URI")
         }
-        let schemeName = String(decoding: schemeBytes, as: UTF8.self).lowercased()
-        // What follows the colon is read in place, at offsets into `bytes` (no second copy).
         let start = colon + 1
-        switch schemeName {
-        case "sip", "sips":
-            self = try SIPURI.parseSIP(scheme: schemeName == "sip" ? .sip : .sips, bytes, from: start)
-        case "tel":
+        if schemeBytes.elementsEqual("sip".utf8, by: asciiFoldedEqual) {
+            self = try SIPURI.parseSIP(scheme: .sip, bytes, from: start)
+        } else if schemeBytes.elementsEqual("sips".utf8, by: asciiFoldedEqual) {
+            self = try SIPURI.parseSIP(scheme: .sips, bytes, from: start)
+        } else if schemeBytes.elementsEqual("tel".utf8, by: asciiFoldedEqual) {
             self = try SIPURI.parseTel(bytes, from: start)
-        default:
-            guard start < bytes.count else { throw ValueError("empty URI") }
-            self.init(scheme: .other(schemeName), host: "")
+        } else {
+            guard start < bytes.endIndex else { throw ValueError("empty URI") }
+            self.init(scheme: .other(String(decoding: schemeBytes, as: UTF8.self).lowercased()), host: "")
             self.opaque = String(decoding: bytes[start...], as: UTF8.self)
         }
     }
 
-    private static func parseSIP(scheme: Scheme, _ bytes: [UInt8], from start: Int) throws(ValueError) -> SIPURI {
+    private static func parseSIP(scheme: Scheme, _ bytes: ArraySlice<UInt8>, from start: Int) throws(ValueError) -> SIPURI {
         var cursor = start
         var user: String?
         var password: String?
         // The user part may hold ';' and '?' (RFC 4475 §3.1.1.3, §3.1.1.9) but never an unescaped
         // '@', and no later part of a sip URI may hold one either: the first '@' ends the userinfo.
         let at = bytes[start...].firstIndex(of: UInt8(ascii: "@"))
-        let headersStart = bytes[(at.map { $0 + 1 } ?? start)...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.count
+        let headersStart = bytes[(at.map { $0 + 1 } ?? start)...].firstIndex(of: UInt8(ascii: "?")) ?? bytes.endIndex
         if let at {
             let userInfo = bytes[start..<at]
             guard !userInfo.isEmpty else { throw ValueError("empty user part") }
@@ -193,7 +197,7 @@ extension SIPURI {
             cursor = end
         }
         // headers
-        if headersStart < bytes.count {
+        if headersStart < bytes.endIndex {
             let text = bytes[(headersStart + 1)...]
             for pair in text.split(separator: UInt8(ascii: "&"), omittingEmptySubsequences: true) {
                 guard let equals = pair.firstIndex(of: UInt8(ascii: "=")) else { throw ValueError("URI header without value") }
@@ -205,14 +209,14 @@ extension SIPURI {
     }
 
     /// tel URIs (RFC 3966): the number, then `;param` pairs.
-    private static func parseTel(_ bytes: [UInt8], from start: Int) throws(ValueError) -> SIPURI {
-        let numberEnd = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.count
+    private static func parseTel(_ bytes: ArraySlice<UInt8>, from start: Int) throws(ValueError) -> SIPURI {
+        let numberEnd = bytes[start...].firstIndex(of: UInt8(ascii: ";")) ?? bytes.endIndex
         let number = bytes[start..<numberEnd]
         guard !number.isEmpty else { throw ValueError("empty telephone number") }
         let allowed: Set<UInt8> = Set("0123456789abcdefABCDEF*#+-.()pPwW".utf8)
         guard number.allSatisfy(allowed.contains) else { throw ValueError("bad telephone number") }
         var uri = SIPURI(scheme: .tel, user: String(decoding: number, as: UTF8.self), host: "")
-        if numberEnd < bytes.count {
+        if numberEnd < bytes.endIndex {
             for parameter in bytes[(numberEnd + 1)...].split(separator: UInt8(ascii: ";")) {
                 if let equals = parameter.firstIndex(of: UInt8(ascii: "=")) {
                     uri.parameters.append(String(decoding: parameter[..<equals], as: UTF8.self),
