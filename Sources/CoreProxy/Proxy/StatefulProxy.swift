@@ -623,7 +623,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         for route in target.routes.reversed() { out.prependHeader(.route, route) }
         let outgoingTransport = target.transport
         let outgoingIPv6 = isIPv6(target)
-        if configuration.recordRoute, request.method != .register,
+        if configuration.recordRoute, request.method?.formsDialog == true,
            let outgoing = identity.listener(for: outgoingTransport, ipv6: outgoingIPv6) {
             let incoming = identity.boundListeners.first { $0.id == inbound.listener }
             // RFC 3261 §16.6 step 4 with RFC 5658: two entries when transport or address family changes.

@@ -22,6 +22,14 @@ public struct SIPMethod: Sendable, Hashable, CustomStringConvertible, Expressibl
     public static let message = SIPMethod("MESSAGE")
     public static let update = SIPMethod("UPDATE")
 
+    /// Whether this request can start a dialog, so that a proxy that wants to stay on the dialog's
+    /// path Record-Routes it (RFC 3261 §16.6 step 4): INVITE, SUBSCRIBE, REFER (RFC 3515), and
+    /// NOTIFY, which may arrive before the 200 to its SUBSCRIBE and set up the dialog (RFC 6665
+    /// §4.1.2.4). A MESSAGE, OPTIONS or PUBLISH outside a dialog never gets a route set.
+    public var formsDialog: Bool {
+        self == .invite || self == .subscribe || self == .refer || self == .notify
+    }
+
     /// Interns the common methods so that parsing them allocates nothing.
     package static func intern(_ bytes: UnsafeRawBufferPointer) -> SIPMethod {
         switch bytes.count {
