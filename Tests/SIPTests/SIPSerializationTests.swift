@@ -131,6 +131,22 @@ import Testing
         #expect(Self.split(message).body == Self.sdp)
     }
 
+    @Test func droppingTheFirstValueEditsLikeRemovingIt() throws {
+        var removed = try Self.parseInvite()
+        var dropped = removed
+        for _ in 0..<4 {
+            removed.removeFirstValue(.via)
+            dropped.dropFirstValue(.via)
+            #expect(Self.split(dropped).lines == Self.split(removed).lines)
+        }
+        var route = try SIPMessageParser().parse(
+            "BYE sip:b@c.example.com SIP/2.0\r\nRoute: \"a,b\" <sip:p1.example.com;lr>, <sip:p2.example.com;x=1,2>\r\nRoute: <sip:p3>\r\n\r\n")
+        route.dropFirstValue(.route)
+        #expect(route.values(.route) == ["<sip:p2.example.com;x=1,2>", "<sip:p3>"])
+        route.dropFirstValue(.route)
+        #expect(route.values(.route) == ["<sip:p3>"])
+    }
+
     @Test func removeFirstRouteValueRespectsQuotesAndAngles() throws {
         var message = try SIPMessageParser().parse(
             "BYE sip:b@c.example.com SIP/2.0\r\nRoute: \"a,b\" <sip:p1.example.com;lr>, <sip:p2.example.com;x=1,2>\r\n\r\n")

@@ -244,7 +244,7 @@ public final class RequestPipeline: TransactionUser {
         }
         while let top = (try? request.routes())?.first, identity.isSelf(top.uri) {
             if top.uri.user != nil { removed.append(top.uri) }
-            request.removeFirstValue(.route)
+            request.dropFirstValue(.route)
             routedToUs = true
         }
         return routedToUs

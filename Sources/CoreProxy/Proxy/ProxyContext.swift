@@ -373,7 +373,7 @@ final class ProxyContext: Sendable {
         let topViaIsOurs = (try? upstream.topVia())?.branch?.hasPrefix(StatefulProxy.branchPrefix) == true
         proxy.answering(&upstream, to: request)
         // Our own Via goes; what remains is the path back (RFC 3261 §16.7 step 3).
-        if topViaIsOurs { upstream.removeFirstValue(.via) }
+        if topViaIsOurs { upstream.dropFirstValue(.via) }
         server.respond(upstream)
     }
 

@@ -517,8 +517,11 @@ public final class StatefulProxy: LocationObserver, Sendable {
     func stoppedWaiting(_ context: ProxyContext) {
         guard let aor = context.localAOR else { return }
         waiting.withLockedValue { table in
-            table[aor]?.removeAll { $0 === context }
-            if table[aor]?.isEmpty == true { table[aor] = nil }
+            // Most requests never waited: a lookup alone, since a mutating access to a missing
+            // key still allocated (three times per proxied request).
+            guard var contexts = table[aor] else { return }
+            contexts.removeAll { $0 === context }
+            table[aor] = contexts.isEmpty ? nil : contexts
         }
     }
 
@@ -772,7 +775,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
     func forwardStrayResponse(_ inbound: InboundMessage) {
         var response = inbound.message
         guard let top = try? response.topVia(), top.branch?.hasPrefix(Self.branchPrefix) == true else { return }
-        response.removeFirstValue(.via)
+        response.dropFirstValue(.via)
         guard let next = try? response.topVia() else { return }
         let host = next.received ?? next.host.trimmingCharacters(in: "[]")
         let port: Int

@@ -45,34 +45,44 @@ package enum HeaderValueSplitter {
         return contiguous.withUTF8 { bytes in
             var elements: [String] = []
             var start = 0
-            var inQuotes = false
-            var inAngle = false
-            var escaped = false
-            for index in 0..<bytes.count {
-                let byte = bytes[index]
-                if inQuotes {
-                    if escaped {
-                        escaped = false
-                    } else if byte == UInt8(ascii: "\\") {
-                        escaped = true
-                    } else if byte == UInt8(ascii: "\"") {
-                        inQuotes = false
-                    }
-                    continue
-                }
-                switch byte {
-                case UInt8(ascii: "\""): inQuotes = true
-                case UInt8(ascii: "<"): inAngle = true
-                case UInt8(ascii: ">"): inAngle = false
-                case UInt8(ascii: ",") where !inAngle:
-                    appendTrimmed(bytes, start..<index, whole: value, to: &elements)
-                    start = index + 1
-                default: break
-                }
+            while let comma = firstListComma(in: UnsafeRawBufferPointer(bytes), from: start) {
+                appendTrimmed(bytes, start..<comma, whole: value, to: &elements)
+                start = comma + 1
             }
             appendTrimmed(bytes, start..<bytes.count, whole: value, to: &elements)
             return elements
         }
+    }
+
+    /// The offset of the first comma at or after `start` that separates list elements: outside
+    /// quoted strings and `<...>` (RFC 3261 §7.3.1). A scan starts outside both.
+    package static func firstListComma(in bytes: UnsafeRawBufferPointer, from start: Int) -> Int? {
+        var inQuotes = false
+        var inAngle = false
+        var escaped = false
+        var index = start
+        while index < bytes.count {
+            let byte = bytes[index]
+            defer { index += 1 }
+            if inQuotes {
+                if escaped {
+                    escaped = false
+                } else if byte == UInt8(ascii: "\\") {
+                    escaped = true
+                } else if byte == UInt8(ascii: "\"") {
+                    inQuotes = false
+                }
+                continue
+            }
+            switch byte {
+            case UInt8(ascii: "\""): inQuotes = true
+            case UInt8(ascii: "<"): inAngle = true
+            case UInt8(ascii: ">"): inAngle = false
+            case UInt8(ascii: ",") where !inAngle: return index
+            default: break
+            }
+        }
+        return nil
     }
 
     private static func appendTrimmed(_ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, whole: String,

@@ -46,7 +46,7 @@ extension SIPMessage {
     /// Replaces the first Via value (its line keeps any later values), keeping what validation parsed.
     public mutating func replaceTopVia(_ via: SIPVia) {
         let kept = parsed
-        removeFirstValue(.via)
+        dropFirstValue(.via)
         prependHeader(.via, via.description)
         if let kept, !kept.vias.isEmpty { parsed = kept.replacingTopVia(via) }
     }

@@ -67,6 +67,29 @@ extension SIPMessage {
         fields = kept
     }
 
+    /// ``removeFirstValue(_:)`` for a caller that does not want the value (a proxy dropping its
+    /// own Via or Route): a line that holds one value goes without being read into a String.
+    public mutating func dropFirstValue(_ name: SIPHeaderName) {
+        guard let index = firstFieldIndex(name) else { return }
+        if fieldHoldsOneValue(index) {
+            fields.remove(at: index)
+        } else {
+            removeFirstValue(name)
+        }
+    }
+
+    private func fieldHoldsOneValue(_ index: Int) -> Bool {
+        let field = fields[index]
+        if var added = field.addedValue {
+            return added.withUTF8 { HeaderValueSplitter.firstListComma(in: UnsafeRawBufferPointer($0), from: 0) == nil }
+        }
+        let range = field.valueRange
+        return buffer.withUnsafeReadableBytes { raw in
+            guard range.lowerBound >= 0, range.upperBound <= raw.count else { return false }
+            return HeaderValueSplitter.firstListComma(in: UnsafeRawBufferPointer(rebasing: raw[range]), from: 0) == nil
+        }
+    }
+
     /// Removes the first value of a list header: the whole line if it holds one value, otherwise the
     /// first comma-separated element (a proxy removing its own Via or Route). Returns the removed value.
     @discardableResult
