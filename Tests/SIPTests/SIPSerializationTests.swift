@@ -145,6 +145,12 @@ import Testing
         #expect(route.values(.route) == ["<sip:p2.example.com;x=1,2>", "<sip:p3>"])
         route.dropFirstValue(.route)
         #expect(route.values(.route) == ["<sip:p3>"])
+        // A compact, folded line with an empty element keeps its name and what follows, as it came.
+        var folded = try SIPMessageParser().parse(
+            "SIP/2.0 200 OK\r\nv: SIP/2.0/UDP a.example.com;branch=z9hG4bK1 ,\r\n , SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\nCSeq: 1 MESSAGE\r\n\r\n")
+        folded.dropFirstValue(.via)
+        #expect(folded.serializedString.hasPrefix("SIP/2.0 200 OK\r\nv: SIP/2.0/UDP b.example.com;branch=z9hG4bK2\r\n"))
+        #expect(try SIPMessageParser().parse(folded.serialized()).vias().map(\.host) == ["b.example.com"])
     }
 
     @Test func removeFirstRouteValueRespectsQuotesAndAngles() throws {

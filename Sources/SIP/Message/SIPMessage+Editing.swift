@@ -68,26 +68,29 @@ extension SIPMessage {
     }
 
     /// ``removeFirstValue(_:)`` for a caller that does not want the value (a proxy dropping its
-    /// own Via or Route): a line that holds one value goes without being read into a String.
+    /// own Via or Route). Nothing is read into a String: a line that holds one value goes, and one
+    /// that holds more keeps its name and the bytes after the first element's comma, as they came.
     public mutating func dropFirstValue(_ name: SIPHeaderName) {
         guard let index = firstFieldIndex(name) else { return }
-        if fieldHoldsOneValue(index) {
-            fields.remove(at: index)
-        } else {
-            removeFirstValue(name)
-        }
-    }
-
-    private func fieldHoldsOneValue(_ index: Int) -> Bool {
         let field = fields[index]
-        if var added = field.addedValue {
-            return added.withUTF8 { HeaderValueSplitter.firstListComma(in: UnsafeRawBufferPointer($0), from: 0) == nil }
+        guard field.addedValue == nil else {
+            removeFirstValue(name)
+            return
         }
         let range = field.valueRange
-        return buffer.withUnsafeReadableBytes { raw in
-            guard range.lowerBound >= 0, range.upperBound <= raw.count else { return false }
-            return HeaderValueSplitter.firstListComma(in: UnsafeRawBufferPointer(rebasing: raw[range]), from: 0) == nil
+        let rest = buffer.withUnsafeReadableBytes { raw -> Range<Int>? in
+            guard range.lowerBound >= 0, range.upperBound <= raw.count else { return nil }
+            let value = UnsafeRawBufferPointer(rebasing: raw[range])
+            guard var start = HeaderValueSplitter.firstListComma(in: value, from: 0) else { return nil }
+            // Past the comma, whitespace, folds, and empty elements ("a, , b").
+            while start < value.count, isWhitespace(value[start]) || value[start] == UInt8(ascii: ",") { start += 1 }
+            return start < value.count ? range.lowerBound + start..<range.upperBound : nil
         }
+        guard let rest else {
+            fields.remove(at: index)
+            return
+        }
+        fields[index] = SIPHeaderField(knownIndex: field.knownIndex, nameRange: field.nameRange, valueRange: rest, lineRange: nil)
     }
 
     /// Removes the first value of a list header: the whole line if it holds one value, otherwise the
