@@ -84,7 +84,7 @@ public final class ClientTransaction: Sendable {
         perform(actions, response: response, handler: handler)
     }
 
-    private func perform(_ actions: [ClientTransactionStateMachine.Action], response: SIPMessage?,
+    private func perform(_ actions: ClientTransactionStateMachine.Actions, response: SIPMessage?,
                          handler: (@Sendable (ClientTransactionEvent) -> Void)?) {
         for action in actions {
             switch action {
@@ -145,7 +145,7 @@ public final class ClientTransaction: Sendable {
     /// under one lock, so two failed sends (retransmissions under load) or a failure racing Timer F
     /// cannot both reach the user.
     private func failed(_ error: TransportError) {
-        let outcome = state.withLockedValue { inner -> ([ClientTransactionStateMachine.Action], (@Sendable (ClientTransactionEvent) -> Void)?)? in
+        let outcome = state.withLockedValue { inner -> (ClientTransactionStateMachine.Actions, (@Sendable (ClientTransactionEvent) -> Void)?)? in
             guard inner.machine.state != .terminated else { return nil }
             return (inner.machine.handle(.transportError), inner.handlerForLastEvent())
         }

@@ -55,6 +55,8 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
         case terminate
     }
 
+    public typealias Actions = TransactionActions<Action>
+
     public let isInvite: Bool
     public let reliable: Bool
     public let timers: TransactionTimers
@@ -69,99 +71,98 @@ public struct ClientTransactionStateMachine: Sendable, Hashable {
         self.retransmitInterval = timers.t1
     }
 
-    public mutating func handle(_ event: Event) -> [Action] {
+    public mutating func handle(_ event: Event) -> Actions {
         isInvite ? handleInvite(event) : handleNonInvite(event)
     }
 
     // MARK: - INVITE (RFC 3261 §17.1.1, RFC 6026 §7.2)
 
-    private mutating func handleInvite(_ event: Event) -> [Action] {
+    private mutating func handleInvite(_ event: Event) -> Actions {
         switch (state, event) {
         case (.calling, .start):
-            if reliable { return [.sendRequest, .startTimer(.b, timers.transactionTimeout)] }
-            return [.sendRequest, .startTimer(.a, retransmitInterval), .startTimer(.b, timers.transactionTimeout)]
+            if reliable { return Actions(.sendRequest, .startTimer(.b, timers.transactionTimeout)) }
+            return Actions(.sendRequest, .startTimer(.a, retransmitInterval), .startTimer(.b, timers.transactionTimeout))
         case (.calling, .timerFired(.a)):
             retransmitInterval = retransmitInterval * 2
-            return [.sendRequest, .startTimer(.a, retransmitInterval)]
+            return Actions(.sendRequest, .startTimer(.a, retransmitInterval))
         case (.calling, .timerFired(.b)):
             state = .terminated
-            return [.cancelTimer(.a), .reportTimeout, .terminate]
+            return Actions(.cancelTimer(.a), .reportTimeout, .terminate)
         case (.calling, .response(let code)) where code < 200:
             state = .proceeding
-            return [.cancelTimer(.a), .passResponseToUser]
+            return Actions(.cancelTimer(.a), .passResponseToUser)
         case (.proceeding, .response(let code)) where code < 200:
-            return [.passResponseToUser]
+            return Actions(.passResponseToUser)
         case (.calling, .response(let code)) where code < 300, (.proceeding, .response(let code)) where code < 300:
             state = .accepted
-            return [.cancelTimer(.a), .cancelTimer(.b), .passResponseToUser, .startTimer(.m, timers.transactionTimeout)]
+            return Actions(.cancelTimer(.a), .cancelTimer(.b), .passResponseToUser, .startTimer(.m, timers.transactionTimeout))
         case (.calling, .response), (.proceeding, .response):
             let timerD = timers.timerD(reliable: reliable)
             if timerD == .zero {
                 state = .terminated
-                return [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .terminate]
+                return Actions(.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .terminate)
             }
             state = .completed
-            return [.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .startTimer(.d, timerD)]
+            return Actions(.cancelTimer(.a), .cancelTimer(.b), .sendACK, .passResponseToUser, .startTimer(.d, timerD))
         case (.calling, .transportError), (.proceeding, .transportError):
             state = .terminated
-            return [.cancelTimer(.a), .cancelTimer(.b), .reportTransportError, .terminate]
+            return Actions(.cancelTimer(.a), .cancelTimer(.b), .reportTransportError, .terminate)
 
         case (.completed, .response(let code)) where code >= 300:
-            return [.sendACK]
+            return Actions(.sendACK)
         case (.completed, .timerFired(.d)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         case (.completed, .transportError):
             state = .terminated
-            return [.cancelTimer(.d), .reportTransportError, .terminate]
+            return Actions(.cancelTimer(.d), .reportTransportError, .terminate)
 
         case (.accepted, .response(let code)) where (200..<300).contains(code):
             // RFC 6026 §8.4: 2xx retransmissions (and forked 2xx) go to the TU.
-            return [.passResponseToUser]
+            return Actions(.passResponseToUser)
         case (.accepted, .timerFired(.m)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
 
         default:
-            return []
+            return Actions()
         }
     }
 
     // MARK: - non-INVITE (RFC 3261 §17.1.2)
 
-    private mutating func handleNonInvite(_ event: Event) -> [Action] {
+    private mutating func handleNonInvite(_ event: Event) -> Actions {
         switch (state, event) {
         case (.trying, .start):
-            // Each list is written whole: one allocation, where appending to a short one grows it.
-            if reliable { return [.sendRequest, .startTimer(.f, timers.transactionTimeout)] }
-            return [.sendRequest, .startTimer(.e, retransmitInterval), .startTimer(.f, timers.transactionTimeout)]
+            if reliable { return Actions(.sendRequest, .startTimer(.f, timers.transactionTimeout)) }
+            return Actions(.sendRequest, .startTimer(.e, retransmitInterval), .startTimer(.f, timers.transactionTimeout))
         case (.trying, .timerFired(.e)):
             retransmitInterval = min(retransmitInterval * 2, timers.t2)
-            return [.sendRequest, .startTimer(.e, retransmitInterval)]
+            return Actions(.sendRequest, .startTimer(.e, retransmitInterval))
         case (.proceeding, .timerFired(.e)):
-            return [.sendRequest, .startTimer(.e, timers.t2)]
+            return Actions(.sendRequest, .startTimer(.e, timers.t2))
         case (.trying, .timerFired(.f)), (.proceeding, .timerFired(.f)):
             state = .terminated
-            return [.cancelTimer(.e), .reportTimeout, .terminate]
+            return Actions(.cancelTimer(.e), .reportTimeout, .terminate)
         case (.trying, .response(let code)) where code < 200, (.proceeding, .response(let code)) where code < 200:
             state = .proceeding
-            return [.passResponseToUser]
+            return Actions(.passResponseToUser)
         case (.trying, .response), (.proceeding, .response):
             let timerK = timers.timerIK(reliable: reliable)
             if timerK == .zero {
                 state = .terminated
-                return [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .terminate]
+                return Actions(.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .terminate)
             }
             state = .completed
-            return [.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .startTimer(.k, timerK)]
+            return Actions(.cancelTimer(.e), .cancelTimer(.f), .passResponseToUser, .startTimer(.k, timerK))
         case (.trying, .transportError), (.proceeding, .transportError):
             state = .terminated
-            return [.cancelTimer(.e), .cancelTimer(.f), .reportTransportError, .terminate]
+            return Actions(.cancelTimer(.e), .cancelTimer(.f), .reportTransportError, .terminate)
         case (.completed, .timerFired(.k)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         default:
-            return []
+            return Actions()
         }
     }
 }

@@ -82,7 +82,7 @@ public final class ServerTransaction: Sendable {
         } else {
             bytes = response.serialized()
         }
-        let actions = state.withLockedValue { inner -> [ServerTransactionStateMachine.Action] in
+        let actions = state.withLockedValue { inner -> ServerTransactionStateMachine.Actions in
             let actions = inner.machine.handle(.send(statusCode: code))
             if actions.contains(.sendResponse) {
                 inner.lastResponse = bytes
@@ -115,7 +115,7 @@ public final class ServerTransaction: Sendable {
         perform(actions, response: nil)
     }
 
-    private func perform(_ actions: [ServerTransactionStateMachine.Action], response: ByteBuffer?) {
+    private func perform(_ actions: ServerTransactionStateMachine.Actions, response: ByteBuffer?) {
         for action in actions {
             switch action {
             case .sendResponse:

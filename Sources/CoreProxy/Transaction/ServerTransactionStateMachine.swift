@@ -55,6 +55,8 @@ public struct ServerTransactionStateMachine: Sendable, Hashable {
         case terminate
     }
 
+    public typealias Actions = TransactionActions<Action>
+
     public let isInvite: Bool
     public let reliable: Bool
     public let timers: TransactionTimers
@@ -69,97 +71,96 @@ public struct ServerTransactionStateMachine: Sendable, Hashable {
         self.timerGInterval = timers.t1
     }
 
-    public mutating func handle(_ event: Event) -> [Action] {
+    public mutating func handle(_ event: Event) -> Actions {
         isInvite ? handleInvite(event) : handleNonInvite(event)
     }
 
     // MARK: - INVITE (RFC 3261 §17.2.1, RFC 6026 §7.1)
 
-    private mutating func handleInvite(_ event: Event) -> [Action] {
+    private mutating func handleInvite(_ event: Event) -> Actions {
         switch (state, event) {
         case (.proceeding, .requestRetransmission):
-            return [.resendLastResponse]
+            return Actions(.resendLastResponse)
         case (.proceeding, .send(let code)) where code < 200:
-            return [.sendResponse]
+            return Actions(.sendResponse)
         case (.proceeding, .send(let code)) where code < 300:
             state = .accepted
-            return [.sendResponse, .startTimer(.l, timers.transactionTimeout)]
+            return Actions(.sendResponse, .startTimer(.l, timers.transactionTimeout))
         case (.proceeding, .send):
             state = .completed
-            // Written whole: one allocation, where appending to a short list grows it.
-            if reliable { return [.sendResponse, .startTimer(.h, timers.transactionTimeout)] }
-            return [.sendResponse, .startTimer(.g, timerGInterval), .startTimer(.h, timers.transactionTimeout)]
+            if reliable { return Actions(.sendResponse, .startTimer(.h, timers.transactionTimeout)) }
+            return Actions(.sendResponse, .startTimer(.g, timerGInterval), .startTimer(.h, timers.transactionTimeout))
         case (.proceeding, .transportError), (.completed, .transportError):
             state = .terminated
-            return [.reportTransportError, .terminate]
+            return Actions(.reportTransportError, .terminate)
 
         case (.accepted, .send(let code)) where (200..<300).contains(code):
-            return [.sendResponse]
+            return Actions(.sendResponse)
         case (.accepted, .ack):
-            return [.passACKToUser]
+            return Actions(.passACKToUser)
         case (.accepted, .requestRetransmission), (.accepted, .transportError):
-            return []
+            return Actions()
         case (.accepted, .timerFired(.l)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
 
         case (.completed, .requestRetransmission):
-            return [.resendLastResponse]
+            return Actions(.resendLastResponse)
         case (.completed, .timerFired(.g)):
             timerGInterval = min(timerGInterval * 2, timers.t2)
-            return [.resendLastResponse, .startTimer(.g, timerGInterval)]
+            return Actions(.resendLastResponse, .startTimer(.g, timerGInterval))
         case (.completed, .timerFired(.h)):
             state = .terminated
-            return [.cancelTimer(.g), .reportTimeout, .terminate]
+            return Actions(.cancelTimer(.g), .reportTimeout, .terminate)
         case (.completed, .ack):
             state = .confirmed
             let timerI = timers.timerIK(reliable: reliable)
             if timerI == .zero {
                 state = .terminated
-                return [.cancelTimer(.g), .cancelTimer(.h), .terminate]
+                return Actions(.cancelTimer(.g), .cancelTimer(.h), .terminate)
             }
-            return [.cancelTimer(.g), .cancelTimer(.h), .startTimer(.i, timerI)]
+            return Actions(.cancelTimer(.g), .cancelTimer(.h), .startTimer(.i, timerI))
 
         case (.confirmed, .ack), (.confirmed, .requestRetransmission):
-            return []
+            return Actions()
         case (.confirmed, .timerFired(.i)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
 
         default:
-            return []
+            return Actions()
         }
     }
 
     // MARK: - non-INVITE (RFC 3261 §17.2.2)
 
-    private mutating func handleNonInvite(_ event: Event) -> [Action] {
+    private mutating func handleNonInvite(_ event: Event) -> Actions {
         switch (state, event) {
         case (.trying, .requestRetransmission):
-            return []
+            return Actions()
         case (.trying, .send(let code)) where code < 200:
             state = .proceeding
-            return [.sendResponse]
+            return Actions(.sendResponse)
         case (.proceeding, .send(let code)) where code < 200:
-            return [.sendResponse]
+            return Actions(.sendResponse)
         case (.trying, .send), (.proceeding, .send):
             state = .completed
             let timerJ = timers.timerJ(reliable: reliable)
             if timerJ == .zero {
                 state = .terminated
-                return [.sendResponse, .terminate]
+                return Actions(.sendResponse, .terminate)
             }
-            return [.sendResponse, .startTimer(.j, timerJ)]
+            return Actions(.sendResponse, .startTimer(.j, timerJ))
         case (.proceeding, .requestRetransmission), (.completed, .requestRetransmission):
-            return [.resendLastResponse]
+            return Actions(.resendLastResponse)
         case (.trying, .transportError), (.proceeding, .transportError), (.completed, .transportError):
             state = .terminated
-            return [.reportTransportError, .terminate]
+            return Actions(.reportTransportError, .terminate)
         case (.completed, .timerFired(.j)):
             state = .terminated
-            return [.terminate]
+            return Actions(.terminate)
         default:
-            return []
+            return Actions()
         }
     }
 }
