@@ -14,7 +14,9 @@ enum ResponseRouting {
         if let received = via.received, let address = try? SocketAddress(ipAddress: received, port: port) {
             return .datagram(listener: listener, remote: address)
         }
-        if let address = try? SocketAddress(ipAddress: via.host.trimmingCharacters(in: "[]"), port: port) {
+        // An IPv6 reference loses its brackets; anything else is taken as it is (no scan per request).
+        let host = via.host.utf8.first == UInt8(ascii: "[") ? via.host.trimmingCharacters(in: "[]") : via.host
+        if let address = try? SocketAddress(ipAddress: host, port: port) {
             return .datagram(listener: listener, remote: address)
         }
         var fallback = source
