@@ -50,13 +50,21 @@ cpu_seconds() {
   awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat"
 }
 
-# Starts the test services (scripts/services.sh) unless the caller already has them, that is unless
-# the variable named by $1 (e.g. TERN_TEST_AMQP_URI) is set; loads their environment. Pair with
+# Starts the test services (scripts/services.sh) unless the caller already has them: the variable
+# named by $1 (e.g. TERN_TEST_AMQP_URI) is set, or services a developer started are running (their
+# .services/env names an address that answers; `services.sh start` would restart them, and the
+# exit trap stop them under the developer's tests). Loads their environment. Pair with
 # stop_started_services in the caller's exit trap.
 ensure_services() {
-  local scripts
+  local scripts hostport
   scripts=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
   [ -n "${!1:-}" ] && return 0
+  if [ -s "$scripts/../.services/env" ]; then
+    # shellcheck disable=SC1091
+    . "$scripts/../.services/env"
+    hostport=$(printf '%s' "${!1:-}" | sed -E 's#^[a-z]+://([^@/]*@)?([^/?]+).*#\2#')
+    if [ -n "$hostport" ] && (exec 3<>"/dev/tcp/${hostport%:*}/${hostport##*:}") 2>/dev/null; then return 0; fi
+  fi
   "$scripts/services.sh" start > /dev/null || return 1
   STARTED_SERVICES=1
   # shellcheck disable=SC1091
