@@ -282,6 +282,25 @@ struct ProxyEndToEndTests {
         }
     }
 
+    /// RFC 3261 §17.1.2.2: a completed non-INVITE client transaction absorbs retransmitted final
+    /// responses for Timer K; only its key is kept then, and a retransmitted 200 must not reach the
+    /// caller as a second answer.
+    @Test func aRetransmittedFinalResponseIsAbsorbedNotForwarded() async throws {
+        try await withTestServer { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            _ = try await bob.register()
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("MESSAGE", to: "sip:bob@tern.test", callID: "im-k", body: "once")
+            let message = try await bob.next(.message)
+            try await bob.answer(message, 200)
+            #expect(try await alice.response(callID: "im-k").statusCode == 200)
+            try await bob.answer(message, 200)
+            try await bob.answer(message, 200)
+            let late = await alice.somethingNew(within: .milliseconds(500))
+            #expect(late == nil, "retransmitted 200s stay with the proxy: \(late?.serializedString ?? "")")
+        }
+    }
+
     @Test func recordRouteHasTwoEntriesWhenTransportChanges() async throws {
         try await withTestServer { server in
             let bob = try await Agent.connect(server, user: "bob", transport: .tcp)
