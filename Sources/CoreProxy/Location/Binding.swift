@@ -72,7 +72,7 @@ public struct Binding: Sendable, Hashable {
         if let instanceID {
             return "instance:" + instanceID + (regID.map { ";reg-id=" + String($0) } ?? "")
         }
-        return "contact:" + ContactKey.normalized(contact)
+        return ContactKey.normalized(contact, prefix: "contact:")
     }
 
     /// Seconds left at `now` (0 when lapsed).
@@ -115,15 +115,52 @@ public struct Binding: Sendable, Hashable {
 /// URI normalisation for binding identity: §19.1.4 equivalence reduced to a string (escapes
 /// resolved, host lower-cased, parameters sorted by name).
 enum ContactKey {
-    static func normalized(_ uri: SIPURI) -> String {
-        var text = uri.scheme.description + ":"
-        if let user = uri.unescapedUser { text += user + "@" }
-        text += uri.host.lowercased()
-        if let port = uri.port { text += ":" + String(port) }
-        let parameters = uri.parameters.map { item in
-            item.name.lowercased() + (item.value.map { "=" + percentDecoded($0).lowercased() } ?? "")
-        }.sorted()
-        for parameter in parameters { text += ";" + parameter }
+    static func normalized(_ uri: SIPURI, prefix: StaticString = "") -> String {
+        // Built in one reserved string, and case-folded only where there is an upper-case letter:
+        // every REGISTER without +sip.instance makes one (2% of a REGISTER when built piecewise).
+        var text = ""
+        text.reserveCapacity(prefix.utf8CodeUnitCount + 16 + (uri.user?.utf8.count ?? 0) + uri.host.utf8.count
+                             + uri.parameters.estimatedLength)
+        text.append(prefix.description)
+        text.append(uri.scheme.description)
+        text.append(":")
+        if let user = uri.unescapedUser {
+            text.append(user)
+            text.append("@")
+        }
+        appendFolded(uri.host, to: &text)
+        if let port = uri.port {
+            text.append(":")
+            text.append(String(port))
+        }
+        if uri.parameters.count == 1, let only = uri.parameters.items.first {
+            appendParameter(only, to: &text)
+        } else if uri.parameters.count > 1 {
+            let parameters = uri.parameters.map { item in
+                item.name.lowercased() + (item.value.map { "=" + percentDecoded($0).lowercased() } ?? "")
+            }.sorted()
+            for parameter in parameters {
+                text.append(";")
+                text.append(parameter)
+            }
+        }
         return text
+    }
+
+    private static func appendParameter(_ item: SIPParameters.Parameter, to text: inout String) {
+        text.append(";")
+        appendFolded(item.name, to: &text)
+        if let value = item.value {
+            text.append("=")
+            appendFolded(percentDecoded(value), to: &text)
+        }
+    }
+
+    private static func appendFolded(_ part: String, to text: inout String) {
+        if part.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A || $0 >= 0x80 }) {
+            text.append(part.lowercased())
+        } else {
+            text.append(part)
+        }
     }
 }
