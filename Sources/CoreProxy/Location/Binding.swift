@@ -136,13 +136,13 @@ enum ContactKey {
         if uri.parameters.count == 1, let only = uri.parameters.items.first {
             appendParameter(only, to: &text)
         } else if uri.parameters.count > 1 {
+            // Sorted as written out, so that the order of the parameters does not matter.
             let parameters = uri.parameters.map { item in
-                item.name.lowercased() + (item.value.map { "=" + percentDecoded($0).lowercased() } ?? "")
+                var rendered = ""
+                appendParameter(item, to: &rendered)
+                return rendered
             }.sorted()
-            for parameter in parameters {
-                text.append(";")
-                text.append(parameter)
-            }
+            for parameter in parameters { text.append(parameter) }
         }
         return text
     }

@@ -35,6 +35,4 @@ public struct TransactionActions<Action: Sendable & Hashable>: Sendable, Hashabl
     }
 
     public func makeIterator() -> Iterator { Iterator(actions: self) }
-
-    public var isEmpty: Bool { first == nil }
 }
