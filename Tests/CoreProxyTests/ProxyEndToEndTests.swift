@@ -301,6 +301,30 @@ struct ProxyEndToEndTests {
         }
     }
 
+    /// A UAS may answer with every Via on one line (SIPp does): the proxy takes its own value off
+    /// that line and the caller gets its own Vias back, untouched.
+    @Test func aResponseWithAllViasOnOneLineReachesTheCaller() async throws {
+        try await withTestServer { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            _ = try await bob.register()
+            let alice = try await Agent.connect(server, user: "alice")
+            let sent = try SIPMessageParser().parse(ByteBuffer(string: try await alice.send("MESSAGE", to: "sip:bob@tern.test",
+                                                                                             callID: "one-line", body: "hi")))
+            let message = try await bob.next(.message)
+            let vias = message.values(.via)
+            #expect(vias.count == 2)
+            var answer = SIPMessage.response(to: message, status: SIPStatus(200), toTag: "callee")
+            answer.removeHeaders(.via)
+            answer.prependHeader(.via, vias.joined(separator: " ,\r\n  "))
+            try await bob.client.send(answer.serializedString)
+            let ok = try await alice.response(callID: "one-line")
+            #expect(ok.statusCode == 200)
+            // The caller's own Via, with the received and rport the proxy stamped on it.
+            #expect(try ok.vias().map(\.branch) == sent.vias().map(\.branch), "only the proxy's own Via was taken off")
+            #expect(try ok.topVia()?.received == "127.0.0.1")
+        }
+    }
+
     @Test func recordRouteHasTwoEntriesWhenTransportChanges() async throws {
         try await withTestServer { server in
             let bob = try await Agent.connect(server, user: "bob", transport: .tcp)
