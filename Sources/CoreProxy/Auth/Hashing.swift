@@ -34,11 +34,40 @@ public enum Hashing {
 
     /// HMAC-SHA-256 of `message` under `key` (RFC 2104), from two SHA-256 passes.
     public static func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
-        let blockSize = 64
-        var block = key.count > blockSize ? withDigest(sha256, of: key) { Array($0) } : key
-        block.append(contentsOf: repeatElement(0, count: blockSize - block.count))
-        let inner = withDigest(sha256, of: block.map { $0 ^ 0x36 } + message) { Array($0) }
-        return withDigest(sha256, of: block.map { $0 ^ 0x5C } + inner) { Array($0) }
+        message.withUnsafeBytes { HMACSHA256Key(key).authenticate($0) { Array($0) } }
+    }
+
+    /// An HMAC-SHA-256 key with its padded blocks worked out once (RFC 2104 §2), for a key that signs
+    /// many messages: the nonces of every challenge and every REGISTER with credentials. Padding and
+    /// concatenating per call was seven arrays for each nonce made or checked.
+    public struct HMACSHA256Key: Sendable {
+        private static let blockSize = 64
+        private let innerPad: [UInt8]
+        private let outerPad: [UInt8]
+
+        public init(_ key: [UInt8]) {
+            var block = key.count > Self.blockSize ? Hashing.withDigest(Hashing.sha256, of: key) { Array($0) } : key
+            block.append(contentsOf: repeatElement(0, count: Self.blockSize - block.count))
+            innerPad = block.map { $0 ^ 0x36 }
+            outerPad = block.map { $0 ^ 0x5C }
+        }
+
+        /// The HMAC of `message`, handed to `body` from a temporary buffer.
+        public func authenticate<Result>(_ message: UnsafeRawBufferPointer,
+                                         _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+            let block = Self.blockSize
+            let capacity = block + max(message.count, Int(EVP_MAX_MD_SIZE))
+            return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: capacity) { buffer in
+                _ = buffer.initialize(from: innerPad)
+                _ = UnsafeMutableBufferPointer(rebasing: buffer[block...]).initialize(from: message)
+                let innerLength = Hashing.withDigest(Hashing.sha256, of: UnsafeBufferPointer(rebasing: buffer[..<(block + message.count)])) { inner in
+                    _ = UnsafeMutableBufferPointer(rebasing: buffer[block...]).initialize(from: inner)
+                    return inner.count
+                }
+                _ = buffer.initialize(from: outerPad)
+                return Hashing.withDigest(Hashing.sha256, of: UnsafeBufferPointer(rebasing: buffer[..<(block + innerLength)]), body)
+            }
+        }
     }
 
     /// Cryptographically random bytes.

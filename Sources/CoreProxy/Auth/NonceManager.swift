@@ -14,7 +14,7 @@ public final class NonceManager: Sendable {
         case invalid
     }
 
-    private let secret: [UInt8]
+    private let signingKey: Hashing.HMACSHA256Key
     private let lifetimeSeconds: Int64
     private let counts: [NIOLockedValueBox<Counts>]
 
@@ -37,7 +37,7 @@ public final class NonceManager: Sendable {
     public static let retransmissionWindowSeconds: Int64 = 32
 
     public init(secret: [UInt8], lifetimeSeconds: Int64) {
-        self.secret = secret
+        self.signingKey = Hashing.HMACSHA256Key(secret)
         self.lifetimeSeconds = lifetimeSeconds
         self.counts = (0..<16).map { _ in NIOLockedValueBox(Counts()) }
     }
@@ -49,7 +49,7 @@ public final class NonceManager: Sendable {
         // lock and an AES block per challenge.
         let salt = withUnsafeBytes(of: RandomPool.next()) { Hashing.hexString($0.prefix(6)) }
         let stamp = String(now, radix: 16) + "-" + salt
-        return stamp + "." + signature(stamp: stamp, realm: realm)
+        return stamp + "." + signature(stamp: stamp.utf8[...], realm: realm) { Hashing.hexString($0) }
     }
 
     /// Checks a nonce presented with credentials, and the nonce-count when qop is used.
@@ -65,7 +65,7 @@ public final class NonceManager: Sendable {
               !bytes[bytes.index(after: dot)...].contains(UInt8(ascii: ".")),
               let dash = bytes[..<dot].firstIndex(of: UInt8(ascii: "-")),
               let issued = Int64(nonce[..<dash], radix: 16),
-              constantTimeEqual(signature(stamp: String(nonce[..<dot]), realm: realm), nonce[nonce.index(after: dot)...])
+              signature(stamp: bytes[..<dot], realm: realm, { constantTimeEqualToHex($0, bytes[bytes.index(after: dot)...]) })
         else { return .invalid }
         guard now - issued < lifetimeSeconds, issued <= now + 5 else { return .stale }
         guard let nonceCount else { return .fresh }
@@ -89,14 +89,39 @@ public final class NonceManager: Sendable {
         }
     }
 
-    private func signature(stamp: String, realm: String) -> String {
-        Hashing.hexString(Hashing.hmacSHA256(key: secret, Array((stamp + ":" + realm).utf8)).prefix(16))
+    /// The first 16 bytes of the HMAC of `stamp:realm`, handed to `body`; the message is put together
+    /// in a temporary buffer, so checking a nonce makes no String.
+    private func signature<Result>(stamp: Substring.UTF8View, realm: String,
+                                   _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        let realmBytes = realm.utf8
+        let length = stamp.count + 1 + realmBytes.count
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: length) { message in
+            var index = message.startIndex
+            for byte in stamp { message[index] = byte; index += 1 }
+            message[index] = UInt8(ascii: ":")
+            index += 1
+            for byte in realmBytes { message[index] = byte; index += 1 }
+            return signingKey.authenticate(UnsafeRawBufferPointer(message)) { mac in
+                body(UnsafeBufferPointer(rebasing: mac.prefix(16)))
+            }
+        }
     }
 
-    private func constantTimeEqual(_ a: String, _ b: Substring) -> Bool {
-        guard a.utf8.count == b.utf8.count else { return false }
+    /// Whether `presented` is the lower-case hex of `signature`, looking at every byte whatever differs.
+    private func constantTimeEqualToHex(_ signature: UnsafeBufferPointer<UInt8>, _ presented: Substring.UTF8View) -> Bool {
+        guard presented.count == signature.count * 2 else { return false }
         var difference: UInt8 = 0
-        for (x, y) in zip(a.utf8, b.utf8) { difference |= x ^ y }
+        var index = presented.startIndex
+        for byte in signature {
+            difference |= presented[index] ^ Self.hexDigit(byte >> 4)
+            index = presented.index(after: index)
+            difference |= presented[index] ^ Self.hexDigit(byte & 0x0F)
+            index = presented.index(after: index)
+        }
         return difference == 0
+    }
+
+    private static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
     }
 }
