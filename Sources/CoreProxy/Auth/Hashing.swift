@@ -85,12 +85,17 @@ public enum Hashing {
         String(unsafeUninitializedCapacity: bytes.count * 2) { buffer in
             var index = 0
             for byte in bytes {
-                buffer[index] = hexDigits[Int(byte >> 4)]
-                buffer[index + 1] = hexDigits[Int(byte & 0x0F)]
+                buffer[index] = hexDigit(byte >> 4)
+                buffer[index + 1] = hexDigit(byte)
                 index += 2
             }
             return index
         }
+    }
+
+    /// The lower-case hex digit of the low four bits of `nibble`.
+    static func hexDigit(_ nibble: UInt8) -> UInt8 {
+        hexDigits[Int(nibble & 0x0F)]
     }
 
     private static let hexDigits: [UInt8] = Array("0123456789abcdef".utf8)

@@ -113,15 +113,11 @@ public final class NonceManager: Sendable {
         var difference: UInt8 = 0
         var index = presented.startIndex
         for byte in signature {
-            difference |= presented[index] ^ Self.hexDigit(byte >> 4)
+            difference |= presented[index] ^ Hashing.hexDigit(byte >> 4)
             index = presented.index(after: index)
-            difference |= presented[index] ^ Self.hexDigit(byte & 0x0F)
+            difference |= presented[index] ^ Hashing.hexDigit(byte & 0x0F)
             index = presented.index(after: index)
         }
         return difference == 0
-    }
-
-    private static func hexDigit(_ nibble: UInt8) -> UInt8 {
-        nibble < 10 ? UInt8(ascii: "0") + nibble : UInt8(ascii: "a") + nibble - 10
     }
 }
