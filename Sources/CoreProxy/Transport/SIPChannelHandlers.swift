@@ -37,8 +37,12 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
     private let transportLayer: TransportLayer
     private let listener: ListenerID
     private var localAddress: SocketAddress?
+    /// Inside a read: from the first datagram handed on until the read's channelReadComplete.
+    private var reading = false
     /// A flush was asked for and has not been passed on yet.
     private var flushPending = false
+    /// That flush waits in a task of the loop (it was asked for outside a read).
+    private var flushScheduled = false
     private var removed = false
 
     init(transportLayer: TransportLayer, listener: ListenerID) {
@@ -56,6 +60,7 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        reading = true
         let envelope = unwrapInboundIn(data)
         let bytes = envelope.data
         transportLayer.metrics.bytesReceived.increment(by: bytes.readableBytes)
@@ -76,14 +81,27 @@ final class SIPDatagramHandler: ChannelDuplexHandler {
         transportLayer.deliver(message, meta: meta)
     }
 
+    /// Writes are flushed together, so a burst of datagrams leaves in one sendmmsg(2): those made
+    /// while a read's datagrams are handled at the read's end, others (timers, a fan-out of NOTIFYs)
+    /// in a task after whatever the loop is running now.
     func flush(context: ChannelHandlerContext) {
         guard !flushPending else { return }
         flushPending = true
+        guard !reading else { return }
+        flushScheduled = true
         let pending = NIOLoopBound((self, context), eventLoop: context.eventLoop)
         context.eventLoop.execute {
             let (handler, context) = pending.value
+            handler.flushScheduled = false
             handler.flushIfPending(context: context)
         }
+    }
+
+    func channelReadComplete(context: ChannelHandlerContext) {
+        reading = false
+        // A flush the loop already has a task for is left to it.
+        if !flushScheduled { flushIfPending(context: context) }
+        context.fireChannelReadComplete()
     }
 
     private func flushIfPending(context: ChannelHandlerContext) {
