@@ -26,4 +26,33 @@ struct HashingTests {
                                        Array("Test Using Larger Than Block-Size Key - Hash Key First".utf8)))
             == "60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
     }
+
+    /// Digest inputs are parts joined by ':' (RFC 7616 §3.4.1): hashing the parts is hashing the joined text.
+    @Test func joinedPartsHashAsTheirJoinedText() {
+        // RFC 2617 §3.5's example: HA1, HA2 and the response of Mufasa's request.
+        let ha1 = Hashing.hex(.md5, joining: ["Mufasa", "testrealm@host.com", "Circle Of Life"])
+        #expect(ha1 == "939e7578ed9e3c518a452acee763bce9")
+        let ha2 = Hashing.hex(.md5, joining: ["GET", "/dir/index.html"])
+        #expect(ha2 == "39aff3a2bab6126f332b942af96d3366")
+        let response = Hashing.hex(.md5, joining: [ha1, "dcd98b7102dd2f0e8b11d0f600bfb0c093", "00000001", "0a4f113b", "auth", ha2])
+        #expect(response == "6629fae49393a05397450978507c4ef1")
+        #expect(Hashing.hex(.sha256, joining: ["a", "", "b"]) == Hashing.hex(.sha256, "a::b"))
+        #expect(Hashing.hex(.md5, joining: []) == Hashing.hex(.md5, ""))
+    }
+
+    /// A presented response is compared with the digest's hex whatever its letters' case; a nonce's
+    /// signature, written by Tern in lower case, only as it was written.
+    @Test func hexComparisonFoldsCaseOnlyWhenAsked() {
+        let digest: [UInt8] = [0x00, 0xAB, 0xF9, 0x5C]
+        digest.withUnsafeBufferPointer { bytes in
+            #expect(Hashing.constantTimeEqualsHex(bytes, Array("00abf95c".utf8)))
+            #expect(!Hashing.constantTimeEqualsHex(bytes, Array("00ABF95C".utf8)))
+            #expect(Hashing.constantTimeEqualsHex(bytes, "00ABf95C".utf8, ignoringCase: true))
+            #expect(!Hashing.constantTimeEqualsHex(bytes, Array("00abf95d".utf8), ignoringCase: true))
+            #expect(!Hashing.constantTimeEqualsHex(bytes, Array("00abf95".utf8)))
+            #expect(!Hashing.constantTimeEqualsHex(bytes, Array("00abf95c0".utf8)))
+            // 'G' is no hex digit, folded or not.
+            #expect(!Hashing.constantTimeEqualsHex(bytes, Array("00abg95c".utf8), ignoringCase: true))
+        }
+    }
 }

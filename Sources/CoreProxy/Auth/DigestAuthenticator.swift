@@ -80,13 +80,12 @@ public final class DigestAuthenticator: Sendable {
     ///   rather than being answered here (401 and Authorization).
     public func authenticate(_ transaction: ServerTransaction, request: SIPMessage, proxying: Bool) -> Outcome {
         let inbound = transaction.inbound
-        let sourceKey = inbound.source.ipAddress ?? "?"
         let identityAddress = (request.method == .register ? try? request.to() : try? request.from()) ?? nil
         let claimedUser = identityAddress?.uri.unescapedUser ?? ""
         let realm = configuration.realm ?? identityAddress?.uri.host.lowercased() ?? "tern"
         let now = now()
 
-        if isRateLimited(sourceKey, now: now) {
+        if isRateLimited(inbound.source, now: now) {
             rateLimited.increment()
             transaction.respond(SIPStatus(403, "Too Many Failed Authentications"))
             return .answered
@@ -117,7 +116,7 @@ public final class DigestAuthenticator: Sendable {
         }
         let attempt = Attempt(username: username, claimedUser: claimedUser, realm: realm, nonce: nonce, response: response,
                               uri: uri, algorithm: algorithm, qop: qop, nc: presented["nc"], nonceCount: nonceCount,
-                              cnonce: presented["cnonce"], sourceKey: sourceKey, proxying: proxying, now: now)
+                              cnonce: presented["cnonce"], source: inbound.source, proxying: proxying, now: now)
         switch credentials.lookup(user: username, realm: realm, on: transaction.eventLoop) {
         case .known(let stored):
             return verify(attempt, stored: stored, transaction: transaction, request: request)
@@ -146,7 +145,7 @@ public final class DigestAuthenticator: Sendable {
         var nc: String?
         var nonceCount: UInt32?
         var cnonce: String?
-        var sourceKey: String
+        var source: SocketAddress
         var proxying: Bool
         var now: Int64
     }
@@ -156,21 +155,23 @@ public final class DigestAuthenticator: Sendable {
     private func verify(_ attempt: Attempt, stored: DigestCredentials?, transaction: ServerTransaction, request: SIPMessage) -> Outcome {
         let (username, realm, now, proxying) = (attempt.username, attempt.realm, attempt.now, attempt.proxying)
         guard let stored, let ha1 = stored.ha1(attempt.algorithm) else {
-            recordFailure(attempt.sourceKey, now: now, reason: "unknown user \(username)")
+            recordFailure(attempt.source, now: now, reason: "unknown user \(username)")
             challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
             return .answered
         }
         let algorithm = attempt.algorithm
         let method = request.method?.rawValue ?? ""
-        let ha2 = Hashing.hex(algorithm, method + ":" + attempt.uri)
-        let expected: String
-        if let qop = attempt.qop, let nc = attempt.nc, let cnonce = attempt.cnonce {
-            expected = Hashing.hex(algorithm, ha1 + ":" + attempt.nonce + ":" + nc + ":" + cnonce + ":" + qop + ":" + ha2)
+        let ha2 = Hashing.hex(algorithm, joining: [method, attempt.uri])
+        let parts = if let qop = attempt.qop, let nc = attempt.nc, let cnonce = attempt.cnonce {
+            [ha1, attempt.nonce, nc, cnonce, qop, ha2]
         } else {
-            expected = Hashing.hex(algorithm, ha1 + ":" + attempt.nonce + ":" + ha2)
+            [ha1, attempt.nonce, ha2]
         }
-        guard expected == attempt.response.lowercased() else {
-            recordFailure(attempt.sourceKey, now: now, reason: "wrong response for \(username)")
+        let matches = Hashing.withDigest(algorithm, joining: parts) { expected in
+            Hashing.constantTimeEqualsHex(expected, attempt.response.utf8, ignoringCase: true)
+        }
+        guard matches else {
+            recordFailure(attempt.source, now: now, reason: "wrong response for \(username)")
             challenge(transaction, realm: realm, proxying: proxying, stale: false, now: now)
             return .answered
         }
@@ -212,26 +213,32 @@ public final class DigestAuthenticator: Sendable {
         transaction.respond(SIPStatus(proxying ? 407 : 401), headers: headers)
     }
 
-    private func isRateLimited(_ source: String, now: Int64) -> Bool {
+    /// Failures are counted per source IP address; its text is made only when there are failures to look at.
+    private static func failureKey(_ source: SocketAddress) -> String { source.ipAddress ?? "?" }
+
+    private func isRateLimited(_ source: SocketAddress, now: Int64) -> Bool {
         failures.withLockedValue { table in
-            guard let entry = table[source] else { return false }
+            guard !table.isEmpty else { return false }
+            let key = Self.failureKey(source)
+            guard let entry = table[key] else { return false }
             if now - entry.windowStart >= 60 {
-                table[source] = nil
+                table[key] = nil
                 return false
             }
             return entry.count >= configuration.maxFailuresPerMinute
         }
     }
 
-    private func recordFailure(_ source: String, now: Int64, reason: String) {
+    private func recordFailure(_ source: SocketAddress, now: Int64, reason: String) {
         failed.increment()
-        logger.info("authentication failed", metadata: ["source": "\(source)", "reason": "\(reason)"])
+        let key = Self.failureKey(source)
+        logger.info("authentication failed", metadata: ["source": "\(key)", "reason": "\(reason)"])
         failures.withLockedValue { table in
             if table.count > 100_000 { table = table.filter { now - $0.value.windowStart < 60 } }
-            var entry = table[source] ?? (0, now)
+            var entry = table[key] ?? (0, now)
             if now - entry.windowStart >= 60 { entry = (0, now) }
             entry.count += 1
-            table[source] = entry
+            table[key] = entry
         }
     }
 }

@@ -32,6 +32,52 @@ public enum Hashing {
         withDigest(algorithm.fetched, of: text) { hexString($0) }
     }
 
+    /// The lower-case hex digest of `parts` joined by ':', the form of every Digest input (RFC 7616 §3.4.1).
+    public static func hex(_ algorithm: Algorithm, joining parts: [String]) -> String {
+        withDigest(algorithm, joining: parts) { hexString($0) }
+    }
+
+    /// Hashes `parts` joined by ':' and hands the digest to `body`. The input is put together in a
+    /// temporary buffer: joining a response's six parts with `+` made ten Strings.
+    public static func withDigest<Result>(_ algorithm: Algorithm, joining parts: [String],
+                                          _ body: (UnsafeBufferPointer<UInt8>) -> Result) -> Result {
+        let length = parts.reduce(max(parts.count - 1, 0)) { $0 + $1.utf8.count }
+        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: max(length, 1)) { buffer in
+            var written = 0
+            for (index, part) in parts.enumerated() {
+                if index > 0 {
+                    buffer[written] = UInt8(ascii: ":")
+                    written += 1
+                }
+                for byte in part.utf8 {
+                    buffer[written] = byte
+                    written += 1
+                }
+            }
+            return withDigest(algorithm.fetched, of: UnsafeBufferPointer(rebasing: buffer[..<written]), body)
+        }
+    }
+
+    /// Whether `presented` is the hex of `digest`, looking at every byte whatever differs. With
+    /// `ignoringCase`, upper-case hex digits count as their lower-case ones.
+    static func constantTimeEqualsHex(_ digest: UnsafeBufferPointer<UInt8>, _ presented: some Collection<UInt8>,
+                                      ignoringCase: Bool = false) -> Bool {
+        guard presented.count == digest.count * 2 else { return false }
+        var difference: UInt8 = 0
+        var index = presented.startIndex
+        func compareNext(_ nibble: UInt8) {
+            var digit = presented[index]
+            if ignoringCase, digit >= UInt8(ascii: "A"), digit <= UInt8(ascii: "F") { digit += 0x20 }
+            difference |= digit ^ hexDigit(nibble)
+            index = presented.index(after: index)
+        }
+        for byte in digest {
+            compareNext(byte >> 4)
+            compareNext(byte)
+        }
+        return difference == 0
+    }
+
     /// HMAC-SHA-256 of `message` under `key` (RFC 2104), from two SHA-256 passes.
     public static func hmacSHA256(key: [UInt8], _ message: [UInt8]) -> [UInt8] {
         message.withUnsafeBytes { HMACSHA256Key(key).authenticate($0) { Array($0) } }

@@ -65,7 +65,7 @@ public final class NonceManager: Sendable {
               !bytes[bytes.index(after: dot)...].contains(UInt8(ascii: ".")),
               let dash = bytes[..<dot].firstIndex(of: UInt8(ascii: "-")),
               let issued = Int64(nonce[..<dash], radix: 16),
-              signature(stamp: bytes[..<dot], realm: realm, { constantTimeEqualToHex($0, bytes[bytes.index(after: dot)...]) })
+              signature(stamp: bytes[..<dot], realm: realm, { Hashing.constantTimeEqualsHex($0, bytes[bytes.index(after: dot)...]) })
         else { return .invalid }
         guard now - issued < lifetimeSeconds, issued <= now + 5 else { return .stale }
         guard let nonceCount else { return .fresh }
@@ -105,19 +105,5 @@ public final class NonceManager: Sendable {
                 body(UnsafeBufferPointer(rebasing: mac.prefix(16)))
             }
         }
-    }
-
-    /// Whether `presented` is the lower-case hex of `signature`, looking at every byte whatever differs.
-    private func constantTimeEqualToHex(_ signature: UnsafeBufferPointer<UInt8>, _ presented: Substring.UTF8View) -> Bool {
-        guard presented.count == signature.count * 2 else { return false }
-        var difference: UInt8 = 0
-        var index = presented.startIndex
-        for byte in signature {
-            difference |= presented[index] ^ Hashing.hexDigit(byte >> 4)
-            index = presented.index(after: index)
-            difference |= presented[index] ^ Hashing.hexDigit(byte & 0x0F)
-            index = presented.index(after: index)
-        }
-        return difference == 0
     }
 }
