@@ -485,6 +485,19 @@ import Testing
         #expect(proxy.count == 1 && proxy[0]["nonce"] == "x,y")
     }
 
+    /// Quoted values are read in place when they hold no escape, and resolved when they do; a quote
+    /// that never closes, with or without an escape before the end, is a malformed header.
+    @Test func quotedAuthValuesWithAndWithoutEscapes() throws {
+        let escaped = try Self.parse([#"Authorization: Digest username="a\\b", realm="x\"y", nonce="""#])
+        let values = try #require(try escaped.credentials().first)
+        #expect(values["username"] == #"a\b"# && values["realm"] == #"x"y"# && values["nonce"] == "")
+        for line in [#"Authorization: Digest username="bob"#, #"Authorization: Digest username="bob\"#,
+                     #"Authorization: Digest username="b\"ob"#] {
+            let message = try Self.parse([line])
+            #expect(throws: SIPParseError.self) { try message.credentials() }
+        }
+    }
+
     @Test func challenges() throws {
         let message = try Self.parse([
             #"WWW-Authenticate: Digest realm="atlanta.example.com", domain="sip:ss1.example.com","#

@@ -135,10 +135,18 @@ public struct SIPAuthValue: Sendable, Hashable, CustomStringConvertible {
 
     public init(parsing text: some StringProtocol) throws(ValueError) {
         var scanner = ValueScanner(text)
+        try self.init(scanning: &scanner)
+    }
+
+    /// Reads the whole rest of the scanner's value (a header line's bytes, no String made first).
+    package init(scanning scanner: inout ValueScanner) throws(ValueError) {
         guard let scheme = scanner.readToken() else { throw ValueError("missing auth scheme") }
         self.scheme = scheme
+        // Room for Authorization's usual nine or ten parameters, so the lists are not regrown.
         var parameters: [(name: String, value: String)] = []
+        parameters.reserveCapacity(10)
         var quoted: [String] = []
+        quoted.reserveCapacity(8)
         scanner.skipWhitespace()
         if !scanner.isAtEnd {
             repeat {

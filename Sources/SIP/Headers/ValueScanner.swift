@@ -52,8 +52,16 @@ package struct ValueScanner {
     package mutating func readQuotedString() -> String? {
         skipWhitespace()
         guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
-        var out: [UInt8] = []
-        var cursor = index + 1
+        // Most quoted strings hold no escape: their text is read from the bytes in place.
+        let contentStart = index + 1
+        var cursor = contentStart
+        while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\""), bytes[cursor] != UInt8(ascii: "\\") { cursor += 1 }
+        guard cursor < bytes.count else { return nil }
+        if bytes[cursor] == UInt8(ascii: "\"") {
+            index = cursor + 1
+            return String(decoding: bytes[contentStart..<cursor], as: UTF8.self)
+        }
+        var out = Array(bytes[contentStart..<cursor])
         while cursor < bytes.count {
             let byte = bytes[cursor]
             if byte == UInt8(ascii: "\\") {

@@ -184,12 +184,12 @@ extension SIPMessage {
 
     /// Every credential in Authorization (or Proxy-Authorization) headers.
     public func credentials(_ name: SIPHeaderName = .authorization) throws(SIPParseError) -> [SIPAuthValue] {
-        try parseAll(name) { text throws(ValueError) in [try SIPAuthValue(parsing: text)] }
+        try scanAll(name) { scanner throws(ValueError) in [try SIPAuthValue(scanning: &scanner)] }
     }
 
     /// Every challenge in WWW-Authenticate (or Proxy-Authenticate) headers.
     public func challenges(_ name: SIPHeaderName = .wwwAuthenticate) throws(SIPParseError) -> [SIPAuthValue] {
-        try parseAll(name) { text throws(ValueError) in [try SIPAuthValue(parsing: text)] }
+        try scanAll(name) { scanner throws(ValueError) in [try SIPAuthValue(scanning: &scanner)] }
     }
 
     /// Privacy (RFC 3323 §4.2): priv-values separated by ';'.
