@@ -26,14 +26,15 @@ struct AuthenticationEndToEndTests {
             nonceCount = 0
         }
 
-        mutating func header(method: String, uri: String, password override: String? = nil) -> String {
+        mutating func header(method: String, uri: String, password override: String? = nil, upperCase: Bool = false) -> String {
             nonceCount += 1
             let kind: Hashing.Algorithm = algorithm == "SHA-256" ? .sha256 : .md5
             let nc = String(format8(nonceCount))
             let cnonce = "c0ffee"
             let ha1 = Hashing.hex(kind, "\(user):\(AuthenticationEndToEndTests.realm):\(override ?? password)")
             let ha2 = Hashing.hex(kind, "\(method):\(uri)")
-            let response = Hashing.hex(kind, "\(ha1):\(nonce):\(nc):\(cnonce):auth:\(ha2)")
+            let hex = Hashing.hex(kind, "\(ha1):\(nonce):\(nc):\(cnonce):auth:\(ha2)")
+            let response = upperCase ? hex.uppercased() : hex
             return "Digest username=\"\(user)\", realm=\"\(AuthenticationEndToEndTests.realm)\", nonce=\"\(nonce)\", "
                 + "uri=\"\(uri)\", response=\"\(response)\", algorithm=\(algorithm), qop=auth, nc=\(nc), cnonce=\"\(cnonce)\""
         }
@@ -74,6 +75,26 @@ struct AuthenticationEndToEndTests {
                                               authorization: digest.header(method: "REGISTER", uri: "sip:tern.test"))
             #expect(accepted.statusCode == 200)
             #expect(server.server.location.bindings(for: "sip:alice@tern.test").count == 1)
+            await phone.close()
+        }
+    }
+
+    /// The response is hex; one written in upper case is the same response (compared digit by digit
+    /// with the expected digest, case folded), and a wrong one in upper case is still wrong.
+    @Test func upperCaseResponseIsAcceptedAndAWrongOneIsNot() async throws {
+        try await withTestServer(authentication: Self.authentication(), credentials: Self.store) { server in
+            let phone = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
+            let challenge = try await register(phone, user: "alice", cseq: 1)
+            var digest = DigestClient(user: "alice", password: "wonderland")
+            digest.take(try #require(try challenge.challenges(.wwwAuthenticate).first { $0["algorithm"] == "MD5" }))
+            let wrong = try await register(phone, user: "alice", cseq: 2,
+                                           authorization: digest.header(method: "REGISTER", uri: "sip:tern.test",
+                                                                        password: "looking-glass", upperCase: true))
+            #expect(wrong.statusCode == 401)
+            digest.take(try #require(try wrong.challenges(.wwwAuthenticate).first { $0["algorithm"] == "MD5" }))
+            let accepted = try await register(phone, user: "alice", cseq: 3,
+                                              authorization: digest.header(method: "REGISTER", uri: "sip:tern.test", upperCase: true))
+            #expect(accepted.statusCode == 200)
             await phone.close()
         }
     }

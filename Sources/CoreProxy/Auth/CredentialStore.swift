@@ -83,7 +83,7 @@ public struct FileCredentialStore: CredentialStore {
 
     /// The credentials of a password (for tools and tests).
     public static func credentials(user: String, realm: String, password: String) -> DigestCredentials {
-        let text = user + ":" + realm + ":" + password
-        return DigestCredentials(ha1MD5: Hashing.hex(.md5, text), ha1SHA256: Hashing.hex(.sha256, text))
+        let parts = [user, realm, password]
+        return DigestCredentials(ha1MD5: Hashing.hex(.md5, joining: parts), ha1SHA256: Hashing.hex(.sha256, joining: parts))
     }
 }
