@@ -45,14 +45,7 @@ let package = Package(
             pkgConfig: "libcrypto",
             providers: [.apt(["libssl-dev"])]
         ),
-        // jemalloc replaces glibc's malloc for the whole process (linking it puts it ahead of libc):
-        // Swift allocates and frees small objects at a high rate, and jemalloc's per-thread caches
-        // took 5–13% off the CPU per SIP operation in alternating runs.
-        .systemLibrary(
-            name: "CMalloc",
-            pkgConfig: "jemalloc",
-            providers: [.apt(["libjemalloc-dev"])]
-        ),
+        .systemLibrary(name: "CMalloc"),
         .systemLibrary(
             name: "CRabbitMQ",
             pkgConfig: "librabbitmq",
@@ -220,7 +213,7 @@ let package = Package(
             name: "tern",
             dependencies: [
                 "TernServer",
-                "Management",
+                "CMalloc",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

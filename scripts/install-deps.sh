@@ -4,7 +4,7 @@
 #   scripts/install-deps.sh build   # to build and run
 #   scripts/install-deps.sh test    # to run every test as well
 set -euo pipefail
-need=(pkg-config zlib1g-dev libsqlite3-dev libssl-dev libmongoc-dev librabbitmq-dev libjemalloc-dev)
+need=(pkg-config zlib1g-dev libsqlite3-dev libssl-dev libmongoc-dev librabbitmq-dev)
 if [ "${1:-build}" = "test" ] || [ "${1:-build}" = "bench" ]; then
   need+=(sip-tester openssl python3 python3-venv rabbitmq-server)
 fi

@@ -1,4 +1,5 @@
 import Metrics
+import CMalloc
 import CoreProxy
 import Presence
 public import Prometheus
@@ -51,7 +52,7 @@ struct ScrapeGauges: Sendable {
     }
 
     func refresh() {
-        heapInUse.set(Int64(clamping: ProcessAllocator.heapInUse))
+        heapInUse.set(Int64(clamping: tern_heap_in_use()))
         serverTransactions.set(Int64(context.server.transactionLayer.serverTransactionCount))
         clientTransactions.set(Int64(context.server.transactionLayer.clientTransactionCount))
         if let presence = context.presence {

@@ -107,16 +107,6 @@ struct TernBinaryTests {
         #expect(tern.output.contains("shutting down"))
     }
 
-    @Test func logsThatJemallocServesItsAllocations() async throws {
-        let tern = try TernProcess(["--listen", "udp:127.0.0.1:0"])
-        _ = try await tern.listeners(count: 1)
-        #expect(tern.output.contains("allocator=jemalloc 5."), "\(tern.output)")
-        #expect(tern.output.contains("libjemalloc.so"))
-        #expect(!tern.output.contains("allocator is not jemalloc"))
-        kill(tern.process.processIdentifier, SIGTERM)
-        #expect(try await tern.waitForExit() == 0)
-    }
-
     @Test func portInUseIsAnErrorNamingThePort() async throws {
         let holder = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton).bind(host: "127.0.0.1", port: 0).get()
         let port = try #require(holder.localAddress?.port)
