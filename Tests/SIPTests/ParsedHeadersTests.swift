@@ -20,6 +20,24 @@ struct ParsedHeadersTests {
         #expect(contacts.first?.uri.host == "198.51.100.7")
     }
 
+    @Test func callIDAndMaxForwardsAreKeptUntilAnEdit() throws {
+        var message = try SIPMessageParser().parse(Self.text)
+        try message.validateRequestKeepingParsed()
+        #expect(try message.callID == "c1" && message.maxForwards() == 70)
+        // A proxy lowers Max-Forwards before it forwards; the new value is what is read.
+        message.setHeader(.maxForwards, "69")
+        #expect(try message.maxForwards() == 69)
+        try message.validateRequestKeepingParsed()
+        message.setHeader(.callID, "c2")
+        #expect(message.callID == "c2")
+        // Replacing the top Via keeps both.
+        try message.validateRequestKeepingParsed()
+        var top = try #require(try message.topVia())
+        top.parameters.set("received", "203.0.113.9")
+        message.replaceTopVia(top)
+        #expect(try message.callID == "c2" && message.maxForwards() == 69)
+    }
+
     @Test func replacingTheTopViaKeepsTheOthers() throws {
         var message = try SIPMessageParser().parse(Self.text)
         try message.validateRequestKeepingParsed()

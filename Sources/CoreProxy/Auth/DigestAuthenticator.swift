@@ -176,7 +176,7 @@ public final class DigestAuthenticator: Sendable {
             return .answered
         }
         // Only a request answered without a transaction can reach us twice as a retransmission.
-        let retransmission = transaction.isStateless ? RequestMark.of(request) : nil
+        let retransmission = transaction.requestMark
         switch nonces.verify(attempt.nonce, realm: realm, nonceCount: attempt.qop == nil ? nil : attempt.nonceCount, now: now,
                              retransmission: retransmission) {
         case .fresh:

@@ -166,7 +166,7 @@ public final class Registrar: SIPRequestHandler {
             registrationKind = 2
         case .addresses(let addresses):
             pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
-            let registeringBranch = configuration.statelessReplies ? RequestMark.of(request) : 0
+            let registeringBranch = configuration.statelessReplies ? (transaction.requestMark ?? RequestMark.of(request)) : 0
             var updates: [Binding] = []
             var removals: [String] = []
             for address in addresses {

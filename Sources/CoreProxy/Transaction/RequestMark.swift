@@ -16,7 +16,7 @@ public enum RequestMark {
     }
 
     /// A To tag that the same request always gets (RFC 3261 §8.2.7), 16 hex digits.
-    public static func tag(for request: SIPMessage) -> String {
-        SIPIdentifiers.hex(UInt64(UInt(bitPattern: of(request))))
+    public static func tag(mark: Int) -> String {
+        SIPIdentifiers.hex(UInt64(UInt(bitPattern: mark)))
     }
 }

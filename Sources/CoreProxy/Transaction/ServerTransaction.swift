@@ -16,6 +16,9 @@ public final class ServerTransaction: Sendable {
     /// Whether the request is answered without keeping the transaction (its method is one the
     /// layer answers statelessly): a retransmission reaches the transaction user again.
     public let isStateless: Bool
+    /// ``RequestMark`` of the request when it is answered statelessly (a retransmission gets the
+    /// same mark), else nil: computed once, as the To tag, the registrar and digest all use it.
+    public let requestMark: Int?
     private let layer: TransactionLayer
     private let responseFlow: SIPFlow
     private let state: NIOLockedValueBox<Inner>
@@ -44,7 +47,9 @@ public final class ServerTransaction: Sendable {
         self.isStateless = stateless
         // RFC 3261 §8.2.7: a stateless UAS gives the same request the same To tag every time, so a
         // retransmission's response matches the original's.
-        self.localTag = stateless ? RequestMark.tag(for: inbound.message) : SIPIdentifiers.tag()
+        let mark = stateless ? RequestMark.of(inbound.message) : nil
+        self.requestMark = mark
+        self.localTag = mark.map(RequestMark.tag(mark:)) ?? SIPIdentifiers.tag()
         self.responseFlow = ResponseRouting.flow(for: inbound)
         let machine = ServerTransactionStateMachine(
             isInvite: inbound.message.method == .invite,

@@ -12,11 +12,19 @@ package final class ParsedHeaders: Sendable {
     let cseq: SIPCSeq
     let contacts: SIPContactValue?
     let requestURI: SIPURI?
+    /// A request's Call-ID as text: the transaction's mark, the registrar and the proxy's loop
+    /// check each read it, and a Call-ID is usually too long to be a String without an allocation.
+    let callID: String?
+    /// A request's Max-Forwards, which the pipeline reads again to decide 483.
+    let maxForwards: Int?
     /// Whether every field above was parsed (a request), not only the top Via and CSeq (a response).
     let isComplete: Bool
 
-    init(vias: [SIPVia], from: SIPAddress?, to: SIPAddress?, cseq: SIPCSeq, contacts: SIPContactValue?, requestURI: SIPURI) {
+    init(vias: [SIPVia], from: SIPAddress?, to: SIPAddress?, cseq: SIPCSeq, contacts: SIPContactValue?, requestURI: SIPURI,
+         callID: String?, maxForwards: Int?) {
         self.vias = vias
+        self.callID = callID
+        self.maxForwards = maxForwards
         self.from = from
         self.to = to
         self.cseq = cseq
@@ -33,12 +41,15 @@ package final class ParsedHeaders: Sendable {
         self.cseq = cseq
         self.contacts = nil
         self.requestURI = nil
+        self.callID = nil
+        self.maxForwards = nil
         self.isComplete = false
     }
 
     func replacingTopVia(_ via: SIPVia) -> ParsedHeaders? {
         guard isComplete, let requestURI else { return nil }
-        return ParsedHeaders(vias: [via] + vias.dropFirst(), from: from, to: to, cseq: cseq, contacts: contacts, requestURI: requestURI)
+        return ParsedHeaders(vias: [via] + vias.dropFirst(), from: from, to: to, cseq: cseq, contacts: contacts, requestURI: requestURI,
+                      callID: callID, maxForwards: maxForwards)
     }
 }
 

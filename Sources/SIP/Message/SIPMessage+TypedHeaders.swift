@@ -73,7 +73,10 @@ extension SIPMessage {
         return try scan(.to) { scanner throws(ValueError) in try SIPAddress(wholeValue: &scanner) }
     }
 
-    public var callID: String? { firstValue(.callID) }
+    public var callID: String? {
+        if let parsed, parsed.isComplete { return parsed.callID }
+        return firstValue(.callID)
+    }
 
     public func cseq() throws(SIPParseError) -> SIPCSeq? {
         if let parsed { return parsed.cseq }
@@ -82,7 +85,8 @@ extension SIPMessage {
 
     /// Max-Forwards (RFC 3261 §20.22): 0–255.
     public func maxForwards() throws(SIPParseError) -> Int? {
-        try parse(.maxForwards) { text throws(ValueError) in
+        if let parsed, parsed.isComplete { return parsed.maxForwards }
+        return try parse(.maxForwards) { text throws(ValueError) in
             // Leading zeros are allowed (RFC 4475 §3.1.1.1 sends 0068).
             guard !text.isEmpty, text.utf8.allSatisfy(isDigit),
                   let value = Int(text.drop { $0 == "0" }.isEmpty ? "0" : String(text.drop { $0 == "0" })),

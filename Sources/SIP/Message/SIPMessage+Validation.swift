@@ -40,10 +40,11 @@ extension SIPMessage {
         let vias = try vias()
         guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
         if cseq.method != method { throw .cseqMethodMismatch }
+        let callID = callID
         if let callID, callID.isEmpty { throw .malformedHeader(.callID, "empty") }
         let from = try from()
         let to = try to()
-        _ = try maxForwards()
+        let maxForwards = try maxForwards()
         _ = try expires()
         _ = try contentType()
         let contacts = try contacts()
@@ -55,7 +56,8 @@ extension SIPMessage {
             // RFC 3261 §19.1.5: headers belong in a URI that becomes a request, never in a Request-URI.
             throw .malformedRequestURI("headers are not allowed in a Request-URI")
         }
-        return ParsedHeaders(vias: vias, from: from, to: to, cseq: cseq, contacts: contacts, requestURI: uri)
+        return ParsedHeaders(vias: vias, from: from, to: to, cseq: cseq, contacts: contacts, requestURI: uri,
+                             callID: callID, maxForwards: maxForwards)
     }
 
     /// Checks what a proxy needs to pass a response upstream: one Via at least, CSeq and Call-ID readable.
