@@ -143,9 +143,13 @@ extension SIPMessage {
     /// Whether a From/To value carries a `tag` parameter (after the URI's closing `>` when there
     /// is one, so a `;tag=` inside the URI does not count). A byte scan: this runs for every response.
     static func hasTagParameter(_ value: String) -> Bool {
-        var utf8 = Array(value.utf8)
-        if let close = utf8.lastIndex(of: UInt8(ascii: ">")) { utf8.removeSubrange(0...close) }
-        var index = 0
+        var value = value
+        // Native Strings are contiguous after this, so the scan reads them in place.
+        return value.withUTF8(hasTagParameter(in:))
+    }
+
+    private static func hasTagParameter(in utf8: UnsafeBufferPointer<UInt8>) -> Bool {
+        var index = utf8.lastIndex(of: UInt8(ascii: ">")).map { $0 + 1 } ?? 0
         while index < utf8.count {
             if utf8[index] == UInt8(ascii: ";") {
                 var cursor = index + 1
@@ -174,7 +178,13 @@ extension SIPMessage {
                 if name == .to, let toTag {
                     let value = request.fieldValue(index)
                     if !Self.hasTagParameter(value) {
-                        fields.append(SIPHeaderField(name: name, value: value + ";tag=" + toTag))
+                        // Joined in one String: `value + ";tag=" + toTag` made a second one in between.
+                        var tagged = ""
+                        tagged.reserveCapacity(value.utf8.count + 5 + toTag.utf8.count)
+                        tagged += value
+                        tagged += ";tag="
+                        tagged += toTag
+                        fields.append(SIPHeaderField(name: name, value: tagged))
                         continue
                     }
                 }
