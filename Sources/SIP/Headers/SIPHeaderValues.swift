@@ -9,21 +9,31 @@ public struct SIPCSeq: Sendable, Hashable, CustomStringConvertible {
     }
 
     public init(parsing text: some StringProtocol) throws(ValueError) {
-        var scanner = ValueScanner(text)
-        scanner.skipWhitespace()
+        // Read on the text's own bytes: every request and response has a CSeq, and a scanner
+        // would copy them into an array first.
+        let utf8 = text.utf8
+        var index = utf8.startIndex
+        func skipWhitespace() {
+            while index < utf8.endIndex, isWhitespace(utf8[index]) { utf8.formIndex(after: &index) }
+        }
+        skipWhitespace()
         var value: UInt64 = 0
         var digits = 0
-        while let byte = scanner.peek, isDigit(byte) {
-            value = value * 10 + UInt64(byte - 0x30)
+        while index < utf8.endIndex, isDigit(utf8[index]) {
+            value = value * 10 + UInt64(utf8[index] - 0x30)
             digits += 1
             guard value <= UInt64(UInt32.max) else { throw ValueError("sequence number out of range") }
-            scanner.index += 1
+            utf8.formIndex(after: &index)
         }
         guard digits > 0 else { throw ValueError("missing sequence number") }
-        guard let byte = scanner.peek, isWhitespace(byte) else { throw ValueError("missing method") }
-        guard let method = scanner.readToken() else { throw ValueError("missing method") }
-        scanner.skipWhitespace()
-        guard scanner.isAtEnd else { throw ValueError("unexpected text after method") }
+        guard index < utf8.endIndex, isWhitespace(utf8[index]) else { throw ValueError("missing method") }
+        skipWhitespace()
+        let methodStart = index
+        while index < utf8.endIndex, isTokenByte(utf8[index]) { utf8.formIndex(after: &index) }
+        guard index > methodStart else { throw ValueError("missing method") }
+        let method = String(decoding: utf8[methodStart..<index], as: UTF8.self)
+        skipWhitespace()
+        guard index == utf8.endIndex else { throw ValueError("unexpected text after method") }
         self.sequence = UInt32(value)
         self.method = SIPMethod(method)
     }
