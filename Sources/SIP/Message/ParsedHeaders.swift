@@ -49,7 +49,7 @@ package final class ParsedHeaders: Sendable {
     func replacingTopVia(_ via: SIPVia) -> ParsedHeaders? {
         guard isComplete, let requestURI else { return nil }
         return ParsedHeaders(vias: [via] + vias.dropFirst(), from: from, to: to, cseq: cseq, contacts: contacts, requestURI: requestURI,
-                      callID: callID, maxForwards: maxForwards)
+                             callID: callID, maxForwards: maxForwards)
     }
 }
 
