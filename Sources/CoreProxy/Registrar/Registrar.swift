@@ -166,7 +166,8 @@ public final class Registrar: SIPRequestHandler {
             registrationKind = 2
         case .addresses(let addresses):
             pushCapabilities = try pushFeatureCaps(addresses, aor: aor, now: now)
-            let registeringBranch = configuration.statelessReplies ? (transaction.requestMark ?? RequestMark.of(request)) : 0
+            // Set exactly when the REGISTER is answered statelessly, so a retransmission can reach us again.
+            let registeringBranch = transaction.requestMark ?? 0
             var updates: [Binding] = []
             var removals: [String] = []
             for address in addresses {
