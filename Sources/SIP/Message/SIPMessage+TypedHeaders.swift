@@ -87,13 +87,15 @@ extension SIPMessage {
     public func maxForwards() throws(SIPParseError) -> Int? {
         if let parsed, parsed.isComplete { return parsed.maxForwards }
         return try parse(.maxForwards) { text throws(ValueError) in
-            // Leading zeros are allowed (RFC 4475 §3.1.1.1 sends 0068).
-            guard !text.isEmpty, text.utf8.allSatisfy(isDigit),
-                  let value = Int(text.drop { $0 == "0" }.isEmpty ? "0" : String(text.drop { $0 == "0" })),
-                  value <= 255
-            else {
-                throw ValueError("not a number from 0 to 255")
+            // Read on the bytes: leading zeros are allowed (RFC 4475 §3.1.1.1 sends 0068), so the
+            // value is bounded as it grows, not by the count of digits.
+            var value = 0
+            for byte in text.utf8 {
+                guard isDigit(byte) else { throw ValueError("not a number from 0 to 255") }
+                value = value * 10 + Int(byte &- UInt8(ascii: "0"))
+                guard value <= 255 else { throw ValueError("not a number from 0 to 255") }
             }
+            guard !text.isEmpty else { throw ValueError("not a number from 0 to 255") }
             return value
         }
     }
