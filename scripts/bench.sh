@@ -16,6 +16,11 @@
 # Tern runs twice: as configured by default (REGISTER answered without keeping its transaction, as
 # scripts/bench/kamailio.cfg's registrar does with sl_send_reply), and as tern-sf with
 # `registrar.stateless: false` (a transaction answers REGISTER retransmissions for Timer J).
+# top_loop is the share of Tern's event-loop CPU that its busiest loop spent. Each peer address and
+# port stays on one of Tern's per-loop sockets, chosen by the kernel's hash; SIPp's UAC and UAS ports
+# are free ports, so a run's two legs land on one loop (100%) or on two (about 60%). On two, a
+# proxied MESSAGE costs about 10% more CPU (the request and its answer meet on different cores) and
+# p99 is lower: compare runs with the same split.
 # SERVERS=tern leaves Kamailio out; TERN_UDP_SOCKETS sets Tern's limits.udp_sockets (default: one per thread).
 # ROUNDS=N runs the whole sequence N times, the servers alternating, and the ratios compare the
 # medians: single runs on a shared machine move by ±30%.
@@ -55,6 +60,17 @@ tree_cpu() {
     [ -r "/proc/$pid/stat" ] && total=$(awk -v t="$total" -v hz="$(getconf CLK_TCK)" '{ printf "%.3f", t + ($14 + $15) / hz }' "/proc/$pid/stat")
   done
   echo "$total"
+}
+
+# CPU ticks of each SwiftNIO event-loop thread (NIO-ELT-…) of a Tern process, comma-separated in
+# thread order; nothing for Kamailio.
+loop_ticks() {
+  local task
+  for task in /proc/"$1"/task/*; do
+    case "$(cat "$task/comm" 2>/dev/null)" in
+      NIO-ELT*) awk '{ printf "%d,", $14 + $15 }' "$task/stat" ;;
+    esac
+  done
 }
 
 # Proportional set size in KiB of a process tree (shared memory counted once overall).
@@ -116,9 +132,10 @@ stop_server() {
 # run_load NAME SCENARIO COUNT RATE [extra args]: one SIPp UAC run; appends a results line.
 run_load() {
   local name=$1 scenario=$2 count=$3 rate=$4; shift 4
-  local dir="$rwork/$server_kind/$name" cpu_before cpu_after status
+  local dir="$rwork/$server_kind/$name" cpu_before cpu_after loops_before loops_after status
   mkdir -p "$dir"
   cpu_before=$(tree_cpu "$server_pid")
+  loops_before=$(loop_ticks "$server_pid")
   ( cd "$dir" && LD_PRELOAD=${LD_PRELOAD_SIPP:-} timeout $((count / rate + 60)) sipp "$domain" -sf "$here/sipp/$scenario" -t u1 -i 127.0.0.1 \
       -p "$(free_port)" -nostdin -key domain "$domain" -m "$count" -r "$rate" -rp 1000 -l $((rate * 10)) \
       -buff_size 4194304 -recv_timeout 5000 -trace_stat -stf stat.csv -trace_rtt -rtt_freq 1 -trace_err "$@" \
@@ -126,9 +143,11 @@ run_load() {
   status=$?
   sleep 0.5
   cpu_after=$(tree_cpu "$server_pid")
-  python3 - "$dir" "$server_kind" "$name" "$count" "$rate" "$cpu_before" "$cpu_after" "$status" >> "$results" <<'PY'
+  loops_after=$(loop_ticks "$server_pid")
+  python3 - "$dir" "$server_kind" "$name" "$count" "$rate" "$cpu_before" "$cpu_after" "$status" \
+    "$loops_before" "$loops_after" >> "$results" <<'PY'
 import csv, glob, sys
-d, kind, name, count, rate, c0, c1, status = sys.argv[1:]
+d, kind, name, count, rate, c0, c1, status, loops0, loops1 = sys.argv[1:]
 rows = list(csv.reader(open(d + "/stat.csv"), delimiter=";"))
 head, last = rows[0], rows[-1]
 def col(n):
@@ -147,8 +166,11 @@ times.sort()
 pct = lambda p: times[min(len(times) - 1, int(len(times) * p))] if times else float("nan")
 cpu = float(c1) - float(c0)
 per_op = cpu * 1e6 / ok if ok else float("nan")
+# The busiest event loop's share of the loops' CPU: 100% when the kernel put both SIPp ports on one.
+spent = [int(b) - int(a) for a, b in zip(loops0.split(",")[:-1], loops1.split(",")[:-1])]
+busiest = "%d%%" % (100 * max(spent) / sum(spent)) if spent and sum(spent) > 0 else "-"
 print("\t".join([kind, name, rate, count, str(ok), str(failed), "%.2f" % pct(0.5), "%.2f" % pct(0.99),
-                 "%.1f" % per_op, status]))
+                 "%.1f" % per_op, busiest, status]))
 PY
 }
 
@@ -210,8 +232,8 @@ done
 
 echo
 echo "Tern's bindings: $TERN_STORE (TERN_STORE); Kamailio's: memory (usrloc db_mode 0)"
-echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/op  sipp_rc"
-awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10 }' "$results"
+echo "server    scenario  rate/s  calls  ok     failed  p50_ms  p99_ms  cpu_us/op  top_loop  sipp_rc"
+awk -F'\t' '{ printf "%-9s %-9s %-7s %-6s %-6s %-7s %-7s %-7s %-10s %-9s %s\n", $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 }' "$results"
 for line in "${memory_lines[@]}"; do echo "$line"; done
 echo
 python3 - "$results" "${#servers[@]}" "$ROUNDS" <<'PY'
@@ -219,7 +241,7 @@ import statistics, sys
 rows = [line.rstrip("\n").split("\t") for line in open(sys.argv[1]) if line.strip()]
 rounds = int(sys.argv[3])
 cpu, p99 = {}, {}
-for kind, name, *_, p99_ms, cpu_us, _status in rows:
+for kind, name, *_, p99_ms, cpu_us, _busiest, _status in rows:
     cpu.setdefault((kind, name), []).append(float(cpu_us))
     p99.setdefault((kind, name), []).append(float(p99_ms))
 several = any(kind == "kamailio" for kind, *_ in rows)
