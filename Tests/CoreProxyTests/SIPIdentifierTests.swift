@@ -1,4 +1,4 @@
-import CoreProxy
+@testable import CoreProxy
 import Testing
 
 /// Identifiers Tern puts on the wire: 64 random bits as 16 hex digits, drawn from pages of kernel
@@ -15,5 +15,13 @@ struct SIPIdentifierTests {
         let branch = SIPIdentifiers.branch()
         #expect(branch.hasPrefix("z9hG4bK") && branch.utf8.count == 23)
         #expect(SIPIdentifiers.callID().utf8.count == 32)
+    }
+
+    /// A branch of several parts is written in one go: the prefix, then each value as 16 hex digits.
+    @Test func joinedWritesThePrefixAndEachValue() {
+        #expect(SIPIdentifiers.joined("z9hG4bKtn", hex: 0x1, 0x0123_4567_89ab_cdef)
+                 == "z9hG4bKtn0000000000000001.0123456789abcdef")
+        #expect(SIPIdentifiers.joined("z9hG4bK", hex: UInt64.max) == "z9hG4bKffffffffffffffff")
+        #expect(SIPIdentifiers.joined("p") == "p")
     }
 }

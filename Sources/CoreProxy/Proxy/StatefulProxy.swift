@@ -230,7 +230,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         out.setRequestURI(target.uri)
         if !out.contains(.maxForwards) { out.setHeader(.maxForwards, "70") }
         for route in target.routes.reversed() { out.prependHeader(.route, route) }
-        let branch = StatefulProxy.branchPrefix + SIPIdentifiers.tag()
+        let branch = SIPIdentifiers.joined(Self.branchPrefix, hex: RandomPool.next())
         out.prependVia(ownVia(transport: target.transport, ipv6: isIPv6(target), branch: branch), cseq: (try? request.cseq()) ?? nil)
         return out
     }
@@ -359,8 +359,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
     /// A request for a user of a served domain: the location service's targets, or another node's.
     /// `aor` is where the bindings live when a policy mapped the Request-URI to it.
     private func routeToLocalUser(_ transaction: ServerTransaction, request: SIPMessage, requestURI: SIPURI, aor mapped: String? = nil) {
-        let targets = locate(requestURI, aor: mapped, method: request.method)
-        if targets.isEmpty, let shared = location.sharedStore, let aor = mapped ?? AddressOfRecord.canonical(requestURI) {
+        let aor = mapped ?? AddressOfRecord.canonical(requestURI)
+        let targets = locate(requestURI, aor: aor, method: request.method)
+        if targets.isEmpty, let shared = location.sharedStore, let aor {
             // Not registered here: another node sharing the location table may hold the user.
             shared.bindings(for: aor, validAt: location.clock.nowMilliseconds(), on: transaction.eventLoop)
                 .whenComplete { [self] result in
@@ -375,7 +376,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
                 }
             return
         }
-        deliver(transaction, request: request, requestURI: requestURI, targets: targets, aor: mapped ?? AddressOfRecord.canonical(requestURI))
+        deliver(transaction, request: request, requestURI: requestURI, targets: targets, aor: aor)
     }
 
     /// Answers from the targets found: 404 when none (unless a feature takes the request over),
@@ -635,7 +636,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
             }
             out.prependHeader(.recordRoute, recordRoute(outgoing))
         }
-        let branch = Self.branchPrefix + loopHash(request) + "." + SIPIdentifiers.tag()
+        let branch = SIPIdentifiers.joined(Self.branchPrefix, hex: loopHash(request), RandomPool.next())
         out.prependVia(ownVia(transport: outgoingTransport, ipv6: outgoingIPv6, branch: branch), cseq: (try? request.cseq()) ?? nil)
         return out
     }
@@ -794,13 +795,13 @@ public final class StatefulProxy: LocationObserver, Sendable {
             via.branch?.hasPrefix(Self.branchPrefix) == true && identity.isOwnAddress(host: via.host, port: via.port)
         }
         guard !ours.isEmpty else { return false }
-        let hash = loopHash(request)
-        return ours.contains { $0.branch?.hasPrefix(Self.branchPrefix + hash) == true }
+        let prefix = SIPIdentifiers.joined(Self.branchPrefix, hex: loopHash(request))
+        return ours.contains { $0.branch?.hasPrefix(prefix) == true }
     }
 
     /// Hash of what identifies the request at this hop (Request-URI, tags, Call-ID, CSeq number,
     /// Route, Proxy-Require), without the Via that changes at every hop.
-    private func loopHash(_ request: SIPMessage) -> String {
+    private func loopHash(_ request: SIPMessage) -> UInt64 {
         var hash = FNV1a()
         hash.add(request.requestURIString ?? "")
         hash.add("|")
@@ -815,7 +816,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         hash.add(request.values(.route), separator: ",")
         hash.add("|")
         hash.add(request.values(.proxyRequire), separator: ",")
-        return hash.hex
+        return hash.value
     }
 }
 
@@ -836,9 +837,6 @@ struct FNV1a {
             add(text)
         }
     }
-
-    /// The value as 16 lower-case hex digits.
-    var hex: String { SIPIdentifiers.hex(value) }
 }
 
 /// FNV-1a, for hashes that must be the same on every run and every node (branches, dispatcher keys).

@@ -15,8 +15,9 @@ public enum RequestMark {
         return hasher.finalize() | 1
     }
 
-    /// A To tag that the same request always gets (RFC 3261 §8.2.7), 16 hex digits.
-    public static func tag(mark: Int) -> String {
-        SIPIdentifiers.hex(UInt64(UInt(bitPattern: mark)))
+    /// The To tag that the same request always gets (RFC 3261 §8.2.7), as the number its 16 hex
+    /// digits write out.
+    static func tagValue(mark: Int) -> UInt64 {
+        UInt64(UInt(bitPattern: mark))
     }
 }

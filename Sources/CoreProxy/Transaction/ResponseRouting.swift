@@ -11,6 +11,11 @@ enum ResponseRouting {
         // (received differs from sent-by), as every deployed proxy does.
         if via.rport != nil { return inbound.flow }
         let port = via.port ?? 5060
+        // The usual case, a peer that names the address it sends from: that source as it is, not
+        // an address made again from the Via (NIO wrote the source's host when it read the datagram).
+        if via.received == nil, port == source.port, case .v4(let address) = source, address.host == via.host {
+            return inbound.flow
+        }
         if let received = via.received, let address = try? SocketAddress(ipAddress: received, port: port) {
             return .datagram(listener: listener, remote: address)
         }

@@ -11,8 +11,10 @@ public final class ServerTransaction: Sendable {
     public let key: TransactionKey
     public let inbound: InboundMessage
     public let eventLoop: any EventLoop
-    /// The To tag for responses this server generates itself (RFC 3261 §8.2.6.2).
-    public let localTag: String
+    /// The To tag for responses this server generates itself (RFC 3261 §8.2.6.2), written out
+    /// when asked for: a proxied request's transaction usually never answers itself.
+    public var localTag: String { SIPIdentifiers.hex(localTagValue) }
+    private let localTagValue: UInt64
     /// Whether the request is answered without keeping the transaction (its method is one the
     /// layer answers statelessly): a retransmission reaches the transaction user again.
     public let isStateless: Bool
@@ -49,7 +51,7 @@ public final class ServerTransaction: Sendable {
         // retransmission's response matches the original's.
         let mark = stateless ? RequestMark.of(inbound.message) : nil
         self.requestMark = mark
-        self.localTag = mark.map(RequestMark.tag(mark:)) ?? SIPIdentifiers.tag()
+        self.localTagValue = mark.map(RequestMark.tagValue(mark:)) ?? RandomPool.next()
         self.responseFlow = ResponseRouting.flow(for: inbound)
         let machine = ServerTransactionStateMachine(
             isInvite: inbound.message.method == .invite,
