@@ -18,17 +18,27 @@ struct EventBusTests {
         return logger
     }
 
-    /// Runs rabbitmqctl against the test broker.
+    /// Runs rabbitmqctl against the test broker. The Erlang CLI can fail to reach the node when
+    /// the whole suite holds both cores (one CI run: `start_app` failed, and the broker stayed
+    /// down for every later test), so it is tried three times; the last failure's output is kept.
     static func rabbitmqctl(_ arguments: String...) throws {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/bin/bash")
-        process.arguments = [TernBinaryTests.packageRoot.appendingPathComponent("scripts/services.sh").path, "rabbitmqctl"] + arguments
-        process.currentDirectoryURL = TernBinaryTests.packageRoot
-        process.standardOutput = FileHandle.nullDevice
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        guard process.terminationStatus == 0 else { throw TernTestFailure("rabbitmqctl \(arguments) failed") }
+        var output = ""
+        for attempt in 1...3 {
+            let process = Process()
+            process.executableURL = URL(fileURLWithPath: "/bin/bash")
+            process.arguments = [TernBinaryTests.packageRoot.appendingPathComponent("scripts/services.sh").path, "rabbitmqctl"] + arguments
+            process.currentDirectoryURL = TernBinaryTests.packageRoot
+            let pipe = Pipe()
+            process.standardOutput = pipe
+            process.standardError = pipe
+            try process.run()
+            let data = pipe.fileHandleForReading.readDataToEndOfFile()
+            process.waitUntilExit()
+            if process.terminationStatus == 0 { return }
+            output = String(decoding: data, as: UTF8.self)
+            if attempt < 3 { Thread.sleep(forTimeInterval: 2) }
+        }
+        throw TernTestFailure("rabbitmqctl \(arguments) failed three times: \(output)")
     }
 
     @Test func everyEventArrivesWithItsEnvelopeThroughTheBinary() async throws {
