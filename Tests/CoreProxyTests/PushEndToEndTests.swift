@@ -1,3 +1,4 @@
+import AsyncHTTPClient
 import CoreProxy
 import Foundation
 import Logging
@@ -40,15 +41,33 @@ struct PushEndToEndTests {
         proxy.pendingWait = pendingWait
         proxy.pendingMethods = pendingMethods
         proxy.waitForUnregistered = waitForUnregistered
+        // A client of its own: tests run side by side and reuse ports, and a pooled connection of
+        // the shared client to an earlier test's gateway on this port failed both attempts of a
+        // push once (the gateway saw nothing).
+        let client = HTTPClient(eventLoopGroupProvider: .singleton)
         let push = PushService(configuration: PushService.Configuration(providers: ["apns", "fcm"], retries: retries,
                                                                         retryDelay: .milliseconds(50)),
                                gateway: HTTPPushGateway(configuration: .init(url: gateway.url, authorization: "Bearer test-key",
-                                                                             timeout: .seconds(10))),
+                                                                             timeout: .seconds(10)), client: client),
                                logger: logger)
         let store: SQLiteMessageStore? = messaging
             ? try await SQLiteMessageStore.open(path: ":memory:", logger: logger, group: MultiThreadedEventLoopGroup.singleton) : nil
         defer { if let store { Task { await store.close() } } }
-        return try await withTestServer(listeners: listeners, timers: timers, registrar: registrar, proxy: proxy, configure: { server in
+        do {
+            let result = try await withServer(push, store: store, listeners: listeners, timers: timers, registrar: registrar, proxy: proxy, body)
+            try await client.shutdown()
+            return result
+        } catch {
+            try? await client.shutdown()
+            throw error
+        }
+    }
+
+    private static func withServer<T: Sendable>(_ push: PushService, store: SQLiteMessageStore?, listeners: [ListenerSpec],
+                                                timers: TransactionTimers, registrar: Registrar.Configuration,
+                                                proxy: StatefulProxy.Configuration,
+                                                _ body: @Sendable (RunningServer, PushService) async throws -> T) async throws -> T {
+        try await withTestServer(listeners: listeners, timers: timers, registrar: registrar, proxy: proxy, configure: { server in
             server.proxy.setPushService(push)
             if let store {
                 let service = MessagingService(configuration: MessagingEndToEndTests.settings(), store: store, proxy: server.proxy,
