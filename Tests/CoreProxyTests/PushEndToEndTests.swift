@@ -86,9 +86,20 @@ struct PushEndToEndTests {
         let phone = try await Agent.connect(server, user: "bob", transport: transport)
         let ok = try await MessageTuningEndToEndTests.register(phone, contactParameters: instance + ";+sip.pnsreg",
                                                                uriParameters: pushParameters)
-        await phone.client.close()
-        try await Task.sleep(for: .milliseconds(50))
+        try await sleep(phone, on: server)
         return ok
+    }
+
+    /// The phone closes its connection, and the server has seen it close: a request sent before
+    /// that would go out on the dying connection and wait for Timer F (a fixed 50 ms pause was
+    /// too short once in a loaded full run, and a stored MESSAGE got no 202 within 5 s).
+    static func sleep(_ phone: Agent, on server: RunningServer) async throws {
+        let open = server.server.transportLayer.connectionCount
+        await phone.client.close()
+        let deadline = ContinuousClock.now + .seconds(10)
+        while server.server.transportLayer.connectionCount >= open, open > 0, ContinuousClock.now < deadline {
+            try await Task.sleep(for: .milliseconds(10))
+        }
     }
 
     /// The phone wakes: a new connection, and a REGISTER refresh of the same device.
@@ -322,8 +333,7 @@ struct PushEndToEndTests {
             try await alice.send("ACK", to: contact, callID: "purr-call", toTag: "bob-dialog", routes: routes)
             _ = try await phone.next(.ack)
             // The phone sleeps; alice hangs up: the BYE waits for the push to wake it.
-            await phone.client.close()
-            try await Task.sleep(for: .milliseconds(50))
+            try await Self.sleep(phone, on: server)
             try await alice.send("BYE", to: contact, callID: "purr-call", cseq: 2, toTag: "bob-dialog", routes: routes)
             let pushes = await gateway.waitFor(1)
             #expect(pushes.first?.json?["to"] == Self.token && pushes.first?.json?["call_id"] == "purr-call")
