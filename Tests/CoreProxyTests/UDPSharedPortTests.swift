@@ -33,7 +33,7 @@ struct UDPSharedPortTests {
         }
     }
 
-    private static func start(sockets: Int, delay: TimeAmount? = nil, port: Int = 0,
+    static func start(sockets: Int, delay: TimeAmount? = nil, port: Int = 0,
                               group: MultiThreadedEventLoopGroup) async throws -> (TransportLayer, EchoReceiver, Int) {
         var logger = Logger(label: "tern.test")
         logger.logLevel = .critical
@@ -48,7 +48,7 @@ struct UDPSharedPortTests {
     }
 
     /// Each of `clients` sockets sends `perClient` datagrams at once; every one is answered.
-    private static func expectEveryDatagramAnswered(port: Int, clients: Int, perClient: Int) async throws {
+    static func expectEveryDatagramAnswered(port: Int, clients: Int, perClient: Int) async throws {
         var sockets: [TestSIPClient] = []
         for _ in 0..<clients { sockets.append(try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: port)) }
         for (index, client) in sockets.enumerated() {
@@ -66,7 +66,7 @@ struct UDPSharedPortTests {
     }
 
     /// A layer of echoing sockets on a 2-loop group for `body`, shut down afterwards.
-    private static func withEchoLayer(sockets: Int, delay: TimeAmount? = nil,
+    static func withEchoLayer(sockets: Int, delay: TimeAmount? = nil,
                                       _ body: (EchoReceiver, Int) async throws -> Void) async throws {
         let group = MultiThreadedEventLoopGroup(numberOfThreads: 2)
         let (layer, receiver, port) = try await start(sockets: sockets, delay: delay, group: group)

@@ -16,7 +16,7 @@ struct UDPSocketBufferTests {
                                        group: MultiThreadedEventLoopGroup.singleton, logger: logger)
         let bound = try await layer.start()
         let listener = try #require(bound.first)
-        let channel = try #require(layer.listenerChannel(listener.id))
+        let channel = try #require(layer.datagramSocket(listener.id)?.channel)
         // Linux reports twice what was set (its bookkeeping overhead), and caps the setting at
         // net.core.rmem_max / wmem_max (212,992 on a stock kernel): at least 2 × 212,992 either
         // way, where the kernel's default leaves 212,992.

@@ -75,6 +75,8 @@ public enum TransportError: Error, Sendable, Hashable, CustomStringConvertible {
     case cannotOriginate(SIPTransportProtocol)
     /// Too many connections open already.
     case connectionLimit
+    /// The kernel would refuse a datagram to this address from our socket (``DatagramReach``).
+    case unreachable(String, reason: String)
 
     public var description: String {
         switch self {
@@ -84,6 +86,7 @@ public enum TransportError: Error, Sendable, Hashable, CustomStringConvertible {
         case .connectFailed(let why): "connect failed: \(why)"
         case .cannotOriginate(let transport): "cannot open \(transport.rawValue) connections"
         case .connectionLimit: "connection limit reached"
+        case .unreachable(let address, let reason): "cannot send to \(address): \(reason)"
         }
     }
 }

@@ -4,6 +4,7 @@ import NIOPosix
 import NIOSSL
 import NIOWebSocket
 public import SIP
+import Logging
 import Metrics
 
 /// Where to send a request that has no flow yet: a transport, a host (IP literal or name) and port.
@@ -47,8 +48,13 @@ extension TransportLayer {
     public func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void> {
         switch flow {
         case .datagram(let listener, let remote):
-            guard let channel = listenerChannel(listener) else {
+            guard let (channel, reach) = datagramSocket(listener) else {
                 return group.next().makeFailedFuture(TransportError.flowClosed(flow))
+            }
+            if let reason = reach?.refusal(for: remote) {
+                metrics.datagramsRefused.increment()
+                logger.info("datagram not sent", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
+                return channel.eventLoop.makeFailedFuture(TransportError.unreachable("\(remote)", reason: reason))
             }
             metrics.bytesSent.increment(by: bytes.readableBytes)
             return channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: bytes))

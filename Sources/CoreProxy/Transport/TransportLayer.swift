@@ -150,11 +150,12 @@ public final class TransportLayer: Sendable {
 
     struct State {
         /// A UDP listener may have several sockets on one port, one per event loop; others have one.
-        var listeners: [ListenerID: (bound: BoundListener, channels: [any Channel])] = [:] {
+        /// A UDP listener's `reach` says what its sockets can send to.
+        var listeners: [ListenerID: (bound: BoundListener, channels: [any Channel], reach: DatagramReach?)] = [:] {
             didSet { udpListeners = listeners.values.filter { $0.bound.spec.transport == .udp }.sorted { $0.bound.id.rawValue < $1.bound.id.rawValue } }
         }
         /// The UDP ones in listener order, kept apart because every UDP send looks them up.
-        private(set) var udpListeners: [(bound: BoundListener, channels: [any Channel])] = []
+        private(set) var udpListeners: [(bound: BoundListener, channels: [any Channel], reach: DatagramReach?)] = []
         var connections: [ConnectionID: Connection] = [:]
         var connectionsByRemote: [RemoteKey: ConnectionID] = [:]
         var nextConnectionID: UInt64 = 1
@@ -222,6 +223,7 @@ public final class TransportLayer: Sendable {
     /// Binds every configured listener; returns them with their real ports.
     public func start() async throws -> [BoundListener] {
         var bound: [BoundListener] = []
+        let broadcasts = configuration.listeners.contains { $0.transport == .udp } ? DatagramReach.hostBroadcasts() : []
         do {
             for (offset, spec) in configuration.listeners.enumerated() {
                 let id = ListenerID(offset + 1)
@@ -231,7 +233,13 @@ public final class TransportLayer: Sendable {
                     throw StartError.bindFailed(spec, "no local address")
                 }
                 let listener = BoundListener(id: id, spec: spec, address: address)
-                state.withLockedValue { $0.listeners[id] = (listener, channels) }
+                let reach = spec.transport == .udp ? DatagramReach(local: address, broadcasts: broadcasts) : nil
+                state.withLockedValue { $0.listeners[id] = (listener, channels, reach) }
+                if spec.transport == .udp {
+                    for channel in channels {
+                        watch(channel, listener: id, spec: spec, port: listener.port, sharingPort: channels.count > 1)
+                    }
+                }
                 bound.append(listener)
             }
         } catch {
@@ -295,6 +303,59 @@ public final class TransportLayer: Sendable {
             }
             .bind(host: spec.host, port: port)
             .get()
+    }
+
+    /// Watches a UDP socket of a listener: when it closes while Tern serves (SwiftNIO closes a
+    /// datagram channel on a send or read error it does not expect), another is bound in its place,
+    /// on the same event loop and port, so the peers the kernel hashed to it are served again.
+    private func watch(_ channel: any Channel, listener id: ListenerID, spec: ListenerSpec, port: Int, sharingPort: Bool) {
+        channel.closeFuture.whenComplete { result in
+            let lost = self.state.withLockedValue { state -> Bool in
+                guard !state.shuttingDown, var entry = state.listeners[id],
+                      let index = entry.channels.firstIndex(where: { $0 === channel }) else { return false }
+                entry.channels.remove(at: index)
+                state.listeners[id] = entry
+                return true
+            }
+            guard lost else { return }
+            self.metrics.udpSocketsRebound.increment()
+            var reason = "closed"
+            if case .failure(let error) = result { reason = "\(error)" }
+            self.logger.error("UDP socket closed while serving: binding another", metadata: [
+                "listener": "\(spec)", "port": "\(port)", "reason": "\(reason)",
+            ])
+            self.rebind(listener: id, spec: spec, port: port, on: channel.eventLoop, sharingPort: sharingPort)
+        }
+    }
+
+    /// Binds a lost UDP socket again, retrying with back-off (50 ms up to 5 s) until it binds or Tern stops.
+    private func rebind(listener id: ListenerID, spec: ListenerSpec, port: Int, on loop: any EventLoop, sharingPort: Bool) {
+        Task {
+            var delay = 0.05
+            while !state.withLockedValue({ $0.shuttingDown }) {
+                do {
+                    let channel = try await bindUDP(spec, port: port, id: id, on: loop, sharingPort: sharingPort)
+                    let kept = state.withLockedValue { state -> Bool in
+                        guard !state.shuttingDown, state.listeners[id] != nil else { return false }
+                        state.listeners[id]?.channels.append(channel)
+                        return true
+                    }
+                    guard kept else {
+                        try? await channel.close()
+                        return
+                    }
+                    watch(channel, listener: id, spec: spec, port: port, sharingPort: sharingPort)
+                    logger.notice("UDP socket bound again", metadata: ["listener": "\(spec)", "port": "\(port)"])
+                    return
+                } catch {
+                    logger.error("binding a lost UDP socket again failed", metadata: [
+                        "listener": "\(spec)", "port": "\(port)", "error": "\(error)", "retry_in_s": "\(delay)",
+                    ])
+                    try? await Task.sleep(for: .seconds(delay))
+                    delay = min(delay * 2, 5)
+                }
+            }
+        }
     }
 
     /// Datagrams one recvmmsg(2) reads; each gets 64 KiB of the read buffer, the largest a datagram can be.
@@ -467,11 +528,14 @@ public final class TransportLayer: Sendable {
     }
 
     /// The listener's socket on the calling event loop when it has one there (a write from
-    /// another thread costs a hop to the socket's loop), else its first.
-    func listenerChannel(_ id: ListenerID) -> (any Channel)? {
+    /// another thread costs a hop to the socket's loop), else its first; with what a UDP
+    /// listener's sockets can send to.
+    func datagramSocket(_ id: ListenerID) -> (channel: any Channel, reach: DatagramReach?)? {
         state.withLockedValue { state in
-            guard let channels = state.listeners[id]?.channels else { return nil }
-            return channels.first { $0.eventLoop.inEventLoop } ?? channels.first
+            guard let listener = state.listeners[id],
+                  let channel = listener.channels.first(where: { $0.eventLoop.inEventLoop }) ?? listener.channels.first
+            else { return nil }
+            return (channel, listener.reach)
         }
     }
 

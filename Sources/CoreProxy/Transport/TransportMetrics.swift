@@ -11,4 +11,8 @@ struct TransportMetrics: Sendable {
     let idleClosed = Counter(label: "tern.transport.idle_closed")
     let streamErrors = Counter(label: "tern.transport.stream_errors")
     let socketErrors = Counter(label: "tern.transport.socket_errors")
+    /// Datagrams not sent because the kernel would refuse them (``DatagramReach``).
+    let datagramsRefused = Counter(label: "tern.transport.datagrams_refused")
+    /// UDP sockets bound again after closing while Tern served.
+    let udpSocketsRebound = Counter(label: "tern.transport.udp_sockets_rebound")
 }
