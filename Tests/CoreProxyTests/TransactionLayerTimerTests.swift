@@ -37,6 +37,9 @@ import Testing
         func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void> {
             loop.makeFailedFuture(TransportError.flowClosed(flow))
         }
+        func sendUnconfirmed(_ bytes: ByteBuffer, over flow: SIPFlow) -> TransportError? {
+            .flowClosed(flow)
+        }
         func send(_ bytes: ByteBuffer, to destination: SIPDestination) -> EventLoopFuture<SIPFlow> {
             loop.makeFailedFuture(TransportError.unresolvable(destination.host))
         }
@@ -229,6 +232,8 @@ import Testing
         let user = User(answering: 200)
         layer.setUser(user)
         layer.receive(try inbound(sipRequest("OPTIONS")), on: loop)
+        // Reported once the step that sent is done, on the transaction's loop.
+        loop.run()
         #expect(user.transportFailures.withLockedValue { $0 } == 1)
         #expect(layer.serverTransactionCount == 0)
     }

@@ -79,7 +79,7 @@ public final class InboundStage: TransportReceiver {
         ])
         let inbound = InboundMessage(message: request, transport: meta.transport, source: meta.source,
                                      local: meta.local, flow: meta.flow, listener: meta.listener)
-        sender.send(response.serialized(), over: ResponseRouting.flow(for: inbound)).whenFailure { _ in }
+        _ = sender.sendUnconfirmed(response.serialized(), over: ResponseRouting.flow(for: inbound))
     }
 
     private func drop(_ what: String, error: SIPParseError, meta: InboundMeta) {

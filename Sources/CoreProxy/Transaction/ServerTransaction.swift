@@ -153,8 +153,9 @@ public final class ServerTransaction: Sendable {
     }
 
     private func send(_ bytes: ByteBuffer) {
-        layer.sender.send(bytes, over: responseFlow).whenFailure { [self] _ in
-            handle(.transportError)
-        }
+        guard layer.sender.sendUnconfirmed(bytes, over: responseFlow) != nil else { return }
+        // Once the actions of this step are done (a send fails while they run, and the step
+        // may still table the answer for Timer J).
+        eventLoop.execute { [self] in handle(.transportError) }
     }
 }

@@ -10,10 +10,18 @@ public protocol SIPMessageSender: Sendable {
     /// The flow a send to `destination` would use when it is known at once, so a transaction can
     /// send over it directly instead of waiting on a future for it.
     func flowAtHand(for destination: SIPDestination) -> SIPFlow?
+    /// Sends when nothing waits on the write (answers): returns why the send could not start,
+    /// and nothing of the write itself.
+    func sendUnconfirmed(_ bytes: ByteBuffer, over flow: SIPFlow) -> TransportError?
 }
 
 extension SIPMessageSender {
     public func flowAtHand(for destination: SIPDestination) -> SIPFlow? { nil }
+
+    public func sendUnconfirmed(_ bytes: ByteBuffer, over flow: SIPFlow) -> TransportError? {
+        _ = send(bytes, over: flow)
+        return nil
+    }
 }
 
 extension TransportLayer: SIPMessageSender {}
@@ -198,10 +206,9 @@ public final class TransactionLayer: Sendable {
     /// that fails takes the answer off the table, as it ended the transaction before.
     private func resend(_ answer: AnsweredRequest, key: TransactionKey) {
         metrics.retransmissionsAbsorbed.increment()
-        sender.send(answer.response, over: answer.flow).whenFailure { [self] _ in
-            serverShard(key).withLockedValue { table in
-                if case .answered(let kept) = table[key], kept === answer { table[key] = nil }
-            }
+        guard sender.sendUnconfirmed(answer.response, over: answer.flow) != nil else { return }
+        serverShard(key).withLockedValue { table in
+            if case .answered(let kept) = table[key], kept === answer { table[key] = nil }
         }
     }
 

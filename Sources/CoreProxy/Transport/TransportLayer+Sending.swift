@@ -46,28 +46,59 @@ extension TransportLayer {
     /// Sends bytes over an existing flow. Fails with ``TransportError/flowClosed(_:)`` when the
     /// connection is gone, so the caller can treat the target as dead.
     public func send(_ bytes: ByteBuffer, over flow: SIPFlow) -> EventLoopFuture<Void> {
+        switch outlet(for: flow, bytes: bytes.readableBytes) {
+        case .failure(let error):
+            return group.next().makeFailedFuture(error)
+        case .success(.datagram(let channel, let remote)):
+            return channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: bytes))
+        case .success(.stream(let channel)):
+            return channel.writeAndFlush(bytes)
+        case .success(.webSocket(let channel)):
+            return channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: bytes))
+        }
+    }
+
+    /// Sends bytes over an existing flow when nothing waits on the write (answers to requests):
+    /// no promise is made for it, which was a tenth of the cost of answering a REGISTER. Returns
+    /// why the send could not start. A failed write is not reported: over UDP only EMSGSIZE and
+    /// EHOSTUNREACH fail one datagram (a retransmission gets the answer again), and a connection
+    /// whose write fails closes, which its close handlers hear.
+    public func sendUnconfirmed(_ bytes: ByteBuffer, over flow: SIPFlow) -> TransportError? {
+        switch outlet(for: flow, bytes: bytes.readableBytes) {
+        case .failure(let error):
+            return error
+        case .success(.datagram(let channel, let remote)):
+            channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: bytes), promise: nil)
+        case .success(.stream(let channel)):
+            channel.writeAndFlush(bytes, promise: nil)
+        case .success(.webSocket(let channel)):
+            channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .text, data: bytes), promise: nil)
+        }
+        return nil
+    }
+
+    private enum Outlet {
+        case datagram(any Channel, SocketAddress)
+        case stream(any Channel)
+        case webSocket(any Channel)
+    }
+
+    /// The channel a send over `flow` writes to, counting `bytes` as sent; or why there is none.
+    private func outlet(for flow: SIPFlow, bytes: Int) -> Result<Outlet, TransportError> {
         switch flow {
         case .datagram(let listener, let remote):
-            guard let (channel, reach) = datagramSocket(listener) else {
-                return group.next().makeFailedFuture(TransportError.flowClosed(flow))
-            }
+            guard let (channel, reach) = datagramSocket(listener) else { return .failure(.flowClosed(flow)) }
             if let reason = reach?.refusal(for: remote) {
                 metrics.datagramsRefused.increment()
                 logger.info("datagram not sent", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
-                return channel.eventLoop.makeFailedFuture(TransportError.unreachable("\(remote)", reason: reason))
+                return .failure(.unreachable("\(remote)", reason: reason))
             }
-            metrics.bytesSent.increment(by: bytes.readableBytes)
-            return channel.writeAndFlush(AddressedEnvelope(remoteAddress: remote, data: bytes))
+            metrics.bytesSent.increment(by: bytes)
+            return .success(.datagram(channel, remote))
         case .connection(let id):
-            guard let connection = connection(id), connection.channel.isActive else {
-                return group.next().makeFailedFuture(TransportError.flowClosed(flow))
-            }
-            metrics.bytesSent.increment(by: bytes.readableBytes)
-            if connection.isWebSocket {
-                let frame = WebSocketFrame(fin: true, opcode: .text, data: bytes)
-                return connection.channel.writeAndFlush(frame)
-            }
-            return connection.channel.writeAndFlush(bytes)
+            guard let connection = connection(id), connection.channel.isActive else { return .failure(.flowClosed(flow)) }
+            metrics.bytesSent.increment(by: bytes)
+            return .success(connection.isWebSocket ? .webSocket(connection.channel) : .stream(connection.channel))
         }
     }
 
