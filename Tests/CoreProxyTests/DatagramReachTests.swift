@@ -102,6 +102,21 @@ struct DatagramReachTests {
         try await group.shutdownGracefully()
     }
 
+    /// A request that came over TCP and is too large for a datagram to a UDP device fails at
+    /// once (the kernel's EMSGSIZE would come after the write, with nobody waiting for it).
+    @Test func aRequestTooLargeForADatagramFailsAtOnce() async throws {
+        try await withTestServer(maxMessageSize: 200_000) { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            #expect(try await bob.register().statusCode == 200)
+            let alice = try await Agent.connect(server, user: "alice", transport: .tcp)
+            let started = ContinuousClock.now
+            try await alice.send("MESSAGE", to: "sip:bob@tern.test", callID: "too-large", body: String(repeating: "x", count: 70_000))
+            #expect(try await alice.response(callID: "too-large").statusCode == 480)
+            #expect(ContinuousClock.now - started < .seconds(3), "not Timer F's 32 s")
+            #expect(await bob.somethingNew(within: .milliseconds(200)) == nil)
+        }
+    }
+
     /// Through the proxy: a contact at an address the server's socket cannot send to is a dead
     /// device (480, binding removed), and the server goes on serving on every socket.
     @Test func aContactAtABroadcastAddressCostsOneRequest() async throws {

@@ -136,9 +136,18 @@ public final class ClientTransaction: Sendable {
     }
 
     private func send(_ bytes: ByteBuffer, over flow: SIPFlow) {
-        layer.sender.send(bytes, over: flow).whenFailure { [self] error in
-            failed(error as? TransportError ?? .flowClosed(flow))
+        guard case .datagram = flow else {
+            // A connection's write can fail after it started (the peer reset it): that is heard.
+            layer.sender.send(bytes, over: flow).whenFailure { [self] error in
+                failed(error as? TransportError ?? .flowClosed(flow))
+            }
+            return
         }
+        // A datagram that cannot leave is known before it is written (a closed listener, a
+        // destination the kernel refuses, a size no datagram has); the write's own failure
+        // (EHOSTUNREACH) is not waited for, and Timer B or F ends the transaction then.
+        guard let error = layer.sender.sendUnconfirmed(bytes, over: flow) else { return }
+        eventLoop.execute { [self] in failed(error) }
     }
 
     /// Reports a transport error once: checking that the transaction is live and ending it happen

@@ -10,6 +10,10 @@ import NIOCore
 /// that cannot be foreseen (no route, a firewall's EPERM) are met by binding the socket again
 /// (``TransportLayer``).
 struct DatagramReach: Sendable {
+    /// The most a UDP datagram carries over IPv4 (65,535 less the IP and UDP headers); the kernel
+    /// answers a larger one with EMSGSIZE.
+    static let largestPayload = 65_507
+
     /// The socket is bound to a loopback address: the kernel lets it reach loopback peers only.
     let loopbackOnly: Bool
     /// This host's IPv4 broadcast addresses (host byte order): 255.255.255.255 and each interface

@@ -88,6 +88,10 @@ extension TransportLayer {
         switch flow {
         case .datagram(let listener, let remote):
             guard let (channel, reach) = datagramSocket(listener) else { return .failure(.flowClosed(flow)) }
+            guard bytes <= DatagramReach.largestPayload else {
+                metrics.datagramsRefused.increment()
+                return .failure(.unreachable("\(remote)", reason: "\(bytes) bytes do not fit in a datagram"))
+            }
             if let reason = reach?.refusal(for: remote) {
                 metrics.datagramsRefused.increment()
                 logger.info("datagram not sent", metadata: ["remote": "\(remote)", "reason": "\(reason)"])
