@@ -214,7 +214,7 @@ public final class DigestAuthenticator: Sendable {
     }
 
     /// Failures are counted per source IP address; its text is made only when there are failures to look at.
-    private static func failureKey(_ source: SocketAddress) -> String { source.ipAddress ?? "?" }
+    private static func failureKey(_ source: SocketAddress) -> String { source.peerIP ?? "?" }
 
     private func isRateLimited(_ source: SocketAddress, now: Int64) -> Bool {
         failures.withLockedValue { table in

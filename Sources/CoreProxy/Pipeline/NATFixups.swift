@@ -6,7 +6,7 @@ enum NATFixups {
     /// Adds `received` to the top Via when the source address differs from its sent-by host, and fills
     /// an empty `rport` with the source port, so responses and later hops reach the peer behind NAT.
     static func stampReceived(_ message: inout SIPMessage, source: SocketAddress) {
-        guard let sourceIP = source.ipAddress, var via = try? message.topVia() else { return }
+        guard let sourceIP = source.peerIP, var via = try? message.topVia() else { return }
         let asksForRport = via.rport != nil
         let hostMatches = addressesEqual(via.host, sourceIP)
         guard !hostMatches || asksForRport else { return }

@@ -295,7 +295,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
             return
         }
         if initial, let router = routerBox.withLockedValue({ $0 }),
-           let choice = router.route(request, requestURI: requestURI, source: transaction.inbound.source.ipAddress) {
+           let choice = router.route(request, requestURI: requestURI, source: transaction.inbound.source.peerIP) {
             follow(choice, transaction: transaction, request: request)
             return
         }

@@ -6,7 +6,7 @@ import SIP
 /// private address (RFC 1918, RFC 6598) other than the source.
 enum NATDetection {
     static func isBehindNAT(request: SIPMessage, contact: SIPURI, source: SocketAddress) -> Bool {
-        guard let sourceIP = source.ipAddress else { return false }
+        guard let sourceIP = source.peerIP else { return false }
         if let via = try? request.topVia() {
             let viaHost = via.host.hasPrefix("[") ? String(via.host.dropFirst().dropLast()) : via.host
             let viaPort = via.port ?? (SIPTransportProtocol(token: via.transport) ?? .udp).defaultPort

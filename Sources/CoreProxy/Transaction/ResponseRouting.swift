@@ -25,15 +25,8 @@ enum ResponseRouting {
             return .datagram(listener: listener, remote: address)
         }
         var fallback = source
-        try? fallback.setPort(port)
+        fallback.port = port
         return .datagram(listener: listener, remote: fallback)
-    }
-}
-
-extension SocketAddress {
-    mutating func setPort(_ port: Int) throws {
-        guard let ip = ipAddress else { return }
-        self = try SocketAddress(ipAddress: ip, port: port)
     }
 }
 

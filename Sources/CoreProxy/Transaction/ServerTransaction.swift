@@ -113,7 +113,7 @@ public final class ServerTransaction: Sendable {
 
     /// Who gets the responses, for tuning: the request's source and what the request says it takes.
     private var requester: TuningPeer {
-        TuningPeer(addresses: inbound.source.ipAddress.map { [$0] } ?? [], userAgent: request.firstValue(.userAgent),
+        TuningPeer(addresses: inbound.source.peerIP.map { [$0] } ?? [], userAgent: request.firstValue(.userAgent),
                    acceptsGzip: request.acceptEncodings.contains("gzip"))
     }
 
