@@ -40,12 +40,10 @@ struct DatagramReach: Sendable {
         switch address {
         case .v4:
             return (ipv4(address) ?? 0) >> 24 == 127
-        case .v6:
+        case .v6(let address):
             // sockaddr_in6: family, port, flow info, then the 16 address bytes at offset 8.
-            return address.withSockAddr { pointer, size in
-                guard size >= 24 else { return false }
-                let bytes = UnsafeRawBufferPointer(start: UnsafeRawPointer(pointer) + 8, count: 16)
-                return bytes.prefix(15).allSatisfy { $0 == 0 } && bytes[15] == 1
+            return withUnsafeBytes(of: address.address) { bytes in
+                bytes.count >= 24 && bytes[8..<23].allSatisfy { $0 == 0 } && bytes[23] == 1
             }
         case .unixDomainSocket:
             return false
@@ -54,10 +52,9 @@ struct DatagramReach: Sendable {
 
     /// An IPv4 address in host byte order (sockaddr_in: family, port, then the address at offset 4).
     static func ipv4(_ address: SocketAddress) -> UInt32? {
-        guard case .v4 = address else { return nil }
-        return address.withSockAddr { pointer, size in
-            guard size >= 8 else { return nil }
-            return UInt32(bigEndian: UnsafeRawPointer(pointer).loadUnaligned(fromByteOffset: 4, as: UInt32.self))
+        guard case .v4(let address) = address else { return nil }
+        return withUnsafeBytes(of: address.address) { bytes in
+            bytes.count >= 8 ? UInt32(bigEndian: bytes.loadUnaligned(fromByteOffset: 4, as: UInt32.self)) : nil
         }
     }
 
