@@ -761,9 +761,9 @@ public final class StatefulProxy: LocationObserver, Sendable {
                               + (listener.map(LocalIdentity.hostPort) ?? "127.0.0.1") + ";branch=" + branch)
         // Prefer the flow a registered device keeps open.
         if let binding = registeredFlow(for: next) {
-            _ = transport.send(message.serialized(), over: binding)
+            _ = transport.sendUnconfirmed(message.serialized(), over: binding)
         } else {
-            _ = transport.send(message.serialized(), to: destination)
+            transport.sendStatelessly(message.serialized(), to: destination)
         }
     }
 
@@ -782,7 +782,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         let port: Int
         if case .some(.some(let rport)) = next.rport { port = rport } else { port = next.port ?? 5060 }
         let transportKind = SIPTransportProtocol(token: next.transport) ?? .udp
-        _ = transport.send(response.serialized(), to: SIPDestination(transport: transportKind, host: host, port: port))
+        transport.sendStatelessly(response.serialized(), to: SIPDestination(transport: transportKind, host: host, port: port))
     }
 
     // MARK: - Loops (RFC 3261 §16.3 step 4)

@@ -77,6 +77,16 @@ extension TransportLayer {
         return nil
     }
 
+    /// Sends where nothing waits for the outcome (an ACK for a 2xx, a stray response): over the
+    /// flow at hand without a write promise, else by finding or opening one.
+    public func sendStatelessly(_ bytes: ByteBuffer, to destination: SIPDestination) {
+        if let flow = flowAtHand(for: destination) {
+            _ = sendUnconfirmed(bytes, over: flow)
+        } else {
+            _ = send(bytes, to: destination)
+        }
+    }
+
     private enum Outlet {
         case datagram(any Channel, SocketAddress)
         case stream(any Channel)
