@@ -309,7 +309,7 @@ public final class TransportLayer: Sendable {
     /// datagram channel on a send or read error it does not expect), another is bound in its place,
     /// on the same event loop and port, so the peers the kernel hashed to it are served again.
     private func watch(_ channel: any Channel, listener id: ListenerID, spec: ListenerSpec, port: Int, sharingPort: Bool) {
-        channel.closeFuture.whenComplete { result in
+        channel.closeFuture.whenComplete { _ in
             let lost = self.state.withLockedValue { state -> Bool in
                 guard !state.shuttingDown, var entry = state.listeners[id],
                       let index = entry.channels.firstIndex(where: { $0 === channel }) else { return false }
@@ -319,10 +319,9 @@ public final class TransportLayer: Sendable {
             }
             guard lost else { return }
             self.metrics.udpSocketsRebound.increment()
-            var reason = "closed"
-            if case .failure(let error) = result { reason = "\(error)" }
+            // SwiftNIO does not say which error closed it: a send the kernel refused, most likely.
             self.logger.error("UDP socket closed while serving: binding another", metadata: [
-                "listener": "\(spec)", "port": "\(port)", "reason": "\(reason)",
+                "listener": "\(spec)", "port": "\(port)",
             ])
             self.rebind(listener: id, spec: spec, port: port, on: channel.eventLoop, sharingPort: sharingPort)
         }
