@@ -117,6 +117,56 @@ struct DatagramReachTests {
         }
     }
 
+    /// An IPv4 address of this machine other than loopback, for a listener of its own (nil where there is none).
+    static let hostAddress: String? = {
+        for device in (try? System.enumerateDevices()) ?? [] {
+            guard let address = device.address, let ip = DatagramReach.ipv4(address), ip >> 24 != 127, ip != 0 else { continue }
+            return address.ipAddress
+        }
+        return nil
+    }()
+
+    /// Collects the start lines of the datagrams a stand-in device gets.
+    final class StartLines: ChannelInboundHandler, Sendable {
+        typealias InboundIn = AddressedEnvelope<ByteBuffer>
+        let lines = NIOLockedValueBox<[String]>([])
+        func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+            let text = String(buffer: unwrapInboundIn(data).data)
+            lines.withLockedValue { $0.append(String(text.prefix { $0 != "\r\n" })) }
+        }
+    }
+
+    /// With a loopback and a host-address listener, a device on the host address is sent to from
+    /// the listener that can reach it, not from the first one (whose send the kernel would refuse).
+    @Test(.enabled(if: DatagramReachTests.hostAddress != nil, "needs an IPv4 address other than loopback"))
+    func aDeviceIsReachedFromTheListenerThatCanReachIt() async throws {
+        let ip = try #require(Self.hostAddress)
+        let collector = StartLines()
+        let device = try await DatagramBootstrap(group: MultiThreadedEventLoopGroup.singleton)
+            .channelInitializer { channel in channel.eventLoop.makeCompletedFuture { try channel.pipeline.syncOperations.addHandler(collector) } }
+            .bind(host: ip, port: 0).get()
+        let devicePort = try #require(device.localAddress?.port)
+        let listeners = [ListenerSpec(transport: .udp, host: "127.0.0.1", port: 0), ListenerSpec(transport: .udp, host: ip, port: 0)]
+        try await withTestServer(listeners: listeners) { server in
+            let bob = try await Agent.connect(server, user: "bob")
+            bob.cseq += 1
+            let text = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/UDP \(bob.viaHost);branch=\(SIPIdentifiers.branch());rport\r\n"
+                + "Max-Forwards: 70\r\nFrom: <sip:bob@tern.test>;tag=h1\r\nTo: <sip:bob@tern.test>\r\n"
+                + "Call-ID: host-reach\r\nCSeq: \(bob.cseq) REGISTER\r\nContact: <sip:bob@\(ip):\(devicePort)>\r\nExpires: 600\r\n"
+                + "Content-Length: 0\r\n\r\n"
+            try await bob.client.send(text)
+            #expect(try await bob.response(callID: "host-reach").statusCode == 200)
+            let alice = try await Agent.connect(server, user: "alice")
+            try await alice.send("MESSAGE", to: "sip:bob@tern.test", callID: "to-host-address", body: "hello")
+            let deadline = ContinuousClock.now + .seconds(5)
+            while collector.lines.withLockedValue({ $0.isEmpty }), ContinuousClock.now < deadline {
+                try await Task.sleep(for: .milliseconds(20))
+            }
+            #expect(collector.lines.withLockedValue { $0.first } == "MESSAGE sip:bob@\(ip):\(devicePort) SIP/2.0")
+        }
+        try await device.close()
+    }
+
     /// Through the proxy: a contact at an address the server's socket cannot send to is a dead
     /// device (480, binding removed), and the server goes on serving on every socket.
     @Test func aContactAtABroadcastAddressCostsOneRequest() async throws {

@@ -183,11 +183,16 @@ extension TransportLayer {
         }
     }
 
+    /// The UDP listener to send to `address` from: one of its address family, preferring one whose
+    /// socket can reach it (with a loopback and a public listener, a remote peer gets the public one).
     private func udpListener(for address: SocketAddress) -> ListenerID? {
         state.withLockedValue { state in
             let udp = state.udpListeners
-            return udp.first { $0.bound.address.protocol == address.protocol }?.bound.id
-                ?? udp.first { $0.bound.spec.host == "::" }?.bound.id
+            let family = udp.lazy.filter { $0.bound.address.protocol == address.protocol }
+            guard let first = family.first else { return udp.first { $0.bound.spec.host == "::" }?.bound.id }
+            // One listener of the family leaves no choice (its check comes with the send).
+            guard family.dropFirst().first != nil else { return first.bound.id }
+            return (family.first { $0.reach?.refusal(for: address) == nil } ?? first).bound.id
         }
     }
 
