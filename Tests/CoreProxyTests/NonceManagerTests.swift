@@ -1,4 +1,4 @@
-import CoreProxy
+@testable import CoreProxy
 import Testing
 
 /// Stateless nonces with per-nonce counts (RFC 7616 §3.3–3.4).
@@ -34,5 +34,18 @@ struct NonceManagerTests {
         #expect(manager.verify(nonce, realm: "tern.test", nonceCount: 2, now: now + 33, retransmission: 45) == .fresh)
         // A lower count is a replay whatever the mark.
         #expect(manager.verify(nonce, realm: "tern.test", nonceCount: 1, now: now + 34, retransmission: 45) == .stale)
+    }
+
+    /// The time as `String(_:radix: 16)` writes it (what ``NonceManager/verify`` reads back), then
+    /// the salt's low 48 bits.
+    @Test func aStampIsTheTimeInHexAndTwelveDigitsOfSalt() {
+        #expect(NonceManager.stamp(issued: 0x6943_a1b2, salt: 0xffff_0000_00ab_cdef) == "6943a1b2-000000abcdef")
+        #expect(NonceManager.stamp(issued: 0, salt: 0) == "0-000000000000")
+        #expect(NonceManager.stamp(issued: UInt64(Int64.max), salt: 1) == String(Int64.max, radix: 16) + "-000000000001")
+        let manager = NonceManager(secret: Array("secret".utf8), lifetimeSeconds: 300)
+        let nonce = manager.make(realm: "tern.test", now: 1_796_000_000)
+        #expect(nonce.hasPrefix(String(1_796_000_000, radix: 16) + "-"))
+        #expect(nonce.split(separator: ".").last?.count == 32)
+        #expect(manager.verify(nonce, realm: "tern.test", nonceCount: nil, now: 1_796_000_010) == .fresh)
     }
 }

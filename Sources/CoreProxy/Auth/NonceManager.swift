@@ -47,9 +47,46 @@ public final class NonceManager: Sendable {
     public func make(realm: String, now: Int64) -> String {
         // The salt comes from the kernel-randomness pool the tags use; OpenSSL's generator took a
         // lock and an AES block per challenge.
-        let salt = withUnsafeBytes(of: RandomPool.next()) { Hashing.hexString($0.prefix(6)) }
-        let stamp = String(now, radix: 16) + "-" + salt
-        return stamp + "." + signature(stamp: stamp.utf8[...], realm: realm) { Hashing.hexString($0) }
+        let stamp = Self.stamp(issued: UInt64(max(0, now)), salt: RandomPool.next())
+        // The nonce written once: the time by String(_:radix:) and three joins were 1.8 % of a
+        // digest registration's CPU.
+        return signature(stamp: stamp.utf8[...], realm: realm) { mac in
+            String(unsafeUninitializedCapacity: stamp.utf8.count + 1 + mac.count * 2) { buffer in
+                var index = 0
+                for byte in stamp.utf8 {
+                    buffer[index] = byte
+                    index += 1
+                }
+                buffer[index] = UInt8(ascii: ".")
+                index += 1
+                for byte in mac {
+                    buffer[index] = Hashing.hexDigit(byte >> 4)
+                    buffer[index + 1] = Hashing.hexDigit(byte)
+                    index += 2
+                }
+                return index
+            }
+        }
+    }
+
+    /// `issued-salt`: the issue time in hex without leading zeros, then the salt's low 48 bits as
+    /// twelve hex digits.
+    static func stamp(issued: UInt64, salt: UInt64) -> String {
+        let timeDigits = max(1, (64 - issued.leadingZeroBitCount + 3) / 4)
+        return String(unsafeUninitializedCapacity: timeDigits + 13) { buffer in
+            var time = issued
+            for index in stride(from: timeDigits - 1, through: 0, by: -1) {
+                buffer[index] = Hashing.hexDigit(UInt8(truncatingIfNeeded: time))
+                time >>= 4
+            }
+            buffer[timeDigits] = UInt8(ascii: "-")
+            var random = salt
+            for index in stride(from: timeDigits + 12, through: timeDigits + 1, by: -1) {
+                buffer[index] = Hashing.hexDigit(UInt8(truncatingIfNeeded: random))
+                random >>= 4
+            }
+            return timeDigits + 13
+        }
     }
 
     /// Checks a nonce presented with credentials, and the nonce-count when qop is used.
