@@ -29,10 +29,11 @@ struct ProxyEndToEndTests {
             Agent(try await TestSIPClient.connect(transport, host: "127.0.0.1", port: server.port(transport)), user: user)
         }
 
+        /// `contact` names another device address than the agent's own (`<sip:...>`).
         func register(instance: String? = nil, q: String? = nil, expires: Int = 600,
-                      domain: String = "tern.test") async throws -> SIPMessage {
+                      domain: String = "tern.test", contact address: String? = nil) async throws -> SIPMessage {
             cseq += 1
-            var contact = "<sip:\(user)@\(viaHost);transport=\(client.transport.rawValue)>"
+            var contact = address ?? "<sip:\(user)@\(viaHost);transport=\(client.transport.rawValue)>"
             if let instance { contact += ";+sip.instance=\"<\(instance)>\"" }
             if let q { contact += ";q=\(q)" }
             let text = "REGISTER sip:tern.test SIP/2.0\r\nVia: SIP/2.0/\(transportToken) \(viaHost);branch=\(SIPIdentifiers.branch());rport\r\n"
