@@ -199,7 +199,7 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         let bindings = location.bindings(for: subscription.setAOR)
         let contacts = bindings.map { binding in
             RegInfoDocument.Contact(id: contactID(binding), state: "active", event: "registered",
-                                    expires: binding.remainingSeconds(at: now), uri: binding.contact.description)
+                                    expires: binding.remainingSeconds(at: now), uri: binding.contactText)
         }
         return RegInfoDocument(version: 0, state: "full", registrations: subscription.identities.map { identity in
             RegInfoDocument.Registration(aor: identity, id: String(fnv1a(identity) % 1_000_000_000, radix: 36),
@@ -224,7 +224,7 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         let remaining = location.bindings(for: binding.aor)
         let contact = RegInfoDocument.Contact(id: contactID(binding), state: state, event: name,
                                               expires: state == "active" ? binding.remainingSeconds(at: Self.now()) : nil,
-                                              uri: binding.contact.description)
+                                              uri: binding.contactText)
         for subscription in watching {
             let document = RegInfoDocument(version: 0, state: "partial", registrations: subscription.identities.map { identity in
                 RegInfoDocument.Registration(aor: identity, id: String(fnv1a(identity) % 1_000_000_000, radix: 36),
@@ -249,7 +249,7 @@ public final class RegEventService: SIPRequestHandler, LocationObserver, Sendabl
         func contacts(state: String, event: String) -> [RegInfoDocument.Contact] {
             bindings.map { binding in
                 RegInfoDocument.Contact(id: contactID(binding), state: state, event: event,
-                                        expires: state == "active" ? binding.remainingSeconds(at: now) : nil, uri: binding.contact.description)
+                                        expires: state == "active" ? binding.remainingSeconds(at: now) : nil, uri: binding.contactText)
             }
         }
         for subscription in watching {

@@ -35,7 +35,7 @@ enum LocationMethods {
 
     /// The contact as registered, or its key (the instance id for an outbound device).
     private static func matches(_ binding: Binding, contact: String) -> Bool {
-        if binding.contact.description == contact || binding.key == contact { return true }
+        if binding.contactText == contact || binding.key == contact { return true }
         guard let uri = try? SIPURI(parsing: contact) else { return false }
         return binding.contact == uri
     }
@@ -43,7 +43,7 @@ enum LocationMethods {
     static func encode(_ binding: Binding, now: Int64) -> JSONValue {
         .object([
             ("aor", .string(binding.aor)),
-            ("contact", .string(binding.contact.description)),
+            ("contact", .string(binding.contactText)),
             ("expires", .int(Int64(binding.remainingSeconds(at: now)))),
             ("q", .double(binding.q)),
             ("instance", binding.instanceID.map { .string($0) } ?? .null),

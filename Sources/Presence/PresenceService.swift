@@ -288,7 +288,7 @@ public final class PresenceService: SIPRequestHandler, LocationObserver, ServerF
 
     /// Recomputes what watchers see; when it changed, every watcher is told (throttled).
     private func recompose(_ aor: String) {
-        let registered = configuration.deriveFromRegistration ? location.bindings(for: aor).map(\.contact.description) : []
+        let registered = configuration.deriveFromRegistration ? location.bindings(for: aor).map(\.contactText) : []
         let change = presentities.withLockedValue { table -> (ids: Set<String>, critical: Bool, open: Bool)? in
             guard var presentity = table[aor] else { return nil }
             let document: PIDFDocument?

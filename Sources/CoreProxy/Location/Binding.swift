@@ -6,7 +6,14 @@ public struct Binding: Sendable, Hashable {
     /// The canonical address-of-record, `sip:user@domain` (see ``AddressOfRecord``).
     public var aor: String
     /// The Contact URI as the device registered it (the device's own view, echoed in 200 OK).
-    public var contact: SIPURI { didSet { rekey() } }
+    public var contact: SIPURI {
+        didSet {
+            rekey()
+            contactText = contact.description
+        }
+    }
+    /// ``contact`` as text, spelled once: the 200 OK, every binding event and the stores write it.
+    public private(set) var contactText: String
     /// Contact parameters other than `expires` (q, +sip.instance, reg-id, feature tags...).
     public var contactParameters: SIPParameters
     /// Unix time in milliseconds when the binding lapses.
@@ -43,6 +50,7 @@ public struct Binding: Sendable, Hashable {
                 instanceID: String? = nil, regID: UInt32? = nil) {
         self.aor = aor
         self.contact = contact
+        self.contactText = contact.description
         self.contactParameters = contactParameters
         self.expiresAt = expiresAt
         self.callID = callID

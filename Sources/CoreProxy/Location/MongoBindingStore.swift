@@ -81,7 +81,7 @@ public final class MongoBindingStore: SharedBindingStore {
             "aor": .string(binding.aor),
             "node": .string(node),
             "expires_at": .date(binding.expiresAt),
-            "contact": .string(binding.contact.description),
+            "contact": .string(binding.contactText),
             "contact_parameters": .string(binding.contactParameters.description),
             "call_id": .string(binding.callID),
             "cseq": .int64(Int64(binding.cseq)),

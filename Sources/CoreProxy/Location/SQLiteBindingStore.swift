@@ -98,7 +98,7 @@ struct BindingRow {
         var udpListener = SQLiteDatabase.Value.null
         if case .datagram(let listener, _) = binding.flow { udpListener = .integer(Int64(listener.rawValue)) }
         values = [
-            .text(binding.aor), .text(binding.key), .integer(binding.expiresAt), .text(binding.contact.description),
+            .text(binding.aor), .text(binding.key), .integer(binding.expiresAt), .text(binding.contactText),
             .text(binding.contactParameters.description), .text(binding.callID), .integer(Int64(binding.cseq)),
             binding.instanceID.map { .text($0) } ?? .null, binding.regID.map { .integer(Int64($0)) } ?? .null,
             .text(binding.transport.rawValue), udpListener,

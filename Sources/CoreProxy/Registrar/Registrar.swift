@@ -324,7 +324,13 @@ public final class Registrar: SIPRequestHandler {
                     parameters.set("temp-gruu", "\"" + GRUU.temporary(user: temporary, aor: aor) + "\"")
                 }
             }
-            response.appendHeader(.contact, SIPAddress(uri: binding.contact, parameters: parameters).description)
+            var contact = ""
+            contact.reserveCapacity(binding.contactText.utf8.count + 2 + parameters.estimatedLength)
+            contact.append("<")
+            contact.append(binding.contactText)
+            contact.append(">")
+            parameters.append(to: &contact)
+            response.appendHeader(.contact, contact)
         }
         // RFC 3327 §5.3: echo Path when the UA supports it.
         if supported.contains("path"), configuration.pathMode != .off {
