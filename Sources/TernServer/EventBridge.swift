@@ -21,13 +21,13 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         // walk and free. The binding is read in place (a copy of it retains a dozen fields).
         var payload = JSONObjectWriter()
         payload.add("aor", event.binding.aor)
-        payload.add("contact", event.binding.contact.description)
+        payload.add("contact", event.binding.contactText)
         payload.add("expires_at", timestamp: event.binding.expiresAt)
         payload.add("transport", event.binding.transport.rawValue)
         payload.add("instance", event.binding.instanceID)
         payload.add("source", hostPort: event.binding.source)
         payload.add("user_agent", event.binding.userAgent)
-        outbox.enqueue(TernEvent(type: Self.registrationTypes[event.kind] ?? "registration." + event.kind.rawValue, payload: payload))
+        outbox.enqueue(TernEvent(type: Self.registrationType(event.kind), payload: payload))
     }
 
     public func callEvent(_ event: CallEvent) {
@@ -38,9 +38,16 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
         outbox.enqueue(TernEvent(type: "call." + event.kind.rawValue, payload: payload))
     }
 
-    /// Spelled once: a name this long is a heap allocation each time it is concatenated.
-    private static let registrationTypes: [BindingEvent.Kind: String] = Dictionary(uniqueKeysWithValues:
-        [BindingEvent.Kind.added, .refreshed, .removed, .expired].map { ($0, "registration." + $0.rawValue) })
+    /// Literals: no heap string to retain here and release on the publisher's thread, and no
+    /// dictionary lookup (an enum with a String raw value hashes and compares that string).
+    private static func registrationType(_ kind: BindingEvent.Kind) -> String {
+        switch kind {
+        case .added: "registration.added"
+        case .refreshed: "registration.refreshed"
+        case .removed: "registration.removed"
+        case .expired: "registration.expired"
+        }
+    }
 
     public func pushEvent(_ event: PushEvent) {
         let push = event.push

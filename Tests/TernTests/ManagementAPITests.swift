@@ -255,6 +255,10 @@ struct ManagementAPITests {
         #expect((samples[#"tern_sip_requests_received{method="OPTIONS"}"#] ?? 0) >= 1)
         #expect((samples[#"tern_sip_responses_sent{class="2xx"}"#] ?? 0) >= 2)
         #expect(samples[#"tern_location_bindings"#] == 1)
+        // Each kind of change on its own series: one registration added, nothing else.
+        #expect(samples[#"tern_location_changes{kind="added"}"#] == 1)
+        #expect((samples[#"tern_location_changes{kind="refreshed"}"#] ?? 0) == 0)
+        #expect((samples[#"tern_location_changes{kind="removed"}"#] ?? 0) == 0)
         #expect(samples[#"tern_sip_transactions{kind="server"}"#] != nil)
         #expect(samples[#"tern_presence_subscriptions"#] == 0)
         #expect((samples[#"tern_process_heap_in_use_bytes"#] ?? 0) > 1_000_000, "live heap of a running tern")

@@ -13,8 +13,18 @@ import Glibc
 /// each observer as a value copied and released all of it each time (1.6% of a REGISTER with the
 /// event bus on).
 public final class BindingEvent: Sendable, Hashable {
-    public enum Kind: String, Sendable, Hashable {
+    public enum Kind: String, Sendable, Hashable, CaseIterable {
         case added, refreshed, removed, expired
+
+        /// Where the kind is in `allCases`, without comparing raw values.
+        public var position: Int {
+            switch self {
+            case .added: 0
+            case .refreshed: 1
+            case .removed: 2
+            case .expired: 3
+            }
+        }
     }
 
     public let kind: Kind
@@ -86,7 +96,9 @@ public final class LocationService: Sendable {
     private let liveCount = NIOLockedValueBox(0)
     /// Flow of each registered contact (normalized), for in-dialog requests sent to a Contact.
     private let flowsByContact = NIOLockedValueBox<[String: SIPFlow]>([:])
-    private let changes = NIOLockedValueBox<[BindingEvent.Kind: Counter]>([:])
+    /// Changes counted by kind, in ``BindingEvent/Kind/allCases`` order: an array read by the
+    /// kind's position, where a dictionary keyed by the kind hashed its raw-value string per change.
+    private let changeCounters: [Counter]
 
     public init(store: (any BindingStore)?, clock: any LocationClock = SystemLocationClock(), logger: Logger,
                 shardCount: Int = 32) {
@@ -95,11 +107,9 @@ public final class LocationService: Sendable {
         self.clock = clock
         self.logger = logger
         self.shards = (0..<max(1, shardCount)).map { _ in NIOLockedValueBox([:]) }
-        var counters: [BindingEvent.Kind: Counter] = [:]
-        for kind in [BindingEvent.Kind.added, .refreshed, .removed, .expired] {
-            counters[kind] = Counter(label: "tern.location.changes", dimensions: [("kind", kind.rawValue)])
+        self.changeCounters = BindingEvent.Kind.allCases.map { kind in
+            Counter(label: "tern.location.changes", dimensions: [("kind", kind.rawValue)])
         }
-        changes.withLockedValue { $0 = counters }
     }
 
     private func shard(_ aor: String) -> NIOLockedValueBox<[String: [Binding]]> {
@@ -259,10 +269,9 @@ public final class LocationService: Sendable {
 
     private func publish(_ events: [BindingEvent]) {
         guard !events.isEmpty else { return }
-        let counters = changes.withLockedValue { $0 }
         var delta = 0
         for event in events {
-            counters[event.kind]?.increment()
+            changeCounters[event.kind.position].increment()
             let flow: SIPFlow?
             switch event.kind {
             case .added, .refreshed:
