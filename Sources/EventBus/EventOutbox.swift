@@ -44,7 +44,7 @@ public final class EventOutbox: @unchecked Sendable {
 
     /// Adds an event; returns false when it (or, by policy, an older one) was dropped.
     @discardableResult
-    public func enqueue(_ event: TernEvent) -> Bool {
+    public func enqueue(_ event: consuming TernEvent) -> Bool {
         condition.lock()
         defer { condition.unlock() }
         if let spillStore, spilled > 0 || events.count >= capacity {

@@ -1,4 +1,7 @@
 public import NIOCore
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// A JSON object written field by field as UTF-8, in the order given: how an event source on a SIP
 /// thread writes a frequent event's payload without building a tree of ``JSONValue``s.
@@ -37,19 +40,23 @@ public struct JSONObjectWriter: Sendable {
         guard let address else { return add(key, nil as String?) }
         appendKey(key)
         bytes.append(UInt8(ascii: "\""))
-        if case .v4 = address {
-            // The octets straight from the socket address (sockaddr_in: family, port, address, in
-            // network order): `ipAddress` formats a string first.
-            address.withSockAddr { pointer, _ in
-                let raw = UnsafeRawPointer(pointer)
-                for index in 4..<8 {
-                    JSONValue.writeInteger(Int64(raw.load(fromByteOffset: index, as: UInt8.self)), into: &bytes)
-                    bytes.append(index == 7 ? UInt8(ascii: ":") : UInt8(ascii: "."))
+        if case .v4(let v4) = address {
+            // The octets and port straight from the sockaddr_in (network order), written on the
+            // stack and appended at once: `ipAddress` formats a string first, and `withSockAddr`
+            // is a generic call that looked its type metadata up every time.
+            let ip = UInt32(bigEndian: v4.address.sin_addr.s_addr)
+            let port = UInt32(UInt16(bigEndian: v4.address.sin_port))
+            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 22) { text in
+                var count = 0
+                for shift in stride(from: 24, through: 0, by: -8) {
+                    count = Self.writeDecimal((ip >> UInt32(shift)) & 0xFF, into: text, at: count)
+                    text[count] = shift == 0 ? UInt8(ascii: ":") : UInt8(ascii: ".")
+                    count += 1
                 }
-                let port = Int64(raw.load(fromByteOffset: 2, as: UInt8.self)) << 8 | Int64(raw.load(fromByteOffset: 3, as: UInt8.self))
-                JSONValue.writeInteger(port, into: &bytes)
+                count = Self.writeDecimal(port, into: text, at: count)
+                text[count] = UInt8(ascii: "\"")
+                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[0...count]))
             }
-            bytes.append(UInt8(ascii: "\""))
             return
         }
         let host = address.ipAddress ?? "?"
@@ -60,6 +67,22 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(UInt8(ascii: ":"))
         JSONValue.writeInteger(Int64(address.port ?? 0), into: &bytes)
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// `value` in decimal at `index` of `text` (room for 5 digits); returns the index after it.
+    private static func writeDecimal(_ value: UInt32, into text: UnsafeMutableBufferPointer<UInt8>, at index: Int) -> Int {
+        var digits = 1
+        var rest = value / 10
+        while rest > 0 {
+            digits += 1
+            rest /= 10
+        }
+        var remaining = value
+        for position in stride(from: index + digits - 1, through: index, by: -1) {
+            text[position] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: remaining % 10)
+            remaining /= 10
+        }
+        return index + digits
     }
 
     /// The object, closed.

@@ -267,31 +267,35 @@ public struct TernEvent: Sendable {
 
     /// `2026-11-27T08:30:00.123Z`, written digit by digit. The date comes from the day count by
     /// integer arithmetic (the proleptic Gregorian calendar in 400-year eras), not `gmtime_r`:
-    /// every registration event writes two of these on the SIP thread.
+    /// every registration event writes two of these, one on the SIP thread. The 24 characters go
+    /// to a buffer on the stack and are appended at once, not one `append` each.
     static func appendRFC3339(_ milliseconds: Int64, into out: inout [UInt8]) {
         let (seconds, millisecond) = floorDivision(milliseconds, 1000)
         let (days, secondOfDay) = floorDivision(seconds, 86_400)
         let (year, month, day) = civilDate(daysSince1970: days)
-        func two(_ value: Int64) {
-            out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 10 % 10))
-            out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10))
+        withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 24) { text in
+            func two(_ value: Int64, at index: Int) {
+                text[index] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value / 10 % 10)
+                text[index + 1] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: value % 10)
+            }
+            two(year / 100, at: 0)
+            two(year % 100, at: 2)
+            text[4] = UInt8(ascii: "-")
+            two(month, at: 5)
+            text[7] = UInt8(ascii: "-")
+            two(day, at: 8)
+            text[10] = UInt8(ascii: "T")
+            two(secondOfDay / 3600, at: 11)
+            text[13] = UInt8(ascii: ":")
+            two(secondOfDay / 60 % 60, at: 14)
+            text[16] = UInt8(ascii: ":")
+            two(secondOfDay % 60, at: 17)
+            text[19] = UInt8(ascii: ".")
+            text[20] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: millisecond / 100)
+            two(millisecond % 100, at: 21)
+            text[23] = UInt8(ascii: "Z")
+            out.append(contentsOf: UnsafeBufferPointer(text))
         }
-        two(year / 100)
-        two(year % 100)
-        out.append(UInt8(ascii: "-"))
-        two(month)
-        out.append(UInt8(ascii: "-"))
-        two(day)
-        out.append(UInt8(ascii: "T"))
-        two(secondOfDay / 3600)
-        out.append(UInt8(ascii: ":"))
-        two(secondOfDay / 60 % 60)
-        out.append(UInt8(ascii: ":"))
-        two(secondOfDay % 60)
-        out.append(UInt8(ascii: "."))
-        out.append(UInt8(ascii: "0") + UInt8(truncatingIfNeeded: millisecond / 100))
-        two(millisecond % 100)
-        out.append(UInt8(ascii: "Z"))
     }
 
     private static func floorDivision(_ value: Int64, _ divisor: Int64) -> (quotient: Int64, remainder: Int64) {

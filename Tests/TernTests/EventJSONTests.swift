@@ -79,6 +79,10 @@ struct EventJSONTests {
         writer.add("v4", hostPort: try SocketAddress(ipAddress: "192.0.2.1", port: 5060))
         writer.add("v6", hostPort: try SocketAddress(ipAddress: "2001:db8::1", port: 5061))
         writer.add("none", hostPort: nil)
+        // Each octet and the port at their shortest and longest.
+        writer.add("v4low", hostPort: try SocketAddress(ipAddress: "0.0.0.0", port: 0))
+        writer.add("v4high", hostPort: try SocketAddress(ipAddress: "255.255.255.255", port: 65535))
+        writer.add("v4mixed", hostPort: try SocketAddress(ipAddress: "10.1.100.9", port: 10))
         let event = TernEvent(type: "test.written", payload: writer)
         let parsed = try #require(try JSONSerialization.jsonObject(with: Data(event.json(node: "n1").utf8)) as? [String: Any])
         #expect(parsed["type"] as? String == "test.written" && parsed["id"] as? String == event.id)
@@ -87,9 +91,11 @@ struct EventJSONTests {
         #expect(payload["nothing"] is NSNull && payload["none"] is NSNull && payload["count"] as? Int == 42)
         #expect(payload["at"] as? String == "2026-11-27T03:26:40.123Z")
         #expect(payload["v4"] as? String == "192.0.2.1:5060" && payload["v6"] as? String == "[2001:db8::1]:5061")
+        #expect(payload["v4low"] as? String == "0.0.0.0:0" && payload["v4high"] as? String == "255.255.255.255:65535")
+        #expect(payload["v4mixed"] as? String == "10.1.100.9:10")
         // The fields read back for the spill store and for modules that look at events.
         let fields = Dictionary(event.payload, uniquingKeysWith: { first, _ in first })
-        #expect(fields["aor"] == .string("sip:alice@tern.test") && fields["nothing"] == .null && fields.count == 8)
+        #expect(fields["aor"] == .string("sip:alice@tern.test") && fields["nothing"] == .null && fields.count == 11)
         #expect(event.payloadJSON.hasPrefix(#"{"aor":"sip:alice@tern.test","#))
     }
 }
