@@ -4,7 +4,7 @@
 # RabbitMQ test broker with confirms. Prints Tern's CPU per REGISTER and p99 for both, the ratio,
 # and how many events were published and confirmed per second. The machine is shared and noisy:
 # the two modes alternate ROUNDS times and the medians are compared.
-#   TERN=.build/release/tern USERS=30000 RATE=5500 ROUNDS=3 scripts/bench-events.sh
+#   TERN=.build/release/tern USERS=30000 RATE=5500 ROUNDS=3 QUEUE=none|durable LINGER=ms scripts/bench-events.sh
 set -uo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 # shellcheck source=scripts/lib.sh
@@ -14,6 +14,10 @@ USERS=${USERS:-30000}
 # 5,500 REGISTERs a second: SIPp falls short of its rate (5,300 gave 4,930 events/s), and the target is 5,000 events/s.
 RATE=${RATE:-5500}
 ROUNDS=${ROUNDS:-3}
+# `durable`: a consumer's durable queue is bound to every event (scripts/bench/event_queue.py), so
+# the broker stores each one before confirming it, as it does once applications listen. `none`:
+# nothing is bound, events are confirmed and dropped (the broker then confirms them one by one).
+QUEUE=${QUEUE:-none}
 work=$(mktemp -d -t tern-bench-events.XXXXXX)
 cleanup() {
   stop_tern
@@ -53,7 +57,12 @@ for mode in without with; do
   {
     printf 'threads: 2\nlog:\n  level: notice\nstorage:\n  location: memory\n  sqlite_path: ""\n'
     [ "$mode" = with ] && printf 'events:\n  brokers: ["%s"]\n  exchange: tern.bench.%s\n' "$TERN_TEST_AMQP_URI" "$$"
+    [ "$mode" = with ] && [ -n "${LINGER:-}" ] && printf '  linger_ms: %s\n' "$LINGER"
   } > "$dir/tern.yaml"
+  queue="tern.bench.events.$$"
+  if [ "$mode" = with ] && [ "$QUEUE" = durable ]; then
+    "${TERN_TEST_PYTHON:-python3}" "$here/bench/event_queue.py" bind "$TERN_TEST_AMQP_URI" "tern.bench.$$" "$queue" || exit 1
+  fi
   start_tern "$TERN" --config "$dir/tern.yaml" --listen udp:127.0.0.1:0 || exit 1
   port=$(tern_port udp)
   cpu0=$(cpu_seconds "$TERN_PID")
@@ -68,6 +77,10 @@ for mode in without with; do
   sip1=$(sip_thread_cpu "$TERN_PID")
   publisher_cpu=$(thread_cpu "$TERN_PID" tern-amqp)
   stop_tern
+  queued=""
+  if [ "$mode" = with ] && [ "$QUEUE" = durable ]; then
+    queued=$("${TERN_TEST_PYTHON:-python3}" "$here/bench/event_queue.py" delete "$TERN_TEST_AMQP_URI" "tern.bench.$$" "$queue")
+  fi
   stats=$(python3 - "$dir" <<'PY'
 import csv, glob, sys
 d = sys.argv[1]
@@ -90,6 +103,7 @@ PY
     dropped=$(grep -o 'dropped=[0-9]*' "$TERN_LOG" 2>/dev/null | tail -1 | cut -d= -f2)
     bus=$(awk -v p="${published:-0}" -v c="${confirmed:-0}" -v d="${dropped:-0}" -v s="$seconds" -v t="$publisher_cpu" \
       'BEGIN { printf "; events published %d, confirmed %d (%.0f/s over the load), dropped %d; publisher thread %.1f us per event", p, c, c / s, d, t * 1e6 / (c > 0 ? c : 1) }')
+    [ -n "$queued" ] && bus="$bus; $queued in the consumer's queue"
   fi
   lines+=("round $round, $mode bus: $ok of $USERS REGISTERs ($failed failed) in ${seconds}s, Tern CPU $cpu_per us per REGISTER (SIP loops $sip_per), p99 $p99 ms$bus")
   echo "$cpu_per" >> "$work/$mode.cpu"
@@ -99,7 +113,7 @@ done
 done
 median() { sort -n "$1" | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 echo
-echo "Event bus cost (REGISTER at $RATE/s, each one event; $ROUNDS rounds, alternating):"
+echo "Event bus cost (REGISTER at $RATE/s, each one event; queue: $QUEUE; $ROUNDS rounds, alternating):"
 for line in "${lines[@]}"; do echo "  $line"; done
 awk -v a="$(median "$work/without.cpu")" -v b="$(median "$work/with.cpu")" -v pa="$(median "$work/without.p99")" -v pb="$(median "$work/with.p99")" \
   'BEGIN { printf "  medians: CPU per REGISTER %.1f us without, %.1f us with the bus: ratio %.2f (target <= 1.10); p99 %.2f ms without, %.2f ms with\n", a, b, b / a, pa, pb }'
