@@ -1,4 +1,4 @@
-import NIOConcurrencyHelpers
+import Synchronization
 import NIOCore
 import SIP
 
@@ -81,7 +81,7 @@ final class ProxyContext: Sendable {
     /// The request after route processing (our Route removed), which each branch copies.
     let request: SIPMessage
     let proxy: StatefulProxy
-    let state: NIOLockedValueBox<State>
+    let state: Mutex<State>
     /// The local user the targets came from (the location service), for undeliverable requests.
     let localAOR: String?
     /// Where a request that waits goes when a device of its user registers: nil for a device this
@@ -100,7 +100,7 @@ final class ProxyContext: Sendable {
         self.proxy = proxy
         self.localAOR = localAOR
         self.wakeTarget = wakeTarget
-        self.state = NIOLockedValueBox(State(levels: levels))
+        self.state = Mutex(State(levels: levels))
     }
 
     var isInvite: Bool { server.request.method == .invite }
@@ -113,13 +113,13 @@ final class ProxyContext: Sendable {
     }
 
     private func startNextLevel() {
-        let level = state.withLockedValue { state -> [ProxyTarget]? in
+        let level = state.withLock { state -> [ProxyTarget]? in
             guard !state.cancelled, state.nextLevel < state.levels.count else { return nil }
             defer { state.nextLevel += 1 }
             return state.levels[state.nextLevel]
         }
         guard let level else {
-            if !state.withLockedValue({ $0.waiting && !$0.cancelled }) { finish() }
+            if !state.withLock({ $0.waiting && !$0.cancelled }) { finish() }
             return
         }
         for target in level { startBranch(target) }
@@ -132,18 +132,18 @@ final class ProxyContext: Sendable {
     func wait(for duration: TimeAmount) {
         let wheel = proxy.transactions.wheels.wheel(for: server.eventLoop)
         let token = wheel.schedule(after: duration) { [self] in stopWaiting() }
-        state.withLockedValue { state in
+        state.withLock { state in
             state.waiting = true
             state.waitTimer = token
         }
     }
 
-    var isWaiting: Bool { state.withLockedValue { $0.waiting && !$0.finished } }
+    var isWaiting: Bool { state.withLock { $0.waiting && !$0.finished } }
 
     /// A device of the user registered while the request waited: it gets a branch now, unless one
     /// of its branches is still running.
     func append(_ target: ProxyTarget) {
-        let fresh = state.withLockedValue { state -> Bool in
+        let fresh = state.withLock { state -> Bool in
             guard state.waiting, !state.finished, !state.answered, !state.cancelled else { return false }
             return !state.branches.contains { branch in
                 branch.final == nil && branch.target.binding?.key == target.binding?.key && branch.target.binding?.aor == target.binding?.aor
@@ -153,7 +153,7 @@ final class ProxyContext: Sendable {
     }
 
     func pushSent() {
-        state.withLockedValue { state in
+        state.withLock { state in
             state.pushesOutstanding += 1
             state.pushed = true
         }
@@ -162,7 +162,7 @@ final class ProxyContext: Sendable {
     /// A push failed for good (RFC 8599 §5.6.2: the request then gets an error): when nothing else
     /// can wake a device, waiting ends.
     func pushFailed() {
-        let last = state.withLockedValue { state -> Bool in
+        let last = state.withLock { state -> Bool in
             state.pushesOutstanding -= 1
             return state.pushesOutstanding <= 0
         }
@@ -172,7 +172,7 @@ final class ProxyContext: Sendable {
     /// Time is up (or nothing can come any more): the request ends with what its branches said,
     /// 480 when none.
     func stopWaiting() {
-        let token = state.withLockedValue { state -> TimerWheel.Token? in
+        let token = state.withLock { state -> TimerWheel.Token? in
             guard state.waiting else { return nil }
             state.waiting = false
             defer { state.waitTimer = nil }
@@ -186,7 +186,7 @@ final class ProxyContext: Sendable {
     private func startBranch(_ target: ProxyTarget) {
         target.started?()
         let request = proxy.forwardedRequest(self.request, to: target, inbound: server.inbound)
-        let index = state.withLockedValue { state -> Int in
+        let index = state.withLock { state -> Int in
             state.branches.append(Branch(target: target, request: request))
             return state.branches.count - 1
         }
@@ -194,7 +194,7 @@ final class ProxyContext: Sendable {
             let transaction = try proxy.send(request, to: target, on: server.eventLoop) { [self] event in
                 handle(event, branch: index)
             }
-            state.withLockedValue { $0.branches[index].transaction = transaction }
+            state.withLock { $0.branches[index].transaction = transaction }
         } catch {
             handle(.transportError(.unresolvable(target.uri.host)), branch: index)
         }
@@ -206,34 +206,34 @@ final class ProxyContext: Sendable {
         switch event {
         case .response(let response):
             guard let code = response.statusCode else { return }
-            state.withLockedValue { $0.branches[index].anyResponse = true }
+            state.withLock { $0.branches[index].anyResponse = true }
             if code == 100 { return }
             if code < 200 {
-                let cancelNow = state.withLockedValue { state -> Bool in
+                let cancelNow = state.withLock { state -> Bool in
                     let first = !state.branches[index].provisionalSeen
                     state.branches[index].provisionalSeen = true
                     return first && state.branches[index].cancelRequested
                 }
                 if cancelNow { sendCancel(branch: index) }
                 if isInvite { restartTimerC(branch: index) }
-                if !state.withLockedValue({ $0.answered }) { forwardUpstream(response) }
+                if !state.withLock({ $0.answered }) { forwardUpstream(response) }
                 return
             }
             if code < 300 {
                 // Every 2xx goes upstream (RFC 3261 §16.7 step 5), and the other branches end.
-                let firstAnswer = state.withLockedValue { state -> Bool in
+                let firstAnswer = state.withLock { state -> Bool in
                     state.branches[index].final = response
                     defer { state.answered = true }
                     return !state.answered
                 }
                 forwardUpstream(response)
-                if firstAnswer { state.withLockedValue { $0.branches[index].target }.outcome?(code) }
+                if firstAnswer { state.withLock { $0.branches[index].target }.outcome?(code) }
                 if firstAnswer, proxy.reportsCalls, isInitialInvite { proxy.reportCall(CallEvent(.answered, request: request, status: code)) }
                 if firstAnswer { cancelPendingBranches() }
                 branchCompleted()
                 return
             }
-            let target = state.withLockedValue { state -> ProxyTarget in
+            let target = state.withLock { state -> ProxyTarget in
                 state.branches[index].final = response
                 return state.branches[index].target
             }
@@ -241,7 +241,7 @@ final class ProxyContext: Sendable {
             if code >= 600 { cancelPendingBranches() }
             branchCompleted()
         case .timeout:
-            let (silent, target) = state.withLockedValue { state -> (Bool, ProxyTarget) in
+            let (silent, target) = state.withLock { state -> (Bool, ProxyTarget) in
                 state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(408))
                 return (!state.branches[index].anyResponse, state.branches[index].target)
             }
@@ -249,7 +249,7 @@ final class ProxyContext: Sendable {
             target.outcome?(silent ? nil : 408)
             branchCompleted()
         case .transportError(let error):
-            let target = state.withLockedValue { state -> ProxyTarget in
+            let target = state.withLock { state -> ProxyTarget in
                 // The device cannot be reached at all: for the caller it is temporarily unavailable.
                 state.branches[index].final = SIPMessage.response(to: state.branches[index].request,
                                                                   status: SIPStatus(480))
@@ -262,14 +262,14 @@ final class ProxyContext: Sendable {
     }
 
     private func branchCompleted() {
-        let (allDone, answered, hasSixxx) = state.withLockedValue { state -> (Bool, Bool, Bool) in
+        let (allDone, answered, hasSixxx) = state.withLock { state -> (Bool, Bool, Bool) in
             let done = state.branches.allSatisfy { $0.final != nil }
             let six = state.branches.contains { ($0.final?.statusCode ?? 0) >= 600 }
             return (done, state.answered, six)
         }
         guard allDone else { return }
         // A device that woke up and declined (busy, rejected) ends the wait: that is the user's answer.
-        let declined = state.withLockedValue { state -> Bool in
+        let declined = state.withLock { state -> Bool in
             guard state.waiting else { return false }
             return state.branches.contains { branch in
                 guard let code = branch.final?.statusCode else { return false }
@@ -280,7 +280,7 @@ final class ProxyContext: Sendable {
             stopWaiting()
             return
         }
-        if answered || hasSixxx || state.withLockedValue({ $0.cancelled }) || !mayFailOver() {
+        if answered || hasSixxx || state.withLock({ $0.cancelled }) || !mayFailOver() {
             finish()
         } else {
             startNextLevel()
@@ -290,7 +290,7 @@ final class ProxyContext: Sendable {
     /// Whether the branch that just ended lets the search go on to the next hop.
     private func mayFailOver() -> Bool {
         guard let failover else { return true }
-        return state.withLockedValue { state -> Bool in
+        return state.withLock { state -> Bool in
             guard let last = state.branches.last, let code = last.final?.statusCode else { return true }
             // No answer at all (timeout, unreachable): always on to the next one.
             return !last.anyResponse || failover.contains(code)
@@ -299,13 +299,13 @@ final class ProxyContext: Sendable {
 
     /// Sends the best final response upstream once, unless a 2xx already went (RFC 3261 §16.7 step 6).
     private func finish() {
-        let (alreadyFinished, answered, finals) = state.withLockedValue { state -> (Bool, Bool, [SIPMessage]) in
+        let (alreadyFinished, answered, finals) = state.withLock { state -> (Bool, Bool, [SIPMessage]) in
             defer { state.finished = true }
             return (state.finished, state.answered, state.branches.compactMap(\.final))
         }
         defer { proxy.contextFinished(self) }
         guard !alreadyFinished else { return }
-        if let token = state.withLockedValue({ state -> TimerWheel.Token? in
+        if let token = state.withLock({ state -> TimerWheel.Token? in
             state.waiting = false
             defer { state.waitTimer = nil }
             return state.waitTimer
@@ -316,13 +316,13 @@ final class ProxyContext: Sendable {
         let bestStatus = ProxyContext.bestResponse(finals)?.statusCode
         // Every device was away (no answer, unreachable, unavailable): a feature may keep the request.
         if let localAOR, bestStatus == nil || [408, 480, 503].contains(bestStatus ?? 0),
-           !state.withLockedValue({ $0.cancelled }), let handler = proxy.undeliverableHandler(for: request),
+           !state.withLock({ $0.cancelled }), let handler = proxy.undeliverableHandler(for: request),
            handler.undeliverable(server, request: request, aor: localAOR, status: bestStatus,
-                                 devicesWoken: state.withLockedValue { $0.pushed }) {
+                                 devicesWoken: state.withLock { $0.pushed }) {
             return
         }
         guard var best = ProxyContext.bestResponse(finals) else {
-            if state.withLockedValue({ $0.cancelled }) {
+            if state.withLock({ $0.cancelled }) {
                 // Cancelled while it waited for a device: nothing was sent anywhere.
                 reportFailure(487)
                 server.respond(SIPStatus(487))
@@ -382,7 +382,7 @@ final class ProxyContext: Sendable {
     private func restartTimerC(branch index: Int) {
         let wheel = proxy.transactions.wheels.wheel(for: server.eventLoop)
         let token = wheel.schedule(after: proxy.configuration.timerC) { [self] in timerCFired(branch: index) }
-        let previous = state.withLockedValue { state -> TimerWheel.Token? in
+        let previous = state.withLock { state -> TimerWheel.Token? in
             defer { state.branches[index].timerC = token }
             return state.branches[index].timerC
         }
@@ -391,7 +391,7 @@ final class ProxyContext: Sendable {
 
     /// A branch that kept ringing too long: cancelled, and for the choice of response it timed out.
     private func timerCFired(branch index: Int) {
-        let ringing = state.withLockedValue { state -> Bool in
+        let ringing = state.withLock { state -> Bool in
             guard state.branches[index].final == nil else { return false }
             state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(408))
             state.branches[index].cancelRequested = true
@@ -408,7 +408,7 @@ final class ProxyContext: Sendable {
     /// cannot be cancelled yet (RFC 3261 §9.1); rather than hold the caller until its Timer B, it
     /// counts as ended with 487 now, and still gets its CANCEL if a provisional response shows up.
     func cancel() {
-        state.withLockedValue { state in
+        state.withLock { state in
             state.cancelled = true
             for index in state.branches.indices where state.branches[index].final == nil && !state.branches[index].anyResponse {
                 state.branches[index].final = SIPMessage.response(to: state.branches[index].request, status: SIPStatus(487))
@@ -421,7 +421,7 @@ final class ProxyContext: Sendable {
 
     private func cancelPendingBranches() {
         guard isInvite else { return }
-        let ready = state.withLockedValue { state -> [Int] in
+        let ready = state.withLock { state -> [Int] in
             var ready: [Int] = []
             for index in state.branches.indices where state.branches[index].final == nil && !state.branches[index].cancelRequested {
                 state.branches[index].cancelRequested = true
@@ -434,7 +434,7 @@ final class ProxyContext: Sendable {
     }
 
     private func sendCancel(branch index: Int) {
-        let (request, target, flow) = state.withLockedValue { state in
+        let (request, target, flow) = state.withLock { state in
             (state.branches[index].request, state.branches[index].target, state.branches[index].transaction?.flow)
         }
         // The CANCEL follows the INVITE's own flow (RFC 3261 §9.1: same destination).

@@ -1,5 +1,5 @@
 public import NIOCore
-import NIOConcurrencyHelpers
+import Synchronization
 public import SIP
 
 /// What a client transaction tells its user.
@@ -18,7 +18,7 @@ public final class ClientTransaction: Sendable {
     public let request: SIPMessage
     public let eventLoop: any EventLoop
     private let layer: TransactionLayer
-    private let state: NIOLockedValueBox<Inner>
+    private let state: Mutex<Inner>
     private let timers: TransactionTimerTable<ClientTransactionStateMachine.Timer>
 
     struct Inner {
@@ -64,21 +64,21 @@ public final class ClientTransaction: Sendable {
         self.eventLoop = eventLoop
         let machine = ClientTransactionStateMachine(isInvite: request.method == .invite, reliable: reliable,
                                                     timers: layer.timers)
-        self.state = NIOLockedValueBox(Inner(machine: machine, target: target, requestBytes: request.serialized(options: options), handler: handler))
+        self.state = Mutex(Inner(machine: machine, target: target, requestBytes: request.serialized(options: options), handler: handler))
     }
 
     public var machineState: ClientTransactionStateMachine.State {
-        state.withLockedValue { $0.machine.state }
+        state.withLock { $0.machine.state }
     }
 
     /// The flow the request went out on, once sent.
     public var flow: SIPFlow? {
-        if case .flow(let flow) = state.withLockedValue({ $0.target }) { return flow }
+        if case .flow(let flow) = state.withLock({ $0.target }) { return flow }
         return nil
     }
 
     func handle(_ event: ClientTransactionStateMachine.Event, response: SIPMessage? = nil) {
-        let (actions, handler) = state.withLockedValue { inner in
+        let (actions, handler) = state.withLock { inner in
             (inner.machine.handle(event), inner.handlerForLastEvent())
         }
         perform(actions, response: response, handler: handler)
@@ -89,7 +89,7 @@ public final class ClientTransaction: Sendable {
         for action in actions {
             switch action {
             case .sendRequest:
-                if let bytes = state.withLockedValue({ $0.requestBytes }) { send(bytes) }
+                if let bytes = state.withLock({ $0.requestBytes }) { send(bytes) }
             case .sendACK:
                 if let response { send(SIPMessage.ackForNon2xx(request: request, response: response).serialized()) }
             case .passResponseToUser:
@@ -113,21 +113,21 @@ public final class ClientTransaction: Sendable {
     }
 
     private func send(_ bytes: ByteBuffer) {
-        let target = state.withLockedValue { $0.target }
+        let target = state.withLock { $0.target }
         switch target {
         case .flow(let flow):
             send(bytes, over: flow)
         case .destination(let destination):
             // UDP to an address (most sends): the flow is known now; no future chain to wait on.
             if let flow = layer.sender.flowAtHand(for: destination) {
-                state.withLockedValue { $0.target = .flow(flow) }
+                state.withLock { $0.target = .flow(flow) }
                 send(bytes, over: flow)
                 return
             }
             layer.sender.send(bytes, to: destination).whenComplete { [self] result in
                 switch result {
                 case .success(let flow):
-                    state.withLockedValue { $0.target = .flow(flow) }
+                    state.withLock { $0.target = .flow(flow) }
                 case .failure(let error):
                     failed(error as? TransportError ?? .unresolvable(destination.host))
                 }
@@ -154,7 +154,7 @@ public final class ClientTransaction: Sendable {
     /// under one lock, so two failed sends (retransmissions under load) or a failure racing Timer F
     /// cannot both reach the user.
     private func failed(_ error: TransportError) {
-        let outcome = state.withLockedValue { inner -> (ClientTransactionStateMachine.Actions, (@Sendable (ClientTransactionEvent) -> Void)?)? in
+        let outcome = state.withLock { inner -> (ClientTransactionStateMachine.Actions, (@Sendable (ClientTransactionEvent) -> Void)?)? in
             guard inner.machine.state != .terminated else { return nil }
             return (inner.machine.handle(.transportError), inner.handlerForLastEvent())
         }

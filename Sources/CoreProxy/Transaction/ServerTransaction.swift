@@ -1,5 +1,5 @@
 public import NIOCore
-import NIOConcurrencyHelpers
+import Synchronization
 public import SIP
 import Metrics
 
@@ -23,7 +23,7 @@ public final class ServerTransaction: Sendable {
     public let requestMark: Int?
     private let layer: TransactionLayer
     private let responseFlow: SIPFlow
-    private let state: NIOLockedValueBox<Inner>
+    private let state: Mutex<Inner>
     private let timers: TransactionTimerTable<ServerTransactionStateMachine.Timer>
 
     struct Inner {
@@ -59,21 +59,21 @@ public final class ServerTransaction: Sendable {
             reliable: inbound.transport.isReliable || stateless,
             timers: layer.timers
         )
-        self.state = NIOLockedValueBox(Inner(machine: machine, parsedHeaders: parsed))
+        self.state = Mutex(Inner(machine: machine, parsedHeaders: parsed))
     }
 
     public var request: SIPMessage {
         var message = inbound.message
-        message.parsed = state.withLockedValue { $0.parsedHeaders }
+        message.parsed = state.withLock { $0.parsedHeaders }
         return message
     }
 
     public var machineState: ServerTransactionStateMachine.State {
-        state.withLockedValue { $0.machine.state }
+        state.withLock { $0.machine.state }
     }
 
     /// The status of the last response sent, nil before any.
-    public var lastStatusCode: Int? { state.withLockedValue { $0.lastStatus } }
+    public var lastStatusCode: Int? { state.withLock { $0.lastStatus } }
 
     /// Whether a final response has been sent.
     public var isAnsweredFinally: Bool { (lastStatusCode ?? 0) >= 200 }
@@ -89,7 +89,7 @@ public final class ServerTransaction: Sendable {
         } else {
             bytes = response.serialized()
         }
-        let actions = state.withLockedValue { inner -> ServerTransactionStateMachine.Actions in
+        let actions = state.withLock { inner -> ServerTransactionStateMachine.Actions in
             let actions = inner.machine.handle(.send(statusCode: code))
             if actions.contains(.sendResponse) {
                 inner.lastResponse = bytes
@@ -118,7 +118,7 @@ public final class ServerTransaction: Sendable {
     }
 
     func handle(_ event: ServerTransactionStateMachine.Event) {
-        let actions = state.withLockedValue { $0.machine.handle(event) }
+        let actions = state.withLock { $0.machine.handle(event) }
         perform(actions, response: nil)
     }
 
@@ -129,10 +129,10 @@ public final class ServerTransaction: Sendable {
                 if let response { send(response) }
             case .resendLastResponse:
                 layer.metrics.retransmissionsAbsorbed.increment()
-                if let last = state.withLockedValue({ $0.lastResponse }) { send(last) }
+                if let last = state.withLock({ $0.lastResponse }) { send(last) }
             case .startTimer(.j, let delay):
                 // Answered: the table keeps the answer alone for Timer J (``TransactionLayer/ServerEntry``).
-                if let last = response ?? state.withLockedValue({ $0.lastResponse }) {
+                if let last = response ?? state.withLock({ $0.lastResponse }) {
                     layer.keepAnswer(of: self, response: last, flow: responseFlow, for: delay)
                 }
             case .startTimer(let timer, let delay):

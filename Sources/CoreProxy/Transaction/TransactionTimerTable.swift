@@ -1,4 +1,4 @@
-import NIOConcurrencyHelpers
+import Synchronization
 import NIOCore
 
 /// The running timers of one transaction by name: starting one replaces the earlier one of that
@@ -34,7 +34,7 @@ final class TransactionTimerTable<Timer: Equatable & Sendable>: Sendable {
     }
 
     private let wheels: TimerWheels
-    private let state = NIOLockedValueBox(State())
+    private let state = Mutex(State())
 
     init(wheels: TimerWheels) {
         self.wheels = wheels
@@ -43,7 +43,7 @@ final class TransactionTimerTable<Timer: Equatable & Sendable>: Sendable {
     func start(_ timer: Timer, after delay: TimeAmount, on loop: any EventLoop, fire: @escaping @Sendable () -> Void) {
         let wheel = delay >= .seconds(1) ? wheels.wheel(for: loop) : wheels.fineWheel(for: loop)
         // Recorded before the wheel has it, so that it can never fire unrecorded.
-        let (id, replaced) = state.withLockedValue { state -> (UInt64, Armed?) in
+        let (id, replaced) = state.withLock { state -> (UInt64, Armed?) in
             state.nextID += 1
             let armed = Armed(id: state.nextID, wheel: wheel, token: nil)
             guard let index = state.index(of: timer) else {
@@ -55,24 +55,24 @@ final class TransactionTimerTable<Timer: Equatable & Sendable>: Sendable {
         }
         replaced?.cancel()
         let token = wheel.schedule(after: delay) { [self] in
-            let current = state.withLockedValue { state -> Bool in
+            let current = state.withLock { state -> Bool in
                 guard let index = state.index(of: timer), state.armed[index].entry.id == id else { return false }
                 state.armed.remove(at: index)
                 return true
             }
             if current { fire() }
         }
-        state.withLockedValue { state in
+        state.withLock { state in
             if let index = state.index(of: timer), state.armed[index].entry.id == id { state.armed[index].entry.token = token }
         }
     }
 
     func cancel(_ timer: Timer) {
-        state.withLockedValue { $0.remove(timer) }?.cancel()
+        state.withLock { $0.remove(timer) }?.cancel()
     }
 
     func cancelAll() {
-        let all = state.withLockedValue { state -> [Armed] in
+        let all = state.withLock { state -> [Armed] in
             defer { state.armed.removeAll() }
             return state.armed.map(\.entry)
         }
