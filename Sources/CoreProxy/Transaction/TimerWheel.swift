@@ -31,6 +31,13 @@ public final class TimerWheel: Sendable {
         var nextID: UInt64 = 1
         var currentTick: Int64 = 0
         var ticking = false
+
+        /// An emptied slot keeps a small table for the timers that come to it next turn (made
+        /// again and grown step by step, it was an allocation per proxied request), but gives a
+        /// burst's large one back.
+        mutating func releaseIfLarge(_ slot: Int) {
+            if buckets[slot].capacity > 64 { buckets[slot] = [:] }
+        }
     }
 
     let tick: TimeAmount
@@ -80,7 +87,7 @@ public final class TimerWheel: Sendable {
         state.withLockedValue { state in
             guard state.buckets[token.slot].removeValue(forKey: token.id) != nil else { return }
             state.armed -= 1
-            if state.buckets[token.slot].isEmpty { state.buckets[token.slot] = [:] }
+            if state.buckets[token.slot].isEmpty { state.releaseIfLarge(token.slot) }
         }
     }
 
@@ -94,8 +101,7 @@ public final class TimerWheel: Sendable {
                     let tick = state.currentTick
                     let ready = state.buckets[slot].values.filter { $0.dueTick <= tick }
                     for entry in ready { state.buckets[slot][entry.id] = nil }
-                    // A burst leaves a large table behind; an empty slot gives its storage back.
-                    if state.buckets[slot].isEmpty { state.buckets[slot] = [:] }
+                    if state.buckets[slot].isEmpty { state.releaseIfLarge(slot) }
                     state.armed -= ready.count
                     due += ready
                 }

@@ -47,6 +47,8 @@ final class TransactionTimerTable<Timer: Equatable & Sendable>: Sendable {
             state.nextID += 1
             let armed = Armed(id: state.nextID, wheel: wheel, token: nil)
             guard let index = state.index(of: timer) else {
+                // Room for all of them at the first: growing from one to two was an allocation more.
+                if state.armed.capacity == 0 { state.armed.reserveCapacity(3) }
                 state.armed.append((timer, armed))
                 return (state.nextID, nil)
             }
