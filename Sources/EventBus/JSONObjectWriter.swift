@@ -1,7 +1,4 @@
 public import NIOCore
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// A JSON object written field by field as UTF-8, in the order given: how an event source on a SIP
 /// thread writes a frequent event's payload without building a tree of ``JSONValue``s.
@@ -41,11 +38,14 @@ public struct JSONObjectWriter: Sendable {
         appendKey(key)
         bytes.append(UInt8(ascii: "\""))
         if case .v4(let v4) = address {
-            // The octets and port straight from the sockaddr_in (network order), written on the
-            // stack and appended at once: `ipAddress` formats a string first, and `withSockAddr`
-            // is a generic call that looked its type metadata up every time.
-            let ip = UInt32(bigEndian: v4.address.sin_addr.s_addr)
-            let port = UInt32(UInt16(bigEndian: v4.address.sin_port))
+            // The octets and port straight from the sockaddr_in's bytes (family, port, address, in
+            // network order), written on the stack and appended at once: `ipAddress` formats a
+            // string first, and `withSockAddr` is a generic call that looked its type metadata up
+            // every time. Bytes, not fields: which C module a field is visible through varies by build.
+            let (ip, port) = withUnsafeBytes(of: v4.address) { raw -> (UInt32, UInt32) in
+                (UInt32(raw[4]) << 24 | UInt32(raw[5]) << 16 | UInt32(raw[6]) << 8 | UInt32(raw[7]),
+                 UInt32(raw[2]) << 8 | UInt32(raw[3]))
+            }
             withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 22) { text in
                 var count = 0
                 for shift in stride(from: 24, through: 0, by: -8) {
