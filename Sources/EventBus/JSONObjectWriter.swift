@@ -39,24 +39,17 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(UInt8(ascii: "\""))
         if case .v4(let v4) = address {
             // The octets and port straight from the sockaddr_in's bytes (family, port, address, in
-            // network order), written on the stack and appended at once: `ipAddress` formats a
-            // string first, and `withSockAddr` is a generic call that looked its type metadata up
-            // every time. Bytes, not fields: which C module a field is visible through varies by build.
-            let (ip, port) = withUnsafeBytes(of: v4.address) { raw -> (UInt32, UInt32) in
-                (UInt32(raw[4]) << 24 | UInt32(raw[5]) << 16 | UInt32(raw[6]) << 8 | UInt32(raw[7]),
-                 UInt32(raw[2]) << 8 | UInt32(raw[3]))
-            }
-            withUnsafeTemporaryAllocation(of: UInt8.self, capacity: 22) { text in
-                var count = 0
-                for shift in stride(from: 24, through: 0, by: -8) {
-                    count = Self.writeDecimal((ip >> UInt32(shift)) & 0xFF, into: text, at: count)
-                    text[count] = shift == 0 ? UInt8(ascii: ":") : UInt8(ascii: ".")
-                    count += 1
+            // network order): `ipAddress` formats a string first, and `withSockAddr` is a generic
+            // call that looked its type metadata up every time. Bytes, not fields: which C module
+            // a field is visible through varies by build.
+            withUnsafeBytes(of: v4.address) { raw in
+                for index in 4..<8 {
+                    JSONValue.writeInteger(Int64(raw[index]), into: &bytes)
+                    bytes.append(index == 7 ? UInt8(ascii: ":") : UInt8(ascii: "."))
                 }
-                count = Self.writeDecimal(port, into: text, at: count)
-                text[count] = UInt8(ascii: "\"")
-                bytes.append(contentsOf: UnsafeBufferPointer(rebasing: text[0...count]))
+                JSONValue.writeInteger(Int64(raw[2]) << 8 | Int64(raw[3]), into: &bytes)
             }
+            bytes.append(UInt8(ascii: "\""))
             return
         }
         let host = address.ipAddress ?? "?"
@@ -67,22 +60,6 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(UInt8(ascii: ":"))
         JSONValue.writeInteger(Int64(address.port ?? 0), into: &bytes)
         bytes.append(UInt8(ascii: "\""))
-    }
-
-    /// `value` in decimal at `index` of `text` (room for 5 digits); returns the index after it.
-    private static func writeDecimal(_ value: UInt32, into text: UnsafeMutableBufferPointer<UInt8>, at index: Int) -> Int {
-        var digits = 1
-        var rest = value / 10
-        while rest > 0 {
-            digits += 1
-            rest /= 10
-        }
-        var remaining = value
-        for position in stride(from: index + digits - 1, through: index, by: -1) {
-            text[position] = UInt8(ascii: "0") + UInt8(truncatingIfNeeded: remaining % 10)
-            remaining /= 10
-        }
-        return index + digits
     }
 
     /// The object, closed.
