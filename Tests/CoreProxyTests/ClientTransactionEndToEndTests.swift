@@ -55,7 +55,9 @@ struct ClientTransactionEndToEndTests {
     /// the final response is in, not kept through Timer K: kept, the pair never freed each other.
     @Test func aCompletedTransactionLetsGoOfItsHandler() async throws {
         final class Witness: Sendable {}
-        let longTimerK = TransactionTimers(t1: .milliseconds(40), t2: .milliseconds(320), t4: .seconds(5))
+        // Timer F (64·T1) must outlast a loaded CI machine's delay between the send and the peer's
+        // answer (at T1 = 40 ms, 2.56 s was once not enough), and Timer K (T4) every check below.
+        let longTimerK = TransactionTimers(t1: .milliseconds(500), t2: .seconds(4), t4: .seconds(20))
         try await withTestServer(timers: longTimerK) { server in
             let peer = try await TestSIPClient.connect(.udp, host: "127.0.0.1", port: server.port(.udp))
             let peerPort = try #require(peer.channel.localAddress?.port)
@@ -77,14 +79,14 @@ struct ClientTransactionEndToEndTests {
             let request = try await peer.receive()
             #expect(watched != nil, "held while the transaction waits for its answer")
             try await peer.send(SIPMessage.response(to: request, status: SIPStatus(200), toTag: "peer").serializedString)
-            let deadline = ContinuousClock.now + .seconds(3)
+            let deadline = ContinuousClock.now + .seconds(10)
             while !answered.withLockedValue({ $0 }), ContinuousClock.now < deadline {
                 try await Task.sleep(for: .milliseconds(10))
             }
             #expect(answered.withLockedValue { $0 })
             // The handler's last call may still be returning when `answered` is seen (one loaded CI
-            // run looked in that instant): a second is far inside Timer K's 5 s.
-            let released = ContinuousClock.now + .seconds(1)
+            // run looked in that instant): a few seconds are far inside Timer K's 20 s.
+            let released = ContinuousClock.now + .seconds(3)
             while watched != nil, ContinuousClock.now < released {
                 try await Task.sleep(for: .milliseconds(5))
             }
