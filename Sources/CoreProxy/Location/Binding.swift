@@ -8,8 +8,8 @@ public struct Binding: Sendable, Hashable {
     /// The Contact URI as the device registered it (the device's own view, echoed in 200 OK).
     public var contact: SIPURI {
         didSet {
-            rekey()
             contactText = contact.description
+            rekey()
         }
     }
     /// ``contact`` as text, spelled once: the 200 OK, every binding event and the stores write it.
@@ -62,11 +62,11 @@ public struct Binding: Sendable, Hashable {
         self.temporaryGRUUs = []
         self.instanceID = instanceID
         self.regID = regID
-        self.key = Binding.key(instanceID: instanceID, regID: regID, contact: contact)
+        self.key = Binding.key(instanceID: instanceID, regID: regID, contact: contact, spelled: contactText)
     }
 
     private mutating func rekey() {
-        key = Binding.key(instanceID: instanceID, regID: regID, contact: contact)
+        key = Binding.key(instanceID: instanceID, regID: regID, contact: contact, spelled: contactText)
     }
 
     /// What identifies this binding among its AOR's bindings: the device and flow when the contact
@@ -76,10 +76,13 @@ public struct Binding: Sendable, Hashable {
     /// location service's change events compare keys several times per REGISTER.
     public private(set) var key: String
 
-    static func key(instanceID: String?, regID: UInt32?, contact: SIPURI) -> String {
+    /// - Parameter spelled: `contact` spelled out, when it is at hand: a contact already in normal
+    ///   form (most are) is keyed by it instead of being normalized again.
+    static func key(instanceID: String?, regID: UInt32?, contact: SIPURI, spelled: String? = nil) -> String {
         if let instanceID {
             return "instance:" + instanceID + (regID.map { ";reg-id=" + String($0) } ?? "")
         }
+        if let spelled, let key = ContactKey.folded(contact, spelled: spelled, prefix: "contact:") { return key }
         return ContactKey.normalized(contact, prefix: "contact:")
     }
 
@@ -155,6 +158,40 @@ enum ContactKey {
         return text
     }
 
+    /// ``normalized(_:prefix:)`` made from `spelled`, `uri`'s description, when that needs no more
+    /// than ASCII letters after the user part lower-cased (`transport=UDP`): no escapes, nothing
+    /// beyond ASCII, at most one parameter so none to sort. Nil otherwise.
+    static func folded(_ uri: SIPURI, spelled: String, prefix: StaticString) -> String? {
+        guard uri.scheme == .sip || uri.scheme == .sips, uri.password == nil, uri.headers.isEmpty, uri.opaque == nil,
+              uri.parameters.count <= 1 else { return nil }
+        if let user = uri.user, user.utf8.contains(UInt8(ascii: "%")) { return nil }
+        if let only = uri.parameters.items.first, let value = only.value, value.utf8.contains(UInt8(ascii: "%")) { return nil }
+        var spelled = spelled
+        return spelled.withUTF8 { bytes -> String? in
+            var foldFrom = 0
+            // The user part keeps its case; it ends at the first '@' (unescaped only there).
+            if uri.user != nil, let at = bytes.firstIndex(of: UInt8(ascii: "@")) { foldFrom = at }
+            let prefixLength = prefix.utf8CodeUnitCount
+            var ascii = true
+            let key = String(unsafeUninitializedCapacity: prefixLength + bytes.count) { buffer in
+                prefix.withUTF8Buffer { source in
+                    for index in 0..<prefixLength { buffer[index] = source[index] }
+                }
+                for index in 0..<bytes.count {
+                    let byte = bytes[index]
+                    ascii = ascii && byte < 0x80
+                    buffer[prefixLength + index] = index >= foldFrom && byte >= 0x41 && byte <= 0x5A ? byte | 0x20 : byte
+                }
+                return prefixLength + bytes.count
+            }
+            return ascii ? key : nil
+        }
+    }
+
+    private static func needsFolding(_ part: String) -> Bool {
+        part.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A || $0 >= 0x80 })
+    }
+
     private static func appendParameter(_ item: SIPParameters.Parameter, to text: inout String) {
         text.append(";")
         appendFolded(item.name, to: &text)
@@ -165,7 +202,7 @@ enum ContactKey {
     }
 
     private static func appendFolded(_ part: String, to text: inout String) {
-        if part.utf8.contains(where: { $0 >= 0x41 && $0 <= 0x5A || $0 >= 0x80 }) {
+        if needsFolding(part) {
             text.append(part.lowercased())
         } else {
             text.append(part)

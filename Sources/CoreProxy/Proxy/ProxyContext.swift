@@ -4,7 +4,9 @@ import SIP
 
 /// Where a proxied request goes: a URI and how to reach it (RFC 3261 §16.5).
 struct ProxyTarget: Sendable {
-    var uri: SIPURI
+    var uri: SIPURI { didSet { uriText = nil } }
+    /// ``uri`` spelled out when that was done already (a binding's contact): nil spells it anew.
+    var uriText: String? = nil
     /// A known flow to the target (a registered device's connection or NAT binding, RFC 5626 §5.3).
     var flow: SIPFlow?
     var transport: SIPTransportProtocol
@@ -29,9 +31,11 @@ extension ProxyTarget {
     /// through its Path (RFC 3327).
     init(_ binding: Binding) {
         // The push parameters are for this server only (RFC 8599 §13), and cost bytes on the way.
-        self.init(uri: PushContact.stripped(binding.contact), flow: binding.routesOverFlow ? binding.flow : nil,
+        let uri = PushContact.stripped(binding.contact)
+        self.init(uri: uri, flow: binding.routesOverFlow ? binding.flow : nil,
                   transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
                   routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
+        if uri.parameters.count == binding.contact.parameters.count { uriText = binding.contactText }
         userAgent = binding.userAgent
         acceptsGzip = binding.acceptsGzip
         mediaTypes = binding.registeredMediaTypes

@@ -620,7 +620,7 @@ public final class StatefulProxy: LocationObserver, Sendable {
         // Via, up to two Record-Routes and the target's routes.
         out.reserveHeaderLines(3 + target.routes.count)
         if (try? request.routes())?.first?.uri != target.uri {
-            out.setRequestURI(target.uri)
+            if let text = target.uriText { out.setRequestURI(spelled: text) } else { out.setRequestURI(target.uri) }
         }
         let maxForwards = ((try? request.maxForwards()) ?? nil) ?? 71
         out.setHeader(.maxForwards, String(max(0, maxForwards - 1)))

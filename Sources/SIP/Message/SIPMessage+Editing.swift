@@ -110,8 +110,13 @@ extension SIPMessage {
 
     /// Changes the Request-URI; the rest of the request line is kept.
     public mutating func setRequestURI(_ uri: SIPURI) {
+        setRequestURI(spelled: uri.description)
+    }
+
+    /// Sets the Request-URI to a URI already spelled out (a binding keeps its contact's text).
+    public mutating func setRequestURI(spelled text: String) {
         guard case .request(let method, _, let version) = startLine else { return }
-        startLine = .request(method: method, uri: .text(uri.description), version: version)
+        startLine = .request(method: method, uri: .text(text), version: version)
     }
 
     /// Replaces the body; Content-Type is set when given and removed for an empty body.

@@ -88,11 +88,28 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
         }
     }
 
+    /// Equal when every part is as written in both (not RFC 3261 §19.1.4 equivalence): compared part
+    /// by part, where spelling both out cost two strings per comparison of bindings.
     public static func == (lhs: SIPURI, rhs: SIPURI) -> Bool {
-        lhs.description == rhs.description
+        lhs.scheme == rhs.scheme && lhs.host == rhs.host && lhs.user == rhs.user && lhs.port == rhs.port
+            && lhs.parameters == rhs.parameters && lhs.password == rhs.password && lhs.opaque == rhs.opaque
+            && lhs.headers.elementsEqual(rhs.headers) { $0.name == $1.name && $0.value == $1.value }
     }
 
-    public func hash(into hasher: inout Hasher) { hasher.combine(description) }
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(scheme)
+        hasher.combine(host)
+        hasher.combine(user)
+        hasher.combine(port)
+        hasher.combine(parameters)
+        hasher.combine(password)
+        hasher.combine(opaque)
+        hasher.combine(headers.count)
+        for header in headers {
+            hasher.combine(header.name)
+            hasher.combine(header.value)
+        }
+    }
 }
 
 // MARK: - Parsing
