@@ -20,7 +20,7 @@ public final class NonceManager: Sendable {
 
     /// The last nonce-count of each nonce in use, and when the shard last dropped lapsed ones.
     private struct Counts {
-        var table: [String: LastUse] = [:]
+        var table: [PrehashedString: LastUse] = [:]
         var prunedAt: Int64 = 0
     }
 
@@ -106,7 +106,8 @@ public final class NonceManager: Sendable {
         else { return .invalid }
         guard now - issued < lifetimeSeconds, issued <= now + 5 else { return .stale }
         guard let nonceCount else { return .fresh }
-        let shard = counts[Int(UInt(bitPattern: nonce.hashValue) % UInt(counts.count))]
+        let key = PrehashedString(nonce)
+        let shard = counts[Int(UInt(bitPattern: key.hashCode) % UInt(counts.count))]
         return shard.withLockedValue { counts -> Verdict in
             // Lapsed nonces go at most once a second: with more than 4,096 live ones in a shard,
             // filtering on every verify made each REGISTER walk the whole table.
@@ -114,14 +115,14 @@ public final class NonceManager: Sendable {
                 counts.table = counts.table.filter { now - $0.value.issued < lifetimeSeconds }
                 counts.prunedAt = now
             }
-            if let last = counts.table[nonce], nonceCount <= last.count {
+            if let last = counts.table[key], nonceCount <= last.count {
                 if nonceCount == last.count, let retransmission, retransmission == last.request,
                    now - last.at <= Self.retransmissionWindowSeconds {
                     return .fresh
                 }
                 return .stale
             }
-            counts.table[nonce] = LastUse(count: nonceCount, issued: issued, request: retransmission ?? 0, at: now)
+            counts.table[key] = LastUse(count: nonceCount, issued: issued, request: retransmission ?? 0, at: now)
             return .fresh
         }
     }

@@ -114,7 +114,7 @@ public final class LocationService: Sendable {
 
     /// One lock's share of the AORs.
     private struct Shard {
-        var table: [HashedAOR: [Binding]] = [:]
+        var table: [PrehashedString: [Binding]] = [:]
         /// No binding in the shard lapses before this (it may be earlier than the first that does:
         /// removals do not move it): the sweep passes a shard whose time has not come.
         var nextExpiry = Int64.max
@@ -124,7 +124,7 @@ public final class LocationService: Sendable {
         }
     }
 
-    private func shard(_ aor: HashedAOR) -> NIOLockedValueBox<Shard> {
+    private func shard(_ aor: PrehashedString) -> NIOLockedValueBox<Shard> {
         shards[Int(UInt(bitPattern: aor.hashCode) % UInt(shards.count))]
     }
 
@@ -137,7 +137,7 @@ public final class LocationService: Sendable {
     /// The unexpired bindings of an AOR, highest q first.
     public func bindings(for aor: String) -> [Binding] {
         let now = clock.nowMilliseconds()
-        let key = HashedAOR(aor)
+        let key = PrehashedString(aor)
         return shard(key).withLockedValue { $0.table[key] ?? [] }
             .filter { $0.expiresAt > now }
             .sorted { $0.q > $1.q }
@@ -164,7 +164,7 @@ public final class LocationService: Sendable {
     /// - Returns: what `body` returns.
     public func update<T, E: Error>(aor: String, _ body: (inout [Binding]) throws(E) -> T) throws(E) -> T {
         let now = clock.nowMilliseconds()
-        let key = HashedAOR(aor)
+        let key = PrehashedString(aor)
         let (result, events) = shard(key).withLockedValue { shard -> (Result<T, E>, [BindingEvent]) in
             let before = shard.table[key] ?? []
             var current = before.filter { $0.expiresAt > now }
@@ -241,7 +241,7 @@ public final class LocationService: Sendable {
         let now = clock.nowMilliseconds()
         let loaded = try await store.loadAll(validAt: now)
         for binding in loaded {
-            let key = HashedAOR(binding.aor)
+            let key = PrehashedString(binding.aor)
             shard(key).withLockedValue { shard in
                 var bindings = shard.table[key] ?? []
                 bindings.removeAll { $0.key == binding.key }
