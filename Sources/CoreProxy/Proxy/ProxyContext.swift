@@ -35,6 +35,7 @@ extension ProxyTarget {
         self.init(uri: uri, flow: binding.routesOverFlow ? binding.flow : nil,
                   transport: binding.routesOverFlow ? binding.transport : SIPDestination(uri: binding.contact).transport,
                   routes: binding.path, q: binding.q, binding: (binding.aor, binding.key))
+        // `stripped` only removes parameters: as many left means the contact as registered, whose text is kept.
         if uri.parameters.count == binding.contact.parameters.count { uriText = binding.contactText }
         userAgent = binding.userAgent
         acceptsGzip = binding.acceptsGzip
