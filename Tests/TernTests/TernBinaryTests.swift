@@ -24,6 +24,8 @@ struct TernBinaryTests {
         private let errorPipe = Pipe()
         private let lock = NSLock()
         private var collected = Data()
+        /// The pipe reached its end: everything the process wrote is in `collected`.
+        private var ended = false
 
         init(_ arguments: [String]) throws {
             process.executableURL = TernBinaryTests.binary
@@ -34,9 +36,11 @@ struct TernBinaryTests {
             process.standardOutput = errorPipe
             errorPipe.fileHandleForReading.readabilityHandler = { [weak self] handle in
                 let data = handle.availableData
+                if data.isEmpty { handle.readabilityHandler = nil }
                 guard let self else { return }
                 self.lock.lock()
                 self.collected.append(data)
+                if data.isEmpty { self.ended = true }
                 self.lock.unlock()
             }
             try process.run()
@@ -85,6 +89,12 @@ struct TernBinaryTests {
             if process.isRunning {
                 process.terminate()
                 throw TernTestFailure("tern did not exit: \(output)")
+            }
+            // The handler that collects the output runs on its own queue and may not have read the
+            // last of it yet (on a loaded machine a test once saw none): wait for the pipe's end.
+            let drained = ContinuousClock.now + .seconds(5)
+            while !lock.withLock({ ended }), ContinuousClock.now < drained {
+                try await Task.sleep(for: .milliseconds(10))
             }
             return process.terminationStatus
         }
