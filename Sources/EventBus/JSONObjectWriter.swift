@@ -12,6 +12,10 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(UInt8(ascii: "{"))
     }
 
+    private init(bytes: [UInt8]) {
+        self.bytes = bytes
+    }
+
     /// A string field; nil is written as `null`.
     public mutating func add(_ key: StaticString, _ value: String?) {
         appendKey(key)
@@ -60,6 +64,24 @@ public struct JSONObjectWriter: Sendable {
         bytes.append(UInt8(ascii: ":"))
         JSONValue.writeInteger(Int64(address.port ?? 0), into: &bytes)
         bytes.append(UInt8(ascii: "\""))
+    }
+
+    /// `payload` written as an object at the end of `out`, with no buffer of its own: the
+    /// writer works in `out`'s storage, moved in and out of it.
+    static func append(_ payload: any DeferredEventPayload, to out: inout [UInt8]) {
+        var writer = JSONObjectWriter(bytes: [])
+        swap(&writer.bytes, &out)
+        writer.bytes.append(UInt8(ascii: "{"))
+        payload.write(into: &writer)
+        writer.bytes.append(UInt8(ascii: "}"))
+        swap(&writer.bytes, &out)
+    }
+
+    /// `payload` written as an object on its own.
+    static func written(_ payload: any DeferredEventPayload) -> [UInt8] {
+        var out: [UInt8] = []
+        append(payload, to: &out)
+        return out
     }
 
     /// The object, closed.

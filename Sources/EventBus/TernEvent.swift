@@ -141,17 +141,24 @@ public struct TernEvent: Sendable {
             switch content {
             case .fields(let fields): return fields
             case .written(let bytes):
-                guard case .object(let fields)? = try? JSONValue.parse(bytes) else { return [] }
-                return fields
+                return Self.fields(parsing: bytes)
+            case .deferred(let deferred):
+                return Self.fields(parsing: JSONObjectWriter.written(deferred))
             }
         }
         set { content = .fields(newValue) }
+    }
+
+    private static func fields(parsing bytes: [UInt8]) -> [(String, JSONValue)] {
+        guard case .object(let fields)? = try? JSONValue.parse(bytes) else { return [] }
+        return fields
     }
     /// The payload as JSON text.
     public var payloadJSON: String {
         switch content {
         case .fields(let fields): JSONValue.object(fields).json
         case .written(let bytes): String(decoding: bytes, as: UTF8.self)
+        case .deferred(let deferred): String(decoding: JSONObjectWriter.written(deferred), as: UTF8.self)
         }
     }
     private var content: Content
@@ -163,9 +170,14 @@ public struct TernEvent: Sendable {
     /// A tree of values, or the JSON an event source wrote straight away: one buffer to hand to
     /// the publisher and free, where a tree is a dozen allocations made on a SIP thread and
     /// released one by one on the publisher's (a third of its time per event at 5,000 a second).
+    ///
+    /// Or what the source already held, written by the publisher straight into its frame buffer: a
+    /// registration event holds its binding (one reference), so the SIP thread neither writes JSON
+    /// nor allocates a buffer that the publisher's thread would free.
     private enum Content: Sendable {
         case fields([(String, JSONValue)])
         case written([UInt8])
+        case deferred(any DeferredEventPayload)
     }
 
     private enum Identity: Sendable {
@@ -194,6 +206,14 @@ public struct TernEvent: Sendable {
         self.type = type
         self.time = time
         self.content = .written(payload.finish())
+    }
+
+    /// A new event whose payload the publisher writes when it sends the event.
+    public init(type: String, deferred payload: some DeferredEventPayload, time: Int64 = TernEvent.now()) {
+        self.identity = .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
+        self.type = type
+        self.time = time
+        self.content = .deferred(payload)
     }
 
     public static func now() -> Int64 {
@@ -252,6 +272,7 @@ public struct TernEvent: Sendable {
         switch content {
         case .fields(let fields): JSONValue.writeObject(fields, into: &out)
         case .written(let bytes): out.append(contentsOf: bytes)
+        case .deferred(let deferred): JSONObjectWriter.append(deferred, to: &out)
         }
         out.append(UInt8(ascii: "}"))
     }
@@ -315,4 +336,11 @@ public struct TernEvent: Sendable {
         let month = monthFromMarch < 10 ? monthFromMarch + 3 : monthFromMarch - 9
         return (yearOfEra + era * 400 + (month <= 2 ? 1 : 0), month, day)
     }
+}
+
+/// A payload kept as its source's own values until the event is published, then written as one
+/// JSON object (see ``TernEvent/init(type:deferred:time:)``). What it holds must not change once
+/// the event is made: it is read on the publisher's thread.
+public protocol DeferredEventPayload: Sendable {
+    func write(into payload: inout JSONObjectWriter)
 }

@@ -17,17 +17,24 @@ public final class EventBridge: LocationObserver, MessagingObserver, PresenceObs
     }
 
     public func locationChanged(_ event: BindingEvent) {
-        // Written as JSON here: the most frequent event, so no tree of values for the publisher to
-        // walk and free. The binding is read in place (a copy of it retains a dozen fields).
-        var payload = JSONObjectWriter()
-        payload.add("aor", event.binding.aor)
-        payload.add("contact", event.binding.contactText)
-        payload.add("expires_at", timestamp: event.binding.expiresAt)
-        payload.add("transport", event.binding.transport.rawValue)
-        payload.add("instance", event.binding.instanceID)
-        payload.add("source", hostPort: event.binding.source)
-        payload.add("user_agent", event.binding.userAgent)
-        outbox.enqueue(TernEvent(type: Self.registrationType(event.kind), payload: payload))
+        // The most frequent event: it keeps the binding (one reference, and a binding never changes
+        // once shared), and the publisher writes the JSON. No tree of values, no buffer made here.
+        outbox.enqueue(TernEvent(type: Self.registrationType(event.kind), deferred: RegistrationPayload(binding: event.binding)))
+    }
+
+    /// A registration event's payload (docs/events.md).
+    struct RegistrationPayload: DeferredEventPayload {
+        let binding: Binding
+
+        func write(into payload: inout JSONObjectWriter) {
+            payload.add("aor", binding.aor)
+            payload.add("contact", binding.contactText)
+            payload.add("expires_at", timestamp: binding.expiresAt)
+            payload.add("transport", binding.transport.rawValue)
+            payload.add("instance", binding.instanceID)
+            payload.add("source", hostPort: binding.source)
+            payload.add("user_agent", binding.userAgent)
+        }
     }
 
     public func callEvent(_ event: CallEvent) {

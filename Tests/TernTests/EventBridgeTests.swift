@@ -25,7 +25,8 @@ struct EventBridgeTests {
         #expect(Self.payload(events[1])["icid"] == nil)
     }
 
-    /// The registration events (written as JSON on the SIP thread) carry the documented payload.
+    /// The registration events carry the documented payload, as the binding was when the event was
+    /// made (the publisher writes it later, from the binding the event kept).
     @Test func aRegistrationCarriesItsBindingAsDocumented() throws {
         let outbox = EventOutbox(capacity: 10, policy: .dropNewest)
         let bridge = EventBridge(outbox: outbox)
@@ -47,5 +48,14 @@ struct EventBridgeTests {
         #expect(added["source"] == .string("[2001:db8::1]:5061"))
         let expired = Self.payload(events[1])
         #expect(expired["source"] == .string("192.0.2.1:5060") && expired["user_agent"] == .null)
+        // The message body the publisher writes carries the same payload inside the envelope.
+        guard case .object(let envelope) = try JSONValue.parse(Array(events[0].json(node: "n1").utf8)) else {
+            Issue.record("the body is not a JSON object")
+            return
+        }
+        let fields = Dictionary(envelope, uniquingKeysWith: { first, _ in first })
+        #expect(fields["type"] == .string("registration.added") && fields["node"] == .string("n1"))
+        #expect(fields["payload"] == .object(events[0].payload))
+        #expect(try JSONValue.parse(Array(events[0].payloadJSON.utf8)) == .object(events[0].payload))
     }
 }
