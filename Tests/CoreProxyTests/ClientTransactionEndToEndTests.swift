@@ -119,15 +119,23 @@ struct ClientTransactionEndToEndTests {
         // that no other test running in parallel can take it: a connect gets ECONNREFUSED.
         let holder = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(holder) }
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &address) { pointer in
-            pointer.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(holder, $0, length) == 0 && getsockname(holder, $0, &length) == 0 }
+        // A sockaddr_in as its 16 bytes (family in host order, then port and address in network
+        // order): which C module a field of the struct is visible through varies by build.
+        var address = [UInt8](repeating: 0, count: 16)
+        withUnsafeBytes(of: sa_family_t(AF_INET)) { family in
+            for index in family.indices { address[index] = family[index] }
+        }
+        address[4] = 127
+        address[7] = 1
+        var length = socklen_t(address.count)
+        let bound = address.withUnsafeMutableBytes { bytes in
+            bytes.withMemoryRebound(to: sockaddr.self) { pointer in
+                guard let first = pointer.baseAddress else { return false }
+                return bind(holder, first, length) == 0 && getsockname(holder, first, &length) == 0
+            }
         }
         try #require(bound)
-        let deadPort = Int(UInt16(bigEndian: address.sin_port))
+        let deadPort = Int(address[2]) << 8 | Int(address[3])
         try await withTestServer { server in
             let outcome = NIOLockedValueBox<[String]>([])
             try server.server.transactionLayer.sendRequest(

@@ -166,6 +166,11 @@ import Testing
         "tel:+1-201-555-0123;phone-context=example.com",
         "urn:service:sos",
         "sip:host.example.com;x;y=1",
+        "sips:alice:secret@atlanta.example.com:5061;transport=tcp;lr",
+        "sip:user00017@127.0.0.1:40123;transport=UDP",
+        "sip:127.0.0.1",
+        "sips:[::1]:5061;ob",
+        "sip:%C3%A9l%C3%A8ve@example.com;Rinstance=ab12",
     ])
     func renderingRoundTrips(_ text: String) throws {
         let uri = try SIPURI(parsing: text)
