@@ -10,35 +10,6 @@ extension SIPMessage {
     /// Headers every request and response carries (RFC 3261 §8.1.1, §20); Via first, the one that may repeat.
     private static let required: [SIPHeaderName] = [.via, .from, .to, .callID, .cseq]
 
-    /// What a response may carry once at most: the required headers but Via.
-    private static let singleInResponses: [SIPHeaderName] = Array(required.dropFirst())
-
-    /// The first required header missing, else the first of `single` on more than one line: the
-    /// faults in a fixed order. The header lines are counted in one pass by their known index,
-    /// where looking each name up walked all of them again (sixteen walks per request).
-    private func headerCountFault(single: [SIPHeaderName]) -> SIPParseError? {
-        let slots = SIPHeaderName.known.count
-        return withUnsafeTemporaryAllocation(of: UInt8.self, capacity: slots) { counts -> SIPParseError? in
-            counts.initialize(repeating: 0)
-            for field in fields {
-                guard let index = field.knownIndex.map(Int.init), index < slots else { continue }
-                if counts[index] < 2 { counts[index] += 1 }
-            }
-            // A name without a known index (none of these) is counted the slow way.
-            func lines(_ name: SIPHeaderName) -> Int {
-                guard let index = name.knownIndex.map(Int.init), index < slots else { return lineCount(name) }
-                return Int(counts[index])
-            }
-            for name in Self.required where lines(name) == 0 {
-                return .missingHeader(name)
-            }
-            for name in single where lines(name) > 1 {
-                return .duplicateHeader(name)
-            }
-            return nil
-        }
-    }
-
     /// The Request-URI schemes a SIP server routes unless told otherwise. A constant: a default
     /// argument written as a literal built and hashed a new set for every request.
     public static let defaultSchemes: Set<String> = ["sip", "sips", "tel"]
@@ -60,7 +31,12 @@ extension SIPMessage {
 
     private func validatedHeaders(supportedSchemes: Set<String>) throws(SIPParseError) -> ParsedHeaders {
         guard let method else { throw .malformedStartLine("not a request") }
-        if let fault = headerCountFault(single: Self.singleInstance) { throw fault }
+        for name in Self.required where !contains(name) {
+            throw .missingHeader(name)
+        }
+        for name in Self.singleInstance where lineCount(name) > 1 {
+            throw .duplicateHeader(name)
+        }
         let vias = try vias()
         guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
         if cseq.method != method { throw .cseqMethodMismatch }
@@ -97,7 +73,12 @@ extension SIPMessage {
 
     private func validatedResponseHeaders() throws(SIPParseError) -> ParsedHeaders {
         guard statusCode != nil else { throw .invalidStatusCode }
-        if let fault = headerCountFault(single: Self.singleInResponses) { throw fault }
+        for name in Self.required where !contains(name) {
+            throw .missingHeader(name)
+        }
+        for name in Self.required.dropFirst() where lineCount(name) > 1 {
+            throw .duplicateHeader(name)
+        }
         guard let via = try topVia() else { throw .missingHeader(.via) }
         guard let cseq = try cseq() else { throw .missingHeader(.cseq) }
         return ParsedHeaders(topVia: via, cseq: cseq)

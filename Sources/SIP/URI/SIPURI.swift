@@ -62,7 +62,6 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
         case .tel:
             return "tel:" + (user ?? "") + parameters.description
         case .sip, .sips:
-            if headers.isEmpty { return spelled() }
             // One buffer, reserved up front: bindings, events and every forwarded request spell URIs.
             var out = ""
             out.reserveCapacity(12 + (user?.utf8.count ?? 0) + (password?.utf8.count ?? 0) + host.utf8.count
@@ -86,63 +85,6 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
                 out += "?" + headers.map { $0.name + "=" + $0.value }.joined(separator: "&")
             }
             return out
-        }
-    }
-
-    /// A sip or sips URI without headers, its bytes written once into a string of exactly their
-    /// length: every new binding spells its contact, and appending piece by piece grew and checked
-    /// the string at each piece (1.4 % of a REGISTER).
-    private func spelled() -> String {
-        let portText = port.map { String($0) }
-        var length = (scheme == .sips ? 5 : 4) + host.utf8.count + (portText.map { $0.utf8.count + 1 } ?? 0)
-        if let user {
-            length += user.utf8.count + 1 + (password.map { $0.utf8.count + 1 } ?? 0)
-        }
-        for item in parameters.items {
-            length += 1 + item.name.utf8.count + (item.value.map { $0.utf8.count + 1 } ?? 0)
-        }
-        return String(unsafeUninitializedCapacity: length) { buffer in
-            var at = 0
-            // The length above is exact; a piece that would not fit is left out rather than written
-            // past the end.
-            func put(_ text: String) {
-                var text = text
-                text.withUTF8 { bytes in
-                    guard at + bytes.count <= buffer.count else { return }
-                    for byte in bytes {
-                        buffer[at] = byte
-                        at += 1
-                    }
-                }
-            }
-            func put(_ byte: UInt8) {
-                guard at < buffer.count else { return }
-                buffer[at] = byte
-                at += 1
-            }
-            put(scheme == .sips ? "sips:" : "sip:")
-            if let user {
-                put(user)
-                if let password {
-                    put(UInt8(ascii: ":"))
-                    put(password)
-                }
-                put(UInt8(ascii: "@"))
-            }
-            put(host)
-            if let portText {
-                put(UInt8(ascii: ":"))
-                put(portText)
-            }
-            for item in parameters.items {
-                put(UInt8(ascii: ";"))
-                put(item.name)
-                if let value = item.value {
-                    put(UInt8(ascii: "="))
-                    put(value)
-                }
-            }
-            return at
         }
     }
 
