@@ -1,16 +1,11 @@
 public import NIOCore
 
-/// A JSON object written field by field as UTF-8, in the order given: how an event source on a SIP
-/// thread writes a frequent event's payload without building a tree of ``JSONValue``s.
+/// A JSON object written field by field as UTF-8, in the order given: how a deferred payload
+/// (``DeferredEventPayload``) is written into the publisher's frame buffer without a tree of
+/// ``JSONValue``s.
 public struct JSONObjectWriter: Sendable {
     private var bytes: [UInt8]
     private var empty = true
-
-    public init(capacity: Int = 256) {
-        bytes = []
-        bytes.reserveCapacity(capacity)
-        bytes.append(UInt8(ascii: "{"))
-    }
 
     private init(bytes: [UInt8]) {
         self.bytes = bytes
@@ -82,12 +77,6 @@ public struct JSONObjectWriter: Sendable {
         var out: [UInt8] = []
         append(payload, to: &out)
         return out
-    }
-
-    /// The object, closed.
-    consuming func finish() -> [UInt8] {
-        bytes.append(UInt8(ascii: "}"))
-        return bytes
     }
 
     /// Keys are the source's own literals: plain ASCII, never escaped.

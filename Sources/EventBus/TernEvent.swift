@@ -135,29 +135,23 @@ public struct TernEvent: Sendable {
     public var type: String
     /// Unix milliseconds.
     public var time: Int64
-    /// The payload's fields (parsed back when the event was made already written, as the frequent ones are).
+    /// The payload's fields (a deferred payload is written and parsed back).
     public var payload: [(String, JSONValue)] {
         get {
             switch content {
             case .fields(let fields): return fields
-            case .written(let bytes):
-                return Self.fields(parsing: bytes)
             case .deferred(let deferred):
-                return Self.fields(parsing: JSONObjectWriter.written(deferred))
+                guard case .object(let fields)? = try? JSONValue.parse(JSONObjectWriter.written(deferred)) else { return [] }
+                return fields
             }
         }
         set { content = .fields(newValue) }
     }
 
-    private static func fields(parsing bytes: [UInt8]) -> [(String, JSONValue)] {
-        guard case .object(let fields)? = try? JSONValue.parse(bytes) else { return [] }
-        return fields
-    }
     /// The payload as JSON text.
     public var payloadJSON: String {
         switch content {
         case .fields(let fields): JSONValue.object(fields).json
-        case .written(let bytes): String(decoding: bytes, as: UTF8.self)
         case .deferred(let deferred): String(decoding: JSONObjectWriter.written(deferred), as: UTF8.self)
         }
     }
@@ -167,16 +161,13 @@ public struct TernEvent: Sendable {
     /// from the spill store keep the id they had.
     private var identity: Identity
 
-    /// A tree of values, or the JSON an event source wrote straight away: one buffer to hand to
-    /// the publisher and free, where a tree is a dozen allocations made on a SIP thread and
-    /// released one by one on the publisher's (a third of its time per event at 5,000 a second).
-    ///
-    /// Or what the source already held, written by the publisher straight into its frame buffer: a
-    /// registration event holds its binding (one reference), so the SIP thread neither writes JSON
-    /// nor allocates a buffer that the publisher's thread would free.
+    /// A tree of values, or what the source already held, written by the publisher straight into
+    /// its frame buffer. A tree is a dozen allocations made on a SIP thread and released one by one
+    /// on the publisher's (a third of its time per event at 5,000 a second); a registration event
+    /// instead holds its binding (one reference), so the SIP thread neither writes JSON nor
+    /// allocates a buffer that the publisher's thread would free.
     private enum Content: Sendable {
         case fields([(String, JSONValue)])
-        case written([UInt8])
         case deferred(any DeferredEventPayload)
     }
 
@@ -198,14 +189,6 @@ public struct TernEvent: Sendable {
         self.type = type
         self.time = time
         self.content = .fields(payload)
-    }
-
-    /// A new event whose payload is already written.
-    public init(type: String, payload: consuming JSONObjectWriter, time: Int64 = TernEvent.now()) {
-        self.identity = .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
-        self.type = type
-        self.time = time
-        self.content = .written(payload.finish())
     }
 
     /// A new event whose payload the publisher writes when it sends the event.
@@ -271,7 +254,6 @@ public struct TernEvent: Sendable {
         out.append(contentsOf: #","payload":"#.utf8)
         switch content {
         case .fields(let fields): JSONValue.writeObject(fields, into: &out)
-        case .written(let bytes): out.append(contentsOf: bytes)
         case .deferred(let deferred): JSONObjectWriter.append(deferred, to: &out)
         }
         out.append(UInt8(ascii: "}"))

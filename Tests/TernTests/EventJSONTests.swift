@@ -69,25 +69,11 @@ struct EventJSONTests {
     /// A payload written field by field (the registration events) is the same JSON a tree of
     /// values gives: escaped strings, nulls, RFC 3339 times, and sources as host and port.
     @Test func writtenPayloadsParseBack() throws {
-        let tricky = "quote \" backslash \\ newline \n é"
-        var writer = JSONObjectWriter()
-        writer.add("aor", "sip:alice@tern.test")
-        writer.add("tricky", tricky)
-        writer.add("nothing", nil as String?)
-        writer.add("count", 42)
-        writer.add("at", timestamp: 1_795_750_000_123)
-        writer.add("v4", hostPort: try SocketAddress(ipAddress: "192.0.2.1", port: 5060))
-        writer.add("v6", hostPort: try SocketAddress(ipAddress: "2001:db8::1", port: 5061))
-        writer.add("none", hostPort: nil)
-        // Each octet and the port at their shortest and longest.
-        writer.add("v4low", hostPort: try SocketAddress(ipAddress: "0.0.0.0", port: 0))
-        writer.add("v4high", hostPort: try SocketAddress(ipAddress: "255.255.255.255", port: 65535))
-        writer.add("v4mixed", hostPort: try SocketAddress(ipAddress: "10.1.100.9", port: 10))
-        let event = TernEvent(type: "test.written", payload: writer)
+        let event = TernEvent(type: "test.written", deferred: TrickyPayload())
         let parsed = try #require(try JSONSerialization.jsonObject(with: Data(event.json(node: "n1").utf8)) as? [String: Any])
         #expect(parsed["type"] as? String == "test.written" && parsed["id"] as? String == event.id)
         let payload = try #require(parsed["payload"] as? [String: Any])
-        #expect(payload["aor"] as? String == "sip:alice@tern.test" && payload["tricky"] as? String == tricky)
+        #expect(payload["aor"] as? String == "sip:alice@tern.test" && payload["tricky"] as? String == TrickyPayload.tricky)
         #expect(payload["nothing"] is NSNull && payload["none"] is NSNull && payload["count"] as? Int == 42)
         #expect(payload["at"] as? String == "2026-11-27T03:26:40.123Z")
         #expect(payload["v4"] as? String == "192.0.2.1:5060" && payload["v6"] as? String == "[2001:db8::1]:5061")
@@ -97,5 +83,25 @@ struct EventJSONTests {
         let fields = Dictionary(event.payload, uniquingKeysWith: { first, _ in first })
         #expect(fields["aor"] == .string("sip:alice@tern.test") && fields["nothing"] == .null && fields.count == 11)
         #expect(event.payloadJSON.hasPrefix(#"{"aor":"sip:alice@tern.test","#))
+    }
+}
+
+/// Every kind of field a deferred payload writes, with strings that need escaping.
+private struct TrickyPayload: DeferredEventPayload {
+    static let tricky = "quote \" backslash \\ newline \n é"
+
+    func write(into payload: inout JSONObjectWriter) {
+        payload.add("aor", "sip:alice@tern.test")
+        payload.add("tricky", Self.tricky)
+        payload.add("nothing", nil as String?)
+        payload.add("count", 42)
+        payload.add("at", timestamp: 1_795_750_000_123)
+        payload.add("v4", hostPort: try? SocketAddress(ipAddress: "192.0.2.1", port: 5060))
+        payload.add("v6", hostPort: try? SocketAddress(ipAddress: "2001:db8::1", port: 5061))
+        payload.add("none", hostPort: nil)
+        // Each octet and the port at their shortest and longest.
+        payload.add("v4low", hostPort: try? SocketAddress(ipAddress: "0.0.0.0", port: 0))
+        payload.add("v4high", hostPort: try? SocketAddress(ipAddress: "255.255.255.255", port: 65535))
+        payload.add("v4mixed", hostPort: try? SocketAddress(ipAddress: "10.1.100.9", port: 10))
     }
 }
