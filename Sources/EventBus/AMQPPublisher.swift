@@ -137,10 +137,12 @@ public final class AMQPPublisher: @unchecked Sendable {
             guard !batch.isEmpty else { continue }
             // The whole batch as frames in one buffer, written at once.
             frames.removeAll(keepingCapacity: true)
-            for event in batch {
-                encoder.appendPublish(into: &frames, exchange: configuration.exchange, routingKey: event.type,
-                                      messageID: { event.appendID(into: &$0) },
-                                      body: { event.appendJSON(node: configuration.node, into: &$0) })
+            // Each event read where it lies: `for event in batch` copies each one out (a retain
+            // and a release of a payload another core made).
+            batch.withUnsafeBufferPointer { events in
+                for index in events.indices {
+                    events[index].appendPublish(with: encoder, exchange: configuration.exchange, node: configuration.node, into: &frames)
+                }
             }
             let written = frames.withUnsafeBytes { bytes in tern_amqp_send_frames(state, bytes.baseAddress, bytes.count, 5000) }
             guard written == 0 else {

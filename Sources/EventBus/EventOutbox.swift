@@ -1,6 +1,6 @@
+import DequeModule
 import Foundation
 import Metrics
-import NIOCore
 
 /// Events waiting for the broker. Bounded: when it is full, the configured policy drops the oldest
 /// or the newest event, or spills to the embedded store (read back, in order, as the outbox
@@ -17,7 +17,10 @@ public final class EventOutbox: @unchecked Sendable {
     public let policy: OverflowPolicy
     private let spillStore: EventSpillStore?
     private let condition = NSCondition()
-    private var events = CircularBuffer<TernEvent>()
+    /// A deque, not NIO's CircularBuffer: taking the first event moves it out, where
+    /// CircularBuffer copies it and then destroys the original (a retain and a release of a
+    /// payload another core made, per event).
+    private var events = Deque<TernEvent>()
     /// Events in the spill store. While there are any, new events go there too, behind them.
     private var spilled: Int
     private var droppedCount = 0
@@ -80,9 +83,11 @@ public final class EventOutbox: @unchecked Sendable {
         if timeout > 0 { _ = waitForEvents(timeout: timeout) }
         condition.lock()
         defer { condition.unlock() }
+        let count = Swift.min(max, events.count)
         var batch: [TernEvent] = []
-        batch.reserveCapacity(Swift.min(max, events.count))
-        while batch.count < max, let event = events.popFirst() { batch.append(event) }
+        batch.reserveCapacity(count)
+        // Straight from the deque into the batch, moved: bound to a name first, each event was copied and the original destroyed.
+        for _ in 0..<count { batch.append(events.removeFirst()) }
         depthGauge.record(events.count)
         return batch
     }

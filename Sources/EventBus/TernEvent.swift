@@ -90,16 +90,16 @@ public enum JSONValue: Sendable, Hashable, ExpressibleByStringLiteral, Expressib
     }
 
     static func writeString(_ text: String, into out: inout [UInt8]) {
-        // Most values (AORs, ids, URIs) need no escaping: copied whole.
-        var text = text
-        let plain = text.withUTF8 { bytes -> Bool in
+        // Most values (AORs, ids, URIs) need no escaping: copied whole, read in place (a `var`
+        // copy for `withUTF8` was a retain and a release of a string another core made).
+        let plain = text.utf8.withContiguousStorageIfAvailable { bytes -> Bool in
             guard !bytes.contains(where: { $0 < 0x20 || $0 == UInt8(ascii: "\"") || $0 == UInt8(ascii: "\\") }) else { return false }
             out.append(UInt8(ascii: "\""))
             out.append(contentsOf: bytes)
             out.append(UInt8(ascii: "\""))
             return true
         }
-        if plain { return }
+        if plain == true { return }
         out.append(UInt8(ascii: "\""))
         for byte in text.utf8 {
             switch byte {
@@ -129,8 +129,8 @@ public struct TernEvent: Sendable {
 
     /// Unique across nodes and restarts: a random prefix per process, then a counter.
     public var id: String {
-        get { identity.text }
-        set { identity = .text(newValue) }
+        get { givenID ?? TernEvent.idPrefix + String(serial, radix: 16) }
+        set { givenID = newValue }
     }
     public var type: String
     /// Unix milliseconds.
@@ -138,65 +138,55 @@ public struct TernEvent: Sendable {
     /// The payload's fields (a deferred payload is written and parsed back).
     public var payload: [(String, JSONValue)] {
         get {
-            switch content {
-            case .fields(let fields): return fields
-            case .deferred(let deferred):
-                guard case .object(let fields)? = try? JSONValue.parse(JSONObjectWriter.written(deferred)) else { return [] }
-                return fields
-            }
+            guard let deferred else { return fields }
+            guard case .object(let fields)? = try? JSONValue.parse(JSONObjectWriter.written(deferred)) else { return [] }
+            return fields
         }
-        set { content = .fields(newValue) }
+        set {
+            fields = newValue
+            deferred = nil
+        }
     }
 
     /// The payload as JSON text.
     public var payloadJSON: String {
-        switch content {
-        case .fields(let fields): JSONValue.object(fields).json
-        case .deferred(let deferred): String(decoding: JSONObjectWriter.written(deferred), as: UTF8.self)
-        }
+        guard let deferred else { return JSONValue.object(fields).json }
+        return String(decoding: JSONObjectWriter.written(deferred), as: UTF8.self)
     }
-    private var content: Content
+
+    // The payload is a tree of values, or what the source already held, written by the publisher
+    // straight into its frame buffer. A tree is a dozen allocations made on a SIP thread and
+    // released one by one on the publisher's (a third of its time per event at 5,000 a second); a
+    // registration event instead holds its binding (one reference), so the SIP thread neither
+    // writes JSON nor allocates a buffer that the publisher's thread would free. Two stored
+    // properties rather than an enum, and likewise for the id: reading a case's value out of an
+    // enum copied the whole event on the publisher's thread.
+    private var fields: [(String, JSONValue)]
+    private var deferred: (any DeferredEventPayload)?
     /// This process's events keep the counter and are spelled out by the publisher, when it
     /// writes them (no string is built on the SIP thread that made the event); events read back
-    /// from the spill store keep the id they had.
-    private var identity: Identity
-
-    /// A tree of values, or what the source already held, written by the publisher straight into
-    /// its frame buffer. A tree is a dozen allocations made on a SIP thread and released one by one
-    /// on the publisher's (a third of its time per event at 5,000 a second); a registration event
-    /// instead holds its binding (one reference), so the SIP thread neither writes JSON nor
-    /// allocates a buffer that the publisher's thread would free.
-    private enum Content: Sendable {
-        case fields([(String, JSONValue)])
-        case deferred(any DeferredEventPayload)
-    }
-
-    private enum Identity: Sendable {
-        case serial(UInt64)
-        case text(String)
-
-        var text: String {
-            switch self {
-            case .serial(let serial): TernEvent.idPrefix + String(serial, radix: 16)
-            case .text(let text): text
-            }
-        }
-    }
+    /// from the spill store keep the id they had, in `givenID`.
+    private var serial: UInt64
+    private var givenID: String?
 
     /// - Parameter id: nil for a new one, unique across nodes and restarts.
     public init(type: String, payload: [(String, JSONValue)], id: String? = nil, time: Int64 = TernEvent.now()) {
-        self.identity = id.map { .text($0) } ?? .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
+        self.serial = id == nil ? Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed) : 0
+        self.givenID = id
         self.type = type
         self.time = time
-        self.content = .fields(payload)
+        self.fields = payload
+        self.deferred = nil
     }
 
     /// A new event whose payload the publisher writes when it sends the event.
     public init(type: String, deferred payload: some DeferredEventPayload, time: Int64 = TernEvent.now()) {
-        self.identity = .serial(Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed))
+        self.serial = Self.idCounter.wrappingIncrementThenLoad(ordering: .relaxed)
+        self.givenID = nil
         self.type = type
         self.time = time
-        self.content = .deferred(payload)
+        self.fields = []
+        self.deferred = payload
     }
 
     public static func now() -> Int64 {
@@ -211,19 +201,25 @@ public struct TernEvent: Sendable {
 
     /// The id's UTF-8 bytes, appended.
     public func appendID(into out: inout [UInt8]) {
-        switch identity {
-        case .serial(let serial):
-            out.append(contentsOf: Self.idPrefixBytes)
-            var shift = 60
-            while shift > 0, (serial >> UInt64(shift)) & 0xF == 0 { shift -= 4 }
-            while shift >= 0 {
-                let digit = UInt8((serial >> UInt64(shift)) & 0xF)
-                out.append(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
-                shift -= 4
-            }
-        case .text(let text):
-            out.append(contentsOf: text.utf8)
+        if let givenID {
+            out.append(contentsOf: givenID.utf8)
+            return
         }
+        out.append(contentsOf: Self.idPrefixBytes)
+        var shift = 60
+        while shift > 0, (serial >> UInt64(shift)) & 0xF == 0 { shift -= 4 }
+        while shift >= 0 {
+            let digit = UInt8((serial >> UInt64(shift)) & 0xF)
+            out.append(digit < 10 ? UInt8(ascii: "0") + digit : UInt8(ascii: "a") + digit - 10)
+            shift -= 4
+        }
+    }
+
+    /// This event's `basic.publish` frames, appended: the encoder's callbacks write from `self`
+    /// where it lies (a closure calling a method of an event behind a pointer copied the event).
+    func appendPublish(with encoder: AMQPPublishEncoder, exchange: String, node: String, into frames: inout [UInt8]) {
+        encoder.appendPublish(into: &frames, exchange: exchange, routingKey: type, messageID: { appendID(into: &$0) },
+                              body: { appendJSON(node: node, into: &$0) })
     }
 
     /// The message body.
@@ -236,8 +232,8 @@ public struct TernEvent: Sendable {
     /// The message body appended as UTF-8 JSON.
     public func appendJSON(node: String, into out: inout [UInt8]) {
         out.append(contentsOf: #"{"id":"#.utf8)
-        if case .text(let text) = identity {
-            JSONValue.writeString(text, into: &out)
+        if let givenID {
+            JSONValue.writeString(givenID, into: &out)
         } else {
             out.append(UInt8(ascii: "\""))
             appendID(into: &out)
@@ -252,10 +248,7 @@ public struct TernEvent: Sendable {
         out.append(contentsOf: #","version":"#.utf8)
         JSONValue.writeInteger(Int64(Self.schemaVersion), into: &out)
         out.append(contentsOf: #","payload":"#.utf8)
-        switch content {
-        case .fields(let fields): JSONValue.writeObject(fields, into: &out)
-        case .deferred(let deferred): JSONObjectWriter.append(deferred, to: &out)
-        }
+        if let deferred { JSONObjectWriter.append(deferred, to: &out) } else { JSONValue.writeObject(fields, into: &out) }
         out.append(UInt8(ascii: "}"))
     }
 

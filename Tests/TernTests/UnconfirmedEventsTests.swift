@@ -46,4 +46,24 @@ struct UnconfirmedEventsTests {
         #expect(unconfirmed.confirm(tag: 9, multiple: false, keeping: true).count == 0)
         #expect(unconfirmed.count == 2)
     }
+
+    /// A tag confirmed ahead of the front is passed over once the front reaches it, across the
+    /// boundary between two published batches.
+    @Test func theFrontMovesPastTagsConfirmedAheadOfIt() {
+        var unconfirmed = UnconfirmedEvents()
+        unconfirmed.append(Self.events(2), firstTag: 1)
+        unconfirmed.append(Self.events(3).map { var event = $0; event.id = "b" + event.id; return event }, firstTag: 3)
+        #expect(unconfirmed.confirm(tag: 3, multiple: false, keeping: false).count == 1)
+        #expect(unconfirmed.confirm(tag: 2, multiple: false, keeping: false).count == 1)
+        // Confirming the same tag again covers nothing.
+        #expect(unconfirmed.confirm(tag: 3, multiple: false, keeping: false).count == 0)
+        #expect(unconfirmed.all.map(\.id) == ["e0", "be1", "be2"])
+        #expect(unconfirmed.confirm(tag: 1, multiple: false, keeping: false).count == 1)
+        #expect(unconfirmed.all.map(\.id) == ["be1", "be2"])
+        // The front is now tag 4: a multiple confirm of 5 covers two, and nothing is left.
+        let acked = unconfirmed.confirm(tag: 5, multiple: true, keeping: true)
+        #expect(acked.count == 2 && acked.events.map(\.id) == ["be1", "be2"])
+        #expect(unconfirmed.isEmpty && unconfirmed.all.isEmpty)
+        #expect(unconfirmed.confirm(tag: 6, multiple: true, keeping: false).count == 0)
+    }
 }
