@@ -22,12 +22,14 @@ public final class AMQPPublisher: @unchecked Sendable {
         /// Published but unconfirmed events at most (default 1000).
         public var window: Int
         public var node: String
-        /// Seconds events may wait to be published together (default 20 ms: each cycle costs a sleep,
-        /// a write and reads of confirms, which at 5 ms were most of the publisher's CPU at 5,000 events/s).
+        /// Seconds between publishing cycles at least (default 50 ms): under load, events wait up to
+        /// this long to go out together; after a quiet spell the first goes at once. Each cycle costs
+        /// a sleep, a write and reads of confirms whatever its size: at 5,000 events a second, 20 ms
+        /// cycles cost the publisher about 4.0 µs per event, 50 ms 3.0 µs, 100 ms 2.6 µs.
         public var linger: Double
 
         public init(brokers: [Broker], exchange: String = "tern.events", heartbeat: Int = 10, window: Int = 1000, node: String,
-                    linger: Double = 0.02) {
+                    linger: Double = 0.05) {
             self.brokers = brokers
             self.exchange = exchange
             self.heartbeat = heartbeat
@@ -115,6 +117,7 @@ public final class AMQPPublisher: @unchecked Sendable {
         var reason: String?
         let encoder = AMQPPublishEncoder(channel: 1, frameMax: Int(amqp_get_frame_max(state)))
         var frames: [UInt8] = []
+        var lastCycle = NIODeadline.uptimeNanoseconds(0)
         defer {
             if !unconfirmed.isEmpty { outbox.putBack(unconfirmed.all) }
         }
@@ -127,8 +130,13 @@ public final class AMQPPublisher: @unchecked Sendable {
                 continue
             }
             // One cycle per linger at most, however fast events come: a burst goes out in one
-            // write and its confirms are read together, instead of a wake-up and a segment per event.
-            if configuration.linger > 0 { Thread.sleep(forTimeInterval: configuration.linger) }
+            // write and its confirms are read together, instead of a wake-up and a segment per
+            // event. Measured from the last cycle, so the first event after a quiet spell goes at
+            // once. A sleep is the dear part of a cycle: on the shared VMs we measure on, one
+            // costs 50-80 µs of CPU (`nanosleep` alone, charged to the sleeper).
+            let sinceLastCycle = Double((NIODeadline.now() - lastCycle).nanoseconds) / 1e9
+            if sinceLastCycle < configuration.linger { Thread.sleep(forTimeInterval: configuration.linger - sinceLastCycle) }
+            lastCycle = NIODeadline.now()
             reason = readFrames(state, &unconfirmed)
             guard reason == nil else { break }
             let room = configuration.window - unconfirmed.count

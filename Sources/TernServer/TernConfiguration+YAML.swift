@@ -473,7 +473,7 @@ extension TernConfiguration {
             "  overflow: \(events?.overflow ?? "drop_oldest")",
             "  heartbeat: \(events?.heartbeat ?? 10)",
             "  window: \(events?.window ?? 1000)",
-            "  linger_ms: \(events?.lingerMilliseconds ?? 20)",
+            "  linger_ms: \(events?.lingerMilliseconds ?? 50)",
             "  spill_path: \"\(events?.spillPath ?? "")\"",
             "  commands:",
             "    enabled: \(events?.commandsEnabled ?? true)",

@@ -63,7 +63,7 @@ public struct TernConfiguration: Sendable {
     public var presenceStore: LocationStoreKind
     /// `events.*`: the event bus (AMQP 0-9-1). enabled (false), brokers (list of amqp:// URIs,
     /// tried in turn), exchange (`tern.events`), outbox_size (100000), overflow (drop_oldest,
-    /// drop_newest or spill), heartbeat (10 s), window (1000 unconfirmed), linger_ms (20), spill_path.
+    /// drop_newest or spill), heartbeat (10 s), window (1000 unconfirmed), linger_ms (50), spill_path.
     public var events: EventSettings?
     /// `management.*`: the HTTP management API (JSON-RPC, XML-RPC, /metrics, /health, /ready).
     /// enabled (true), listen (`127.0.0.1:8070`), token (none: methods that change state are refused).
@@ -149,7 +149,7 @@ public struct TernConfiguration: Sendable {
         public var overflow = "drop_oldest"
         public var heartbeat = 10
         public var window = 1000
-        public var lingerMilliseconds = 20
+        public var lingerMilliseconds = 50
         /// `events.spill_path`: the SQLite file `overflow: spill` writes to (default: `tern-events.sqlite`
         /// beside `storage.sqlite_path`).
         public var spillPath = ""

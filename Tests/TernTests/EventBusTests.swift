@@ -146,6 +146,33 @@ struct EventBusTests {
         #expect(received.compactMap { ($0["payload"] as? [String: Any])?["n"] as? Int } == Array(0..<20))
     }
 
+    /// Cycles are paced from the last one, not from the first event: after a quiet spell an event
+    /// goes out at once; one right behind it waits for the next cycle, a linger after the first.
+    @Test func theFirstEventAfterAQuietSpellGoesAtOnceAndTheNextWaitsForTheNextCycle() async throws {
+        let uri = try #require(Self.uri)
+        let exchange = "tern.events.linger." + UUID().uuidString.prefix(8)
+        let consumer = try AMQPTestConsumer(uri: uri, exchange: String(exchange))
+        let outbox = EventOutbox(capacity: 100, policy: .dropNewest)
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: String(exchange), node: "test", linger: 1.5),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        defer { publisher.stop() }
+        // Connected and idle for longer than a linger.
+        try await Task.sleep(for: .seconds(2))
+        let clock = ContinuousClock()
+        let first = clock.now
+        outbox.enqueue(TernEvent(type: "test.linger", payload: [("n", 1)]))
+        #expect(try consumer.receive(count: 1, timeout: 5).count == 1)
+        let firstLatency = clock.now - first
+        #expect(firstLatency < .milliseconds(1000), "the first event waited \(firstLatency)")
+        let second = clock.now
+        outbox.enqueue(TernEvent(type: "test.linger", payload: [("n", 2)]))
+        #expect(try consumer.receive(count: 1, timeout: 5).count == 1)
+        let secondLatency = clock.now - second
+        #expect(secondLatency > .milliseconds(500), "the second event went out after \(secondLatency), within the first's cycle")
+    }
+
     @Test func anOverflowingOutboxCountsEveryDrop() async throws {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.overflow." + UUID().uuidString.prefix(8)
