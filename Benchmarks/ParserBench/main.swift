@@ -140,12 +140,23 @@ for (name, text) in [("INVITE (SDP body)", invite), ("REGISTER", register), ("20
         if let to = try? message.to() { sink &+= to.tag?.utf8.count ?? 0 }
         if let maxForwards = try? message.maxForwards() { sink &+= maxForwards }
     }
+    // What the server does with every request it accepts (InboundStage): the checks of RFC 3261
+    // §8.2 and §16.3, keeping the typed headers they parsed.
+    let validate = measure(seconds: seconds) {
+        guard var message = try? parser.parse(bytes) else { return }
+        if message.isRequest {
+            do { try message.validateRequestKeepingParsed() } catch { return }
+        } else {
+            do { try message.validateResponseKeepingParsed() } catch { return }
+        }
+        sink &+= message.fields.count
+    }
     let serialize = measure(seconds: seconds) {
         guard var message = try? parser.parse(bytes) else { return }
         message.prependHeader(.via, "SIP/2.0/UDP proxy.example.com;branch=z9hG4bKbench")
         sink &+= message.serialized().readableBytes
     }
-    for (label, result) in [("parse (index)", indexOnly), ("parse + routing views", withRouting),
+    for (label, result) in [("parse (index)", indexOnly), ("parse + routing views", withRouting), ("parse + validate", validate),
                             ("parse + add Via + serialize", serialize)] {
         print(pad("\(name): \(label)", 50)
               + pad(format(result.messagesPerSecond), 12)

@@ -40,12 +40,24 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
 
     /// One address that must fill what is left of the scanner.
     package init(wholeValue scanner: inout ValueScanner) throws(ValueError) {
-        try self.init(scanner: &scanner)
+        self = try SIPAddress.parse(wholeValue: &scanner)
+    }
+
+    package static func parse(wholeValue scanner: inout ValueScanner) throws(ValueError) -> SIPAddress {
+        let address = try parse(scanner: &scanner)
         scanner.skipWhitespace()
         guard scanner.isAtEnd else { throw ValueError("unexpected text after address: \(scanner.remainder)") }
+        return address
     }
 
     package init(scanner: inout ValueScanner) throws(ValueError) {
+        self = try SIPAddress.parse(scanner: &scanner)
+    }
+
+    /// ``init(scanner:)`` as a function: the parts are read into locals and the address is built
+    /// once, at the end (assigned part by part in an initializer, it was copied and destroyed on
+    /// the way).
+    package static func parse(scanner: inout ValueScanner) throws(ValueError) -> SIPAddress {
         scanner.skipWhitespace()
         var displayName: String?
         if scanner.peek == UInt8(ascii: "\"") {
@@ -68,12 +80,13 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
             displayName = trimmed.isEmpty ? nil : trimmed
             scanner.index = angle
         }
+        let uri: SIPURI
         if scanner.peek == UInt8(ascii: "<") {
             scanner.index += 1
             guard let close = scanner.bytes[scanner.index...].firstIndex(of: UInt8(ascii: ">")) else {
                 throw ValueError("missing >")
             }
-            self.uri = try SIPURI(bytes: scanner.bytes[scanner.index..<close])
+            uri = try SIPURI.parse(bytes: scanner.bytes[scanner.index..<close])
             scanner.index = close + 1
         } else {
             // addr-spec: the URI ends at the first ';' or ',' or whitespace; what follows are header
@@ -83,12 +96,11 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
                 scanner.index += 1
             }
             guard scanner.index > start else { throw ValueError("empty address") }
-            let uri = try SIPURI(bytes: scanner.bytes[start..<scanner.index])
+            uri = try SIPURI.parse(bytes: scanner.bytes[start..<scanner.index])
             if uri.headers.count > 0 { throw ValueError("URI with headers must be in <>") }
-            self.uri = uri
         }
-        self.displayName = displayName
-        self.parameters = try scanner.readParameters()
+        let parameters = try scanner.readParameters()
+        return SIPAddress(displayName: displayName, uri: uri, parameters: parameters)
     }
 
     /// Parses a comma-separated list of addresses (Contact, Route, Path...).
@@ -101,7 +113,7 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
     package static func parseList(scanner: inout ValueScanner) throws(ValueError) -> [SIPAddress] {
         var result: [SIPAddress] = []
         repeat {
-            result.append(try SIPAddress(scanner: &scanner))
+            result.append(try SIPAddress.parse(scanner: &scanner))
             scanner.skipWhitespace()
         } while scanner.consume(UInt8(ascii: ","))
         guard scanner.isAtEnd else { throw ValueError("unexpected text in address list: \(scanner.remainder)") }

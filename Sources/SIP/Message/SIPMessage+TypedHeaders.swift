@@ -65,12 +65,12 @@ extension SIPMessage {
 
     public func from() throws(SIPParseError) -> SIPAddress? {
         if let parsed, parsed.isComplete { return parsed.from }
-        return try scan(.from) { scanner throws(ValueError) in try SIPAddress(wholeValue: &scanner) }
+        return try scan(.from) { scanner throws(ValueError) in try SIPAddress.parse(wholeValue: &scanner) }
     }
 
     public func to() throws(SIPParseError) -> SIPAddress? {
         if let parsed, parsed.isComplete { return parsed.to }
-        return try scan(.to) { scanner throws(ValueError) in try SIPAddress(wholeValue: &scanner) }
+        return try scan(.to) { scanner throws(ValueError) in try SIPAddress.parse(wholeValue: &scanner) }
     }
 
     public var callID: String? {
