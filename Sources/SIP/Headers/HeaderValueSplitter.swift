@@ -1,3 +1,7 @@
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// Splits and normalises raw header values: line folding, comma-separated lists.
 package enum HeaderValueSplitter {
     /// Replaces each folded line break (optional whitespace, CRLF, whitespace) by one space and trims
@@ -9,7 +13,13 @@ package enum HeaderValueSplitter {
 
     /// ``unfold(_:)`` as bytes, for parsers that scan bytes: no String between the message and them.
     package static func unfoldedBytes(_ bytes: UnsafeRawBufferPointer) -> [UInt8] {
-        if !hasLineBreak(bytes) { return Array(bytes) }
+        if !hasLineBreak(bytes) {
+            // One copy of the whole: `Array(bytes)` went byte by byte through the raw buffer.
+            return [UInt8](unsafeUninitializedCapacity: bytes.count) { buffer, count in
+                UnsafeMutableRawBufferPointer(buffer).copyMemory(from: bytes)
+                count = bytes.count
+            }
+        }
         var out: [UInt8] = []
         out.reserveCapacity(bytes.count)
         var index = 0
@@ -28,7 +38,9 @@ package enum HeaderValueSplitter {
     }
 
     private static func hasLineBreak(_ bytes: UnsafeRawBufferPointer) -> Bool {
-        bytes.contains { $0 == 0x0D || $0 == 0x0A }
+        // memchr reads many bytes at a time; every header value the typed parsers read comes here.
+        guard let base = bytes.baseAddress, !bytes.isEmpty else { return false }
+        return memchr(base, 0x0D, bytes.count) != nil || memchr(base, 0x0A, bytes.count) != nil
     }
 
     @inline(__always)

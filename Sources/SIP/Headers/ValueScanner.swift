@@ -89,19 +89,24 @@ package struct ValueScanner {
 
     /// Reads `;name[=value]` pairs until something else comes (RFC 3261 generic-param). Values are
     /// tokens, IPv6 references or quoted strings; quoted values keep their quotes so they round-trip.
-    /// - Parameter expected: how many to make room for at the first (a Via's branch, rport and
-    ///   received then take one allocation, where growing one at a time took three). Values kept
-    ///   long, like a binding's contact, leave it at one, so that no unused room stays with them.
-    package mutating func readParameters(expected: Int = 1) throws(ValueError) -> SIPParameters {
+    /// Room for all of them is taken at once, counted first: grown one at a time, a contact's three
+    /// parameters took three allocations, and the exact count leaves no unused room in values kept
+    /// long, like a binding's contact.
+    /// - Parameter expected: room for at least this many (a Via's branch and rport, and the
+    ///   received a server adds, then share one allocation).
+    package mutating func readParameters(expected: Int = 0) throws(ValueError) -> SIPParameters {
         var parameters = SIPParameters()
-        if peek == UInt8(ascii: ";"), expected > 1 { parameters.reserveCapacity(expected) }
+        if peek == UInt8(ascii: ";") || (peek.map(isWhitespace) ?? false) {
+            let count = max(parametersAhead(), expected)
+            if count > 1 { parameters.reserveCapacity(count) }
+        }
         while consume(UInt8(ascii: ";")) {
             guard let name = readToken() else { throw ValueError("parameter without a name") }
             if consume(UInt8(ascii: "=")) {
                 skipWhitespace()
                 if peek == UInt8(ascii: "\"") {
-                    guard let quoted = readQuotedString() else { throw ValueError("unterminated quoted string") }
-                    parameters.append(name, "\"" + escapeQuoted(quoted) + "\"")
+                    guard let quoted = readQuotedValue() else { throw ValueError("unterminated quoted string") }
+                    parameters.append(name, quoted)
                 } else {
                     let start = index
                     while index < bytes.count, isParameterValueByte(bytes[index]) { index += 1 }
@@ -113,6 +118,44 @@ package struct ValueScanner {
             }
         }
         return parameters
+    }
+
+    /// How many `;` come before the end or the next list comma, outside quoted strings: the
+    /// number of parameters ``readParameters()`` is about to read.
+    private func parametersAhead() -> Int {
+        var count = 0
+        var cursor = index
+        var inQuotes = false
+        while cursor < bytes.count {
+            let byte = bytes[cursor]
+            if inQuotes {
+                if byte == UInt8(ascii: "\\") { cursor += 1 } else if byte == UInt8(ascii: "\"") { inQuotes = false }
+            } else if byte == UInt8(ascii: "\"") {
+                inQuotes = true
+            } else if byte == UInt8(ascii: ";") {
+                count += 1
+            } else if byte == UInt8(ascii: ",") {
+                break
+            }
+            cursor += 1
+        }
+        return count
+    }
+
+    /// A quoted parameter value as it is kept: with its quotes, escapes only where needed. Without
+    /// a backslash in it that is the text as written, taken in one piece (unquoted and quoted
+    /// again, it took three strings).
+    private mutating func readQuotedValue() -> String? {
+        guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
+        var cursor = index + 1
+        while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\""), bytes[cursor] != UInt8(ascii: "\\") { cursor += 1 }
+        if cursor < bytes.count, bytes[cursor] == UInt8(ascii: "\"") {
+            let value = String(decoding: bytes[index...cursor], as: UTF8.self)
+            index = cursor + 1
+            return value
+        }
+        guard let quoted = readQuotedString() else { return nil }
+        return "\"" + escapeQuoted(quoted) + "\""
     }
 
     @inline(__always)
