@@ -7,6 +7,16 @@
 #include <sys/socket.h>
 #include <poll.h>
 #include <errno.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps niceness per thread):
+/// the AMQP threads are background work that must not hold a core a SIP event loop wants.
+/// Raising niceness needs no privilege. Returns 0, or -1 with errno set.
+static inline int tern_amqp_thread_background(int nice) {
+    return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
+}
 
 /// Opens the TCP socket, giving up after `timeout_ms`.
 static inline int tern_amqp_open(amqp_socket_t *socket, const char *host, int port, int timeout_ms) {

@@ -1,3 +1,4 @@
+import CRabbitMQ
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -5,6 +6,8 @@ import NIOConcurrencyHelpers
 /// configured brokers in turn, with back-off from 0.2 to 5 s, and runs a session on each
 /// connection until the session ends for good or Tern stops.
 final class AMQPConnectionThread: @unchecked Sendable {
+    /// The AMQP threads' niceness (the SIP event loops keep the default, 0).
+    static let niceness: Int32 = 10
     private let name: String
     private let stopRequested = NIOLockedValueBox(false)
     private let finished = NSCondition()
@@ -25,6 +28,9 @@ final class AMQPConnectionThread: @unchecked Sendable {
         let thread = Thread { [self] in
             // Named from inside: a name set before start does not reach the OS thread (perf, top -H).
             Thread.current.name = name
+            // Below the SIP event loops: a publishing cycle writes a batch of hundreds of events at
+            // once, and on a busy core the loop that shares it should not wait behind it (p99).
+            _ = tern_amqp_thread_background(AMQPConnectionThread.niceness)
             body()
             finished.lock()
             running = false
