@@ -274,4 +274,18 @@ struct AuthenticationEndToEndTests {
             #expect(error.line == 2, "line numbers count CRLF lines")
         }
     }
+
+    /// Realms compare without case (RFC 7616 §3.3 lets the server choose its realm string; clients
+    /// echo it, and operators write it in any case); users keep theirs.
+    @Test func realmsMatchWhateverTheirCaseAndUsersExactly() throws {
+        let md5 = String(repeating: "a", count: 32), other = String(repeating: "c", count: 32)
+        let store = try FileCredentialStore(text: "alice Tern.Test \(md5)\nalice other.test \(other)\nAlice tern.test \(other)\n")
+        #expect(store.count == 3)
+        #expect(store.credentials(user: "alice", realm: "tern.test")?.ha1MD5 == md5)
+        #expect(store.credentials(user: "alice", realm: "TERN.TEST")?.ha1MD5 == md5)
+        #expect(store.credentials(user: "Alice", realm: "tern.test")?.ha1MD5 == other)
+        #expect(store.credentials(user: "alice", realm: "other.test")?.ha1MD5 == other)
+        #expect(store.credentials(user: "carol", realm: "tern.test") == nil)
+        #expect(store.credentials(user: "alice", realm: "nowhere.test") == nil)
+    }
 }

@@ -33,7 +33,9 @@ public protocol CredentialStore: Sendable {
 /// comment. Make a line with
 /// `printf '%s:%s:%s' alice tern.test secret | md5sum` (and `sha256sum` for the second hash).
 public struct FileCredentialStore: CredentialStore {
-    private let entries: [String: DigestCredentials]
+    /// By realm (lower-cased), then user: a lookup hashes the user as it came, where one key of
+    /// both joined built a string (often too long to be stored inline) for every request.
+    private let entries: [String: [String: DigestCredentials]]
 
     public struct ParseError: Error, CustomStringConvertible, Sendable {
         public var line: Int
@@ -42,7 +44,7 @@ public struct FileCredentialStore: CredentialStore {
     }
 
     public init(text: String) throws(ParseError) {
-        var entries: [String: DigestCredentials] = [:]
+        var entries: [String: [String: DigestCredentials]] = [:]
         // isNewline: in Swift "\r\n" is one Character, equal to neither "\r" nor "\n" (files written on Windows).
         for (offset, raw) in text.split(omittingEmptySubsequences: false, whereSeparator: \.isNewline).enumerated() {
             let line = raw.split(separator: "#", maxSplits: 1, omittingEmptySubsequences: false).first ?? ""
@@ -57,29 +59,29 @@ public struct FileCredentialStore: CredentialStore {
             if fields.count == 4, !(fields[3].count == 64 && fields[3].allSatisfy(\.isHexDigit)) {
                 throw ParseError(line: offset + 1, message: "sha256-ha1 must be 64 hex digits")
             }
-            entries[Self.key(fields[0], fields[1])] = DigestCredentials(
+            entries[fields[1].lowercased(), default: [:]][fields[0]] = DigestCredentials(
                 ha1MD5: fields[2].lowercased(), ha1SHA256: fields.count == 4 ? fields[3].lowercased() : nil)
         }
         self.entries = entries
     }
 
     public init(entries: [(user: String, realm: String, credentials: DigestCredentials)]) {
-        var table: [String: DigestCredentials] = [:]
-        for entry in entries { table[Self.key(entry.user, entry.realm)] = entry.credentials }
+        var table: [String: [String: DigestCredentials]] = [:]
+        for entry in entries { table[entry.realm.lowercased(), default: [:]][entry.user] = entry.credentials }
         self.entries = table
     }
 
-    public var count: Int { entries.count }
+    public var count: Int { entries.values.reduce(0) { $0 + $1.count } }
 
     public func credentials(user: String, realm: String) -> DigestCredentials? {
-        entries[Self.key(user, realm)]
+        // Realms are mostly written in lower case already: lower-cased only when not found as given.
+        guard let users = entries[realm] ?? entries[realm.lowercased()] else { return nil }
+        return users[user]
     }
 
     public func lookup(user: String, realm: String, on loop: any EventLoop) -> CredentialLookup {
         .known(credentials(user: user, realm: realm))
     }
-
-    private static func key(_ user: String, _ realm: String) -> String { user + "\u{0}" + realm.lowercased() }
 
     /// The credentials of a password (for tools and tests).
     public static func credentials(user: String, realm: String, password: String) -> DigestCredentials {
