@@ -145,12 +145,11 @@ public final class AMQPPublisher: @unchecked Sendable {
             guard !batch.isEmpty else { continue }
             // The whole batch as frames in one buffer, written at once.
             frames.removeAll(keepingCapacity: true)
-            // Each event read where it lies: `for event in batch` copies each one out (a retain
-            // and a release of a payload another core made).
-            batch.withUnsafeBufferPointer { events in
-                for index in events.indices {
-                    events[index].appendPublish(with: encoder, exchange: configuration.exchange, node: configuration.node, into: &frames)
-                }
+            // Each event is still copied for the call (a retain and a release of its payload; in
+            // place through a buffer pointer the compiler copied it all the same), once: the
+            // outbox moves events into the batch, and the batch itself is what stays unconfirmed.
+            for event in batch {
+                event.appendPublish(with: encoder, exchange: configuration.exchange, node: configuration.node, into: &frames)
             }
             let written = frames.withUnsafeBytes { bytes in tern_amqp_send_frames(state, bytes.baseAddress, bytes.count, 5000) }
             guard written == 0 else {
