@@ -145,11 +145,13 @@ public final class AMQPPublisher: @unchecked Sendable {
             guard !batch.isEmpty else { continue }
             // The whole batch as frames in one buffer, written at once.
             frames.removeAll(keepingCapacity: true)
-            // Each event is still copied for the call (a retain and a release of its payload; in
-            // place through a buffer pointer the compiler copied it all the same), once: the
-            // outbox moves events into the batch, and the batch itself is what stays unconfirmed.
+            // Each event is copied once here (a retain and a release of its payload; through a
+            // buffer pointer the compiler copied it all the same): the outbox moves events into
+            // the batch, and the batch itself is what stays unconfirmed.
             for event in batch {
-                event.appendPublish(with: encoder, exchange: configuration.exchange, node: configuration.node, into: &frames)
+                encoder.appendPublish(into: &frames, exchange: configuration.exchange, routingKey: event.type,
+                                      messageID: { event.appendID(into: &$0) },
+                                      body: { event.appendJSON(node: configuration.node, into: &$0) })
             }
             let written = frames.withUnsafeBytes { bytes in tern_amqp_send_frames(state, bytes.baseAddress, bytes.count, 5000) }
             guard written == 0 else {

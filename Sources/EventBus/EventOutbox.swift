@@ -86,7 +86,8 @@ public final class EventOutbox: @unchecked Sendable {
         let count = Swift.min(max, events.count)
         var batch: [TernEvent] = []
         batch.reserveCapacity(count)
-        // Straight from the deque into the batch, moved: bound to a name first, each event was copied and the original destroyed.
+        // Moved straight from the deque into the batch: bound to a name first, each event was
+        // copied and the original destroyed.
         for _ in 0..<count { batch.append(events.removeFirst()) }
         depthGauge.record(events.count)
         return batch

@@ -215,12 +215,6 @@ public struct TernEvent: Sendable {
         }
     }
 
-    /// This event's `basic.publish` frames, appended; the encoder's callbacks write from `self`.
-    func appendPublish(with encoder: AMQPPublishEncoder, exchange: String, node: String, into frames: inout [UInt8]) {
-        encoder.appendPublish(into: &frames, exchange: exchange, routingKey: type, messageID: { appendID(into: &$0) },
-                              body: { appendJSON(node: node, into: &$0) })
-    }
-
     /// The message body.
     public func json(node: String) -> String {
         var out: [UInt8] = []

@@ -35,14 +35,10 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
     /// Parses one name-addr or addr-spec, followed by parameters.
     public init(parsing text: some StringProtocol) throws(ValueError) {
         var scanner = ValueScanner(text)
-        try self.init(wholeValue: &scanner)
-    }
-
-    /// One address that must fill what is left of the scanner.
-    package init(wholeValue scanner: inout ValueScanner) throws(ValueError) {
         self = try SIPAddress.parse(wholeValue: &scanner)
     }
 
+    /// One address that must fill what is left of the scanner.
     package static func parse(wholeValue scanner: inout ValueScanner) throws(ValueError) -> SIPAddress {
         let address = try parse(scanner: &scanner)
         scanner.skipWhitespace()
@@ -50,13 +46,9 @@ public struct SIPAddress: Sendable, Hashable, CustomStringConvertible {
         return address
     }
 
-    package init(scanner: inout ValueScanner) throws(ValueError) {
-        self = try SIPAddress.parse(scanner: &scanner)
-    }
-
-    /// ``init(scanner:)`` as a function: the parts are read into locals and the address is built
-    /// once, at the end (assigned part by part in an initializer, it was copied and destroyed on
-    /// the way).
+    /// One address, followed by parameters. A function, not an initializer: the parts are read into
+    /// locals and the address is built once, at the end (assigned part by part in an initializer,
+    /// it was copied and destroyed on the way).
     package static func parse(scanner: inout ValueScanner) throws(ValueError) -> SIPAddress {
         scanner.skipWhitespace()
         var displayName: String?

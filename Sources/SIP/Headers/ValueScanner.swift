@@ -54,8 +54,7 @@ package struct ValueScanner {
         guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
         // Most quoted strings hold no escape: their text is read from the bytes in place.
         let contentStart = index + 1
-        var cursor = contentStart
-        while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\""), bytes[cursor] != UInt8(ascii: "\\") { cursor += 1 }
+        var cursor = firstQuoteOrBackslash(from: contentStart)
         guard cursor < bytes.count else { return nil }
         if bytes[cursor] == UInt8(ascii: "\"") {
             index = cursor + 1
@@ -147,8 +146,7 @@ package struct ValueScanner {
     /// again, it took three strings).
     private mutating func readQuotedValue() -> String? {
         guard index < bytes.count, bytes[index] == UInt8(ascii: "\"") else { return nil }
-        var cursor = index + 1
-        while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\""), bytes[cursor] != UInt8(ascii: "\\") { cursor += 1 }
+        let cursor = firstQuoteOrBackslash(from: index + 1)
         if cursor < bytes.count, bytes[cursor] == UInt8(ascii: "\"") {
             let value = String(decoding: bytes[index...cursor], as: UTF8.self)
             index = cursor + 1
@@ -156,6 +154,14 @@ package struct ValueScanner {
         }
         guard let quoted = readQuotedString() else { return nil }
         return "\"" + escapeQuoted(quoted) + "\""
+    }
+
+    /// The offset of the first `"` or `\` at or after `start`, or the end: where a quoted
+    /// string's plain part stops.
+    private func firstQuoteOrBackslash(from start: Int) -> Int {
+        var cursor = start
+        while cursor < bytes.count, bytes[cursor] != UInt8(ascii: "\""), bytes[cursor] != UInt8(ascii: "\\") { cursor += 1 }
+        return cursor
     }
 
     @inline(__always)

@@ -131,19 +131,14 @@ public struct SIPURI: Sendable, Hashable, CustomStringConvertible {
 extension SIPURI {
     /// Parses an absolute URI. sip/sips/tel are parsed fully; any other scheme is kept opaque.
     public init(parsing text: some StringProtocol) throws(ValueError) {
-        try self.init(bytes: Array(text.utf8)[...])
+        self = try SIPURI.parse(bytes: Array(text.utf8)[...])
     }
 
     /// Parses the URI these bytes hold, at their own offsets: an address's `<...>` is read where
-    /// its scanner has it, with no String or array of its own.
-    package init(bytes: ArraySlice<UInt8>) throws(ValueError) {
-        self = try SIPURI.parse(bytes: bytes)
-    }
-
-    /// ``init(bytes:)`` as a function: the parsers build each part in a local and the URI once, at
-    /// the end. Built field by field in place (`self = ...`, `uri.port = ...`), the whole URI was
-    /// copied and destroyed on the way, a retain and a release per part, a tenth of a request's
-    /// validation.
+    /// its scanner has it, with no String or array of its own. A function, not an initializer: the
+    /// parsers build each part in a local and the URI once, at the end. Built field by field in
+    /// place (`self = ...`, `uri.port = ...`), the whole URI was copied and destroyed on the way,
+    /// a retain and a release per part, a tenth of a request's validation.
     package static func parse(bytes: ArraySlice<UInt8>) throws(ValueError) -> SIPURI {
         guard let colon = bytes.firstIndex(of: UInt8(ascii: ":")), colon > bytes.startIndex else {
             throw ValueError("no scheme")
