@@ -173,32 +173,6 @@ struct EventBusTests {
         #expect(secondLatency > .milliseconds(500), "the second event went out after \(secondLatency), within the first's cycle")
     }
 
-    /// The publisher's thread runs below the SIP event loops (niceness 10, Linux keeps it per thread).
-    @Test func thePublisherThreadRunsAtNicenessTen() async throws {
-        let uri = try #require(Self.uri)
-        let outbox = EventOutbox(capacity: 10, policy: .dropNewest)
-        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
-                                                                                 exchange: "tern.events.nice", node: "test"),
-                                      outbox: outbox, logger: Self.logger)
-        publisher.start()
-        defer { publisher.stop() }
-        var niceness: [Int] = []
-        for _ in 0..<50 where niceness.isEmpty {
-            let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
-            for task in tasks {
-                let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
-                guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == "tern-amqp",
-                      let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
-                      let close = stat.lastIndex(of: ")") else { continue }
-                // After "pid (comm) ": state is field 3, nice field 19.
-                let fields = stat[stat.index(after: close)...].split(separator: " ")
-                if fields.count > 16, let value = Int(fields[16]) { niceness.append(value) }
-            }
-            if niceness.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
-        }
-        #expect(niceness == [10], "tern-amqp threads' niceness: \(niceness)")
-    }
-
     @Test func anOverflowingOutboxCountsEveryDrop() async throws {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.overflow." + UUID().uuidString.prefix(8)
