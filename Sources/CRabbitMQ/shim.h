@@ -7,14 +7,19 @@
 #include <sys/socket.h>
 #include <poll.h>
 #include <errno.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
-/// Lowers the calling thread's scheduling priority to `nice` (Linux keeps niceness per thread):
-/// the AMQP threads are background work that must not hold a core a SIP event loop wants.
-/// Raising niceness needs no privilege. Returns 0, or -1 with errno set.
-static inline int tern_amqp_thread_background(int nice) {
+/// Names the calling thread (at most 15 characters reach the kernel) and lowers its scheduling
+/// priority to `nice` (Linux keeps niceness per thread): the AMQP threads are background work that
+/// must not hold a core a SIP event loop wants. Named here rather than through Foundation's
+/// Thread.name, which names the OS thread only when the starting thread has already recorded the
+/// new thread's handle: a race the new thread can win on a busy machine. Raising niceness needs
+/// no privilege. Returns 0, or -1 with errno set.
+static inline int tern_amqp_thread_begin(const char *name, int nice) {
+    if (prctl(PR_SET_NAME, name, 0, 0, 0) != 0) return -1;
     return setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 }
 

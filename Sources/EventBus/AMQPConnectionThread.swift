@@ -26,11 +26,10 @@ final class AMQPConnectionThread: @unchecked Sendable {
         running = true
         finished.unlock()
         let thread = Thread { [self] in
-            // Named from inside: a name set before start does not reach the OS thread (perf, top -H).
-            Thread.current.name = name
-            // Below the SIP event loops: a publishing cycle writes a batch of hundreds of events at
-            // once, and on a busy core the loop that shares it should not wait behind it (p99).
-            _ = tern_amqp_thread_background(AMQPConnectionThread.niceness)
+            // Named for perf and top -H. Below the SIP event loops: a publishing cycle writes a batch
+            // of hundreds of events at once, and on a busy core the loop that shares it should not
+            // wait behind it (p99).
+            _ = tern_amqp_thread_begin(name, AMQPConnectionThread.niceness)
             body()
             finished.lock()
             running = false

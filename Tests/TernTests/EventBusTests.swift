@@ -173,6 +173,38 @@ struct EventBusTests {
         #expect(secondLatency > .milliseconds(500), "the second event went out after \(secondLatency), within the first's cycle")
     }
 
+    /// The publisher's thread runs below the SIP event loops (niceness 10, Linux keeps it per thread).
+    /// Other suites' publishers may be running at the same time, under the same name: all count.
+    @Test func thePublisherThreadRunsAtNicenessTen() async throws {
+        let uri = try #require(Self.uri)
+        let outbox = EventOutbox(capacity: 10, policy: .dropNewest)
+        let publisher = AMQPPublisher(configuration: AMQPPublisher.Configuration(brokers: [try #require(AMQPPublisher.Broker(uri: uri))],
+                                                                                 exchange: "tern.events.nice", node: "test"),
+                                      outbox: outbox, logger: Self.logger)
+        publisher.start()
+        defer { publisher.stop() }
+        var niceness: [Int] = []
+        for _ in 0..<50 where niceness.isEmpty {
+            niceness = Self.nicenessOfThreads(named: "tern-amqp")
+            if niceness.isEmpty { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        #expect(!niceness.isEmpty && niceness.allSatisfy { $0 == 10 }, "tern-amqp threads' niceness: \(niceness)")
+    }
+
+    /// The nice field of each of this process's threads whose kernel name is `name`.
+    private static func nicenessOfThreads(named name: String) -> [Int] {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        return tasks.compactMap { task in
+            let comm = (try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8)) ?? ""
+            guard comm.trimmingCharacters(in: .whitespacesAndNewlines) == name,
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { return nil }
+            // After "pid (comm) " the state is field 3 and nice field 19.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            return fields.count > 16 ? Int(fields[16]) : nil
+        }
+    }
+
     @Test func anOverflowingOutboxCountsEveryDrop() async throws {
         let uri = try #require(Self.uri)
         let exchange = "tern.events.overflow." + UUID().uuidString.prefix(8)
