@@ -20,6 +20,19 @@ struct HeaderParameterTests {
         #expect(address.parameters["x"] == .some(nil))
     }
 
+    @Test func settingAParameterReplacesTheFirstInPlaceDropsLaterOnesAndAppendsWhenAbsent() throws {
+        var parameters = try SIPAddress(parsing: "<sip:a@example.com>;Expires=60;q=0.5;expires=30;lr").parameters
+        parameters.set("expires", "3600")
+        #expect(parameters.description == ";Expires=3600;q=0.5;lr")
+        parameters.set("lr", nil)
+        #expect(parameters.description == ";Expires=3600;q=0.5;lr")
+        parameters.set("pub-gruu", #""sip:a@example.com;gr=x""#)
+        #expect(parameters.description == #";Expires=3600;q=0.5;lr;pub-gruu="sip:a@example.com;gr=x""#)
+        var empty = SIPParameters()
+        empty.set("expires", "0")
+        #expect(empty.description == ";expires=0")
+    }
+
     @Test func eachElementOfAListGetsItsOwnParameters() throws {
         // A ';' and a ',' inside quotes belong to the value, not to the list.
         let list = try SIPAddress.parseList(#"<sip:a@example.com>;q=0.5;n="x;y, z", <sip:b@example.com>;q=1"#)

@@ -273,15 +273,13 @@ public final class LocationService: Sendable {
 
     private static func diff(before: [Binding], after: [Binding], now: Int64) -> [BindingEvent] {
         var events: [BindingEvent] = []
-        // An AOR has a few bindings (32 at most): keys computed once each and compared in place
-        // cost less than two dictionaries per REGISTER.
-        let beforeKeys = before.map(\.key)
-        let afterKeys = after.map(\.key)
-        for (index, old) in before.enumerated() where !afterKeys.contains(beforeKeys[index]) {
+        // An AOR has a few bindings (32 at most), each keeping its key: compared in place, they
+        // cost less than two dictionaries, or two arrays of keys, per REGISTER.
+        for old in before where !after.contains(where: { $0.key == old.key }) {
             events.append(BindingEvent(kind: old.expiresAt <= now ? .expired : .removed, binding: old))
         }
-        for (index, new) in after.enumerated() {
-            let old = beforeKeys.lastIndex(of: afterKeys[index]).map { before[$0] }
+        for new in after {
+            let old = before.last { $0.key == new.key }
             if let old, old.expiresAt > now {
                 if old != new { events.append(BindingEvent(kind: .refreshed, binding: new)) }
             } else {

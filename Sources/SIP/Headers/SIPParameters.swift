@@ -50,15 +50,19 @@ public struct SIPParameters: Sendable, Hashable, Sequence, CustomStringConvertib
     }
 
     /// Sets (replacing every earlier one) or appends a parameter.
+    /// Changed in place: rebuilding the list made a new array each time, two allocations per
+    /// REGISTER's 200 OK (its `expires` on each Contact).
     public mutating func set(_ name: String, _ value: String?) {
-        var found = false
-        items = items.compactMap { item in
-            guard item.name.caseInsensitiveEquals(name) else { return item }
-            if found { return nil }
-            found = true
-            return Parameter(name: item.name, value: value)
+        guard let first = items.firstIndex(where: { $0.name.caseInsensitiveEquals(name) }) else {
+            append(name, value)
+            return
         }
-        if !found { append(name, value) }
+        items[first].value = value
+        let later = first + 1
+        if items[later...].contains(where: { $0.name.caseInsensitiveEquals(name) }) {
+            let others = items[later...].filter { !$0.name.caseInsensitiveEquals(name) }
+            items.replaceSubrange(later..., with: others)
+        }
     }
 
     public mutating func remove(_ name: String) {

@@ -228,15 +228,19 @@ public struct SIPMessageParser: Sendable {
     private static func parseRequestLine(_ line: UnsafeRawBufferPointer, base: Int) throws(SIPParseError) -> SIPMessage.StartLine {
         guard let first = line.first, !isWhitespace(first) else { throw .malformedStartLine("leading whitespace") }
         if let last = line.last, last == 0x20 || last == 0x09 { throw .malformedStartLine("trailing whitespace") }
-        var spaces: [Int] = []
+        // The two separators, held in locals: an array of them was two allocations per request.
+        var firstSpace = -1
+        var lastSpace = -1
         for index in 0..<line.count where line[index] == 0x20 || line[index] == 0x09 {
-            spaces.append(index)
-            if spaces.count >= 2, spaces[spaces.count - 2] + 1 == index { throw .malformedStartLine("extra whitespace") }
-            guard spaces.count <= 2 else { throw .malformedStartLine("whitespace in Request-URI") }
+            if firstSpace < 0 {
+                firstSpace = index
+                continue
+            }
+            if max(firstSpace, lastSpace) + 1 == index { throw .malformedStartLine("extra whitespace") }
+            guard lastSpace < 0 else { throw .malformedStartLine("whitespace in Request-URI") }
+            lastSpace = index
         }
-        guard spaces.count == 2 else { throw .malformedStartLine(spaces.isEmpty ? "no Request-URI" : "no SIP-Version") }
-        let firstSpace = spaces[0]
-        let lastSpace = spaces[1]
+        guard lastSpace >= 0 else { throw .malformedStartLine(firstSpace < 0 ? "no Request-URI" : "no SIP-Version") }
         guard line[firstSpace] == 0x20, line[lastSpace] == 0x20 else { throw .malformedStartLine("tab in Request-Line") }
         guard lastSpace > firstSpace + 1 else { throw .malformedStartLine("extra whitespace") }
         let methodBytes = UnsafeRawBufferPointer(rebasing: line[0..<firstSpace])
