@@ -138,9 +138,12 @@ public final class LocationService: Sendable {
     public func bindings(for aor: String) -> [Binding] {
         let now = clock.nowMilliseconds()
         let key = PrehashedString(aor)
-        return shard(key).withLockedValue { $0.table[key] ?? [] }
-            .filter { $0.expiresAt > now }
-            .sorted { $0.q > $1.q }
+        let stored = shard(key).withLockedValue { $0.table[key] ?? [] }
+        // Most AORs have one binding, unexpired: handed back as stored, with no array made.
+        if stored.count <= 1, stored.allSatisfy({ $0.expiresAt > now }) { return stored }
+        var valid = stored.filter { $0.expiresAt > now }
+        valid.sort { $0.q > $1.q }
+        return valid
     }
 
     /// Every unexpired binding (management, tests).

@@ -186,13 +186,26 @@ extension TransportLayer {
     /// The UDP listener to send to `address` from: one of its address family, preferring one whose
     /// socket can reach it (with a loopback and a public listener, a remote peer gets the public one).
     private func udpListener(for address: SocketAddress) -> ListenerID? {
+        // Plain loops: a lazy filter over the listeners put its closure's context on the heap, for
+        // every request sent over UDP.
         state.withLockedValue { state in
-            let udp = state.udpListeners
-            let family = udp.lazy.filter { $0.bound.address.protocol == address.protocol }
-            guard let first = family.first else { return udp.first { $0.bound.spec.host == "::" }?.bound.id }
+            var first: ListenerID?
+            var several = false
+            for listener in state.udpListeners where listener.bound.address.protocol == address.protocol {
+                guard first == nil else {
+                    several = true
+                    break
+                }
+                first = listener.bound.id
+            }
+            guard let first else { return state.udpListeners.first { $0.bound.spec.host == "::" }?.bound.id }
             // One listener of the family leaves no choice (its check comes with the send).
-            guard family.dropFirst().first != nil else { return first.bound.id }
-            return (family.first { $0.reach?.refusal(for: address) == nil } ?? first).bound.id
+            guard several else { return first }
+            for listener in state.udpListeners
+            where listener.bound.address.protocol == address.protocol && listener.reach?.refusal(for: address) == nil {
+                return listener.bound.id
+            }
+            return first
         }
     }
 

@@ -19,6 +19,8 @@ public struct SIPVia: Sendable, Hashable, CustomStringConvertible {
         self.host = host
         self.port = port
         self.parameters = SIPParameters()
+        // A proxy's own Via also takes rport: room for both at once.
+        self.parameters.reserveCapacity(2)
         self.parameters.append("branch", branch)
     }
 
@@ -45,8 +47,24 @@ public struct SIPVia: Sendable, Hashable, CustomStringConvertible {
         port.map { host + ":" + String($0) } ?? host
     }
 
+    /// Written into one String: joined with `+`, each forwarded request's Via took three.
     public var description: String {
-        protocolName + "/" + protocolVersion + "/" + transport + " " + sentBy + parameters.description
+        var text = ""
+        text.reserveCapacity(protocolName.utf8.count + protocolVersion.utf8.count + transport.utf8.count + host.utf8.count
+            + 9 + parameters.estimatedLength)
+        text.append(protocolName)
+        text.append("/")
+        text.append(protocolVersion)
+        text.append("/")
+        text.append(transport)
+        text.append(" ")
+        text.append(host)
+        if let port {
+            text.append(":")
+            text.append(String(port))
+        }
+        parameters.append(to: &text)
+        return text
     }
 
     /// Parses every Via value in one header line (they may be comma-separated).
