@@ -40,12 +40,13 @@ test: deps-test
 	  $(SWIFT) test --skip-build --skip '$(CPU_BOUND_TESTS)'; } || status=$$?; \
 	scripts/services.sh stop; exit $$status
 
-## Release build; parser throughput and allocations; SIPp scenarios against Tern and Kamailio with ratios;
+## Release build; parser throughput and allocations; heap allocations per REGISTER and proxied MESSAGE; SIPp scenarios against Tern and Kamailio with ratios;
 ## offline-message store and drain rates with SQLite and MongoDB; presence NOTIFY rate, latency, memory;
 ## the event bus's cost to SIP.
 bench: build-release
 	@scripts/install-deps.sh bench
 	.build/release/tern-parser-bench
+	TERN=.build/release/tern scripts/alloc-count.sh
 	TERN=.build/release/tern scripts/bench.sh
 	TERN=.build/release/tern scripts/bench-messaging.sh
 	TERN=.build/release/tern scripts/bench-presence.sh
