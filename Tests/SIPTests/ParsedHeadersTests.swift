@@ -38,6 +38,26 @@ struct ParsedHeadersTests {
         #expect(try message.callID == "c2" && message.maxForwards() == 69)
     }
 
+    @Test func editsOfHeadersItDoesNotHoldKeepWhatWasParsed() throws {
+        let routed = Self.text.replacingOccurrences(of: "Max-Forwards: 70\r\n",
+                                                    with: "Max-Forwards: 70\r\nRoute: <sip:tern.test;lr>, <sip:next.test;lr>\r\n")
+        var message = try SIPMessageParser().parse(routed)
+        try message.validateRequestKeepingParsed()
+        // A proxy removes its own Route, adds Record-Route, sets other headers: nothing validation parsed changes.
+        message.dropFirstValue(.route)
+        message.prependHeader(.recordRoute, "<sip:tern.test;lr>")
+        message.setHeader(SIPHeaderName("X-Note"), "kept")
+        message.appendHeader(.allow, "INVITE, ACK")
+        message.removeHeaders(SIPHeaderName("X-Note"))
+        #expect(message.parsed != nil, "an edit of Route, Record-Route, Allow or an extension kept the parsed headers")
+        #expect(try message.routes().map(\.uri.host) == ["next.test"])
+        #expect(try message.requestURI().host == "tern.test" && message.to()?.uri.user == "alice" && message.vias().count == 2)
+        // An edit of a header they hold drops them, and the accessors read the message again.
+        message.removeHeaders(.contact)
+        #expect(message.parsed == nil)
+        #expect(try message.contacts() == nil)
+    }
+
     @Test func replacingTheTopViaKeepsTheOthers() throws {
         var message = try SIPMessageParser().parse(Self.text)
         try message.validateRequestKeepingParsed()

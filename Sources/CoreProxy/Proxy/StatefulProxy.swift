@@ -747,15 +747,17 @@ public final class StatefulProxy: LocationObserver, Sendable {
     func forwardACK(_ ack: SIPMessage, routedToUs: Bool) {
         var message = ack
         guard let uri = try? message.requestURI() else { return }
-        let next = (try? message.routes())?.first?.uri ?? uri
-        if !routedToUs, !identity.servesDomain(next.host), (try? message.routes())?.isEmpty ?? true { return }
+        let routes = (try? message.routes()) ?? []
+        let next = routes.first?.uri ?? uri
+        if !routedToUs, !identity.servesDomain(next.host), routes.isEmpty { return }
         let maxForwards = ((try? message.maxForwards()) ?? nil) ?? 71
         guard maxForwards > 0 else { return }
+        // Stateless: the branch is a function of the incoming one, so a retransmitted ACK gets the same.
+        // Read before the edit below, which drops what validation parsed (the Via would be parsed again).
+        let incomingBranch = (try? message.topVia())??.branch ?? ""
         message.setHeader(.maxForwards, String(maxForwards - 1))
         let destination = SIPDestination(uri: next)
         let listener = identity.listener(for: destination.transport, ipv6: next.host.hasPrefix("["))
-        // Stateless: the branch is a function of the incoming one, so a retransmitted ACK gets the same.
-        let incomingBranch = (try? message.topVia())??.branch ?? ""
         let branch = Self.branchPrefix + "ack" + String(fnv1a(incomingBranch), radix: 16)
         message.prependHeader(.via, "SIP/2.0/" + destination.transport.viaToken + " "
                               + (listener.map(LocalIdentity.hostPort) ?? "127.0.0.1") + ";branch=" + branch)

@@ -53,7 +53,25 @@ package final class ParsedHeaders: Sendable {
     }
 }
 
+extension ParsedHeaders {
+    /// Whether these parsed headers hold a value of this header. An edit of any other (Route,
+    /// Record-Route, Allow, ...) leaves them true, and they are kept through it.
+    static func holds(_ name: SIPHeaderName) -> Bool {
+        guard let index = name.knownIndex, index < 64 else { return false }
+        return heldMask & (1 << UInt64(index)) != 0
+    }
+
+    private static let heldMask: UInt64 = [SIPHeaderName.via, .from, .to, .callID, .cseq, .maxForwards, .contact]
+        .compactMap(\.knownIndex).reduce(0) { $0 | (1 << UInt64($1)) }
+}
+
 extension SIPMessage {
+    /// What validation parsed, if an edit of `name` leaves it true: put back after the edit, which
+    /// drops it (removing Tern's own Route made the proxy parse an in-dialog request's headers again).
+    func parsedSurviving(anEditOf name: SIPHeaderName) -> ParsedHeaders? {
+        ParsedHeaders.holds(name) ? nil : parsed
+    }
+
     /// Replaces the first Via value (its line keeps any later values), keeping what validation parsed.
     public mutating func replaceTopVia(_ via: SIPVia) {
         let kept = parsed

@@ -5,6 +5,8 @@ public import NIOCore
 extension SIPMessage {
     /// Appends a header line at the end of the header section.
     public mutating func appendHeader(_ name: SIPHeaderName, _ value: String) {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         fields.append(SIPHeaderField(name: name, value: value))
     }
 
@@ -17,12 +19,16 @@ extension SIPMessage {
     /// Inserts a header line before every other line of that name (or at the top if none), as a
     /// proxy prepends Via and Record-Route.
     public mutating func prependHeader(_ name: SIPHeaderName, _ value: String) {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         let index = firstFieldIndex(name) ?? 0
         fields.insert(SIPHeaderField(name: name, value: value), at: index)
     }
 
     /// Removes every line of this header.
     public mutating func removeHeaders(_ name: SIPHeaderName) {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         var kept: [SIPHeaderField] = []
         kept.reserveCapacity(fields.count)
         for index in fields.indices where !matches(index, name) { kept.append(fields[index]) }
@@ -51,6 +57,8 @@ extension SIPMessage {
 
     /// Replaces every line of this header by one line with `value` (in the place of the first).
     public mutating func setHeader(_ name: SIPHeaderName, _ value: String) {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         guard let first = firstFieldIndex(name) else {
             appendHeader(name, value)
             return
@@ -71,6 +79,8 @@ extension SIPMessage {
     /// own Via or Route). Nothing is read into a String: a line that holds one value goes, and one
     /// that holds more keeps its name and the bytes after the first element's comma, as they came.
     public mutating func dropFirstValue(_ name: SIPHeaderName) {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         guard let index = firstFieldIndex(name) else { return }
         let field = fields[index]
         guard field.addedValue == nil else {
@@ -97,6 +107,8 @@ extension SIPMessage {
     /// first comma-separated element (a proxy removing its own Via or Route). Returns the removed value.
     @discardableResult
     public mutating func removeFirstValue(_ name: SIPHeaderName) -> String? {
+        let surviving = parsedSurviving(anEditOf: name)
+        defer { if let surviving { parsed = surviving } }
         guard let index = firstFieldIndex(name) else { return nil }
         let value = fieldValue(index)
         let elements = HeaderValueSplitter.splitList(value)

@@ -76,9 +76,15 @@ public struct SIPMessage: Sendable {
     /// The Request-URI, parsed.
     public func requestURI() throws(SIPParseError) -> SIPURI {
         if let uri = parsed?.requestURI { return uri }
-        guard let raw = requestURIString else { throw .malformedStartLine("not a request") }
+        guard case .request(_, let source, _) = startLine else { throw .malformedStartLine("not a request") }
+        // Read from the message's bytes: through a String first, it took two allocations.
+        let bytes: [UInt8]
+        switch source {
+        case .original(let range): bytes = buffer.getBytes(at: buffer.readerIndex + range.lowerBound, length: range.count) ?? []
+        case .text(let text): bytes = Array(text.utf8)
+        }
         do {
-            return try SIPURI(parsing: raw)
+            return try SIPURI.parse(bytes: bytes[...])
         } catch {
             throw .malformedRequestURI(error.reason)
         }
