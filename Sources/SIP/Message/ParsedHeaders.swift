@@ -66,10 +66,12 @@ extension ParsedHeaders {
 }
 
 extension SIPMessage {
-    /// What validation parsed, if an edit of `name` leaves it true: put back after the edit, which
-    /// drops it (removing Tern's own Route made the proxy parse an in-dialog request's headers again).
-    func parsedSurviving(anEditOf name: SIPHeaderName) -> ParsedHeaders? {
-        ParsedHeaders.holds(name) ? nil : parsed
+    /// Called by every edit of the header lines: what validation parsed goes when the edit touches a
+    /// header it holds, and stays otherwise (when every edit dropped it, removing Tern's own Route
+    /// made the proxy parse an in-dialog request's headers again). nil: any header may change.
+    mutating func forgetParsed(editing name: SIPHeaderName?) {
+        if let name, !ParsedHeaders.holds(name) { return }
+        parsed = nil
     }
 
     /// Replaces the first Via value (its line keeps any later values), keeping what validation parsed.

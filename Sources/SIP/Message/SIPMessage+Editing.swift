@@ -5,8 +5,7 @@ public import NIOCore
 extension SIPMessage {
     /// Appends a header line at the end of the header section.
     public mutating func appendHeader(_ name: SIPHeaderName, _ value: String) {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         fields.append(SIPHeaderField(name: name, value: value))
     }
 
@@ -19,16 +18,14 @@ extension SIPMessage {
     /// Inserts a header line before every other line of that name (or at the top if none), as a
     /// proxy prepends Via and Record-Route.
     public mutating func prependHeader(_ name: SIPHeaderName, _ value: String) {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         let index = firstFieldIndex(name) ?? 0
         fields.insert(SIPHeaderField(name: name, value: value), at: index)
     }
 
     /// Removes every line of this header.
     public mutating func removeHeaders(_ name: SIPHeaderName) {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         var kept: [SIPHeaderField] = []
         kept.reserveCapacity(fields.count)
         for index in fields.indices where !matches(index, name) { kept.append(fields[index]) }
@@ -38,6 +35,7 @@ extension SIPMessage {
     /// Removes every header line whose name `keep` refuses; returns how many lines went.
     @discardableResult
     public mutating func keepHeaders(where keep: (SIPHeaderName) -> Bool) -> Int {
+        forgetParsed(editing: nil)
         var kept: [SIPHeaderField] = []
         kept.reserveCapacity(fields.count)
         for index in fields.indices {
@@ -57,8 +55,7 @@ extension SIPMessage {
 
     /// Replaces every line of this header by one line with `value` (in the place of the first).
     public mutating func setHeader(_ name: SIPHeaderName, _ value: String) {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         guard let first = firstFieldIndex(name) else {
             appendHeader(name, value)
             return
@@ -79,8 +76,7 @@ extension SIPMessage {
     /// own Via or Route). Nothing is read into a String: a line that holds one value goes, and one
     /// that holds more keeps its name and the bytes after the first element's comma, as they came.
     public mutating func dropFirstValue(_ name: SIPHeaderName) {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         guard let index = firstFieldIndex(name) else { return }
         let field = fields[index]
         guard field.addedValue == nil else {
@@ -107,8 +103,7 @@ extension SIPMessage {
     /// first comma-separated element (a proxy removing its own Via or Route). Returns the removed value.
     @discardableResult
     public mutating func removeFirstValue(_ name: SIPHeaderName) -> String? {
-        let surviving = parsedSurviving(anEditOf: name)
-        defer { if let surviving { parsed = surviving } }
+        forgetParsed(editing: name)
         guard let index = firstFieldIndex(name) else { return nil }
         let value = fieldValue(index)
         let elements = HeaderValueSplitter.splitList(value)

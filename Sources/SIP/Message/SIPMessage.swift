@@ -9,7 +9,9 @@ public struct SIPMessage: Sendable {
     /// The message as received (or as first rendered), start line first.
     package var buffer: ByteBuffer
     package var startLine: StartLine { didSet { parsed = nil } }
-    package var fields: [SIPHeaderField] { didSet { parsed = nil } }
+    /// Edited only through SIPMessage+Editing.swift, where each edit forgets what validation parsed
+    /// when it touches a header the parsed headers hold (``forgetParsed(editing:)``).
+    package internal(set) var fields: [SIPHeaderField]
     /// Headers validation already parsed (``validateRequestKeepingParsed(supportedSchemes:)``), so
     /// that the transaction layer, the proxy and the registrar do not parse them again. Any edit of
     /// the start line or the headers drops them.
